@@ -1,0 +1,92 @@
+"""Judge configuration: which backend grades `llm` criteria, and how. Rule criteria never need one.
+
+A config is a dict (inline in a training YAML under `judge:`), a JSON string (CLI override), or the path of
+a YAML/JSON file. Secrets never appear here: `api_key_env` names the environment variable that holds the key.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from rubric_rft.rubric import describe_validation_error
+
+
+class _JudgeConfigBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    cache_path: str | None = Field(
+        default=None, description="SQLite file of cached verdicts; none disables the cache."
+    )
+
+
+class OpenAIJudgeConfig(_JudgeConfigBase):
+    """Any OpenAI-compatible chat endpoint: `vllm serve`, SGLang, `transformers serve`, OpenAI, ..."""
+
+    backend: Literal["openai"] = "openai"
+    model: str
+    base_urls: list[str] = Field(min_length=1, description="One URL per replica, each ending in /v1.")
+    api_key_env: str | None = Field(default=None, description="Name of the env var holding the API key.")
+    request_shape: Literal["batched", "per_criterion"] = Field(
+        default="batched", description="All criteria of a rubric in one call, or one call per criterion."
+    )
+    max_concurrency: int = Field(default=64, ge=1)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=3, ge=0)
+    backoff_initial_s: float = Field(default=0.5, ge=0)
+    backoff_max_s: float = Field(default=8.0, ge=0)
+    temperature: float = Field(default=0.0, ge=0)
+    max_tokens: int = Field(default=512, ge=1)
+
+
+class HFJudgeConfig(_JudgeConfigBase):
+    """A transformers causal LM loaded in-process; P(yes) per criterion from its next-token distribution."""
+
+    backend: Literal["hf"] = "hf"
+    model: str
+    device: str = "cpu"
+    batch_size: int = Field(default=8, ge=1)
+    max_length: int = Field(default=2048, ge=64, description="Prompt tokens kept (left-truncated).")
+    threshold: float = Field(default=0.5, gt=0, lt=1, description="P(yes) at or above which a criterion is met.")
+
+
+JudgeConfig = Annotated[Union[OpenAIJudgeConfig, HFJudgeConfig], Field(discriminator="backend")]
+_adapter: TypeAdapter[JudgeConfig] = TypeAdapter(JudgeConfig)
+
+
+def load_judge_config(value: str | dict[str, Any] | BaseModel) -> OpenAIJudgeConfig | HFJudgeConfig:
+    """Parse a judge config from a dict, a JSON string, or a YAML/JSON file path."""
+    if isinstance(value, (OpenAIJudgeConfig, HFJudgeConfig)):
+        return value
+    source = "judge config"
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            value = json.loads(text)
+        else:
+            path = Path(text)
+            if not path.exists():
+                raise FileNotFoundError(f"judge config file {path} does not exist")
+            source = str(path)
+            value = yaml.safe_load(path.read_text())
+    if not isinstance(value, dict):
+        raise ValueError(f"{source}: expected a mapping with a 'backend' key, got {type(value).__name__}")
+    try:
+        return _adapter.validate_python(value)
+    except ValidationError as exc:
+        raise ValueError(f"{source}: {describe_validation_error(exc)}") from None
+
+
+def build_judge(config: OpenAIJudgeConfig | HFJudgeConfig):
+    """Instantiate the backend a config names."""
+    if isinstance(config, OpenAIJudgeConfig):
+        from rubric_rft.judges.openai_compat import OpenAIJudge
+
+        return OpenAIJudge(config)
+    from rubric_rft.judges.hf_local import HFJudge
+
+    return HFJudge(config)

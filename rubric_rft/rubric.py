@@ -1,0 +1,270 @@
+"""Rubric and criterion types, validation, scoring, and JSON / JSONL files.
+
+A rubric belongs to one prompt and lists weighted criteria. A criterion is *satisfied* or not; satisfying a
+criterion with a positive weight is good, satisfying one with a negative weight (a pitfall, phrased as the
+bad thing happening: "Recommends a dangerous dose") costs its weight.
+
+Score (default, `normalize=True`): sum of the weights of satisfied criteria over the sum of positive weights,
+clipped to [0, 1]. With `normalize=False` the raw weighted sum is returned, as the paper's released code does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegexCheck(_Strict):
+    """Satisfied when `pattern` matches anywhere in the response (Python `re.search`)."""
+
+    type: Literal["regex"] = "regex"
+    pattern: str
+    ignore_case: bool = True
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        import re
+
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+        return pattern
+
+
+class ContainsCheck(_Strict):
+    """Satisfied when the response contains at least `min_matches` of the phrases in `any_of`."""
+
+    type: Literal["contains"] = "contains"
+    any_of: list[str] = Field(min_length=1)
+    min_matches: int = Field(default=1, ge=1)
+    case_sensitive: bool = False
+
+
+class NotContainsCheck(_Strict):
+    """Satisfied when the response contains none of the phrases in `none_of`."""
+
+    type: Literal["not_contains"] = "not_contains"
+    none_of: list[str] = Field(min_length=1)
+    case_sensitive: bool = False
+
+
+class WordCountCheck(_Strict):
+    """Satisfied when the number of words lies in [min, max] (either bound may be left out)."""
+
+    type: Literal["word_count"] = "word_count"
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "WordCountCheck":
+        _check_bounds(self.min, self.max)
+        return self
+
+
+class CharCountCheck(_Strict):
+    """Satisfied when the number of characters lies in [min, max] (either bound may be left out)."""
+
+    type: Literal["char_count"] = "char_count"
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "CharCountCheck":
+        _check_bounds(self.min, self.max)
+        return self
+
+
+class NoRepetitionCheck(_Strict):
+    """Satisfied when no word n-gram repeats too often and no sentence is repeated.
+
+    `max_repeat_fraction` bounds the share of n-grams that are repeats of an earlier n-gram.
+    """
+
+    type: Literal["no_repetition"] = "no_repetition"
+    ngram: int = Field(default=3, ge=1)
+    max_repeat_fraction: float = Field(default=0.2, ge=0.0, le=1.0)
+
+
+def _check_bounds(low: int | None, high: int | None) -> None:
+    if low is None and high is None:
+        raise ValueError("give at least one of min and max")
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"min ({low}) is greater than max ({high})")
+
+
+RuleCheck = Annotated[
+    Union[RegexCheck, ContainsCheck, NotContainsCheck, WordCountCheck, CharCountCheck, NoRepetitionCheck],
+    Field(discriminator="type"),
+]
+
+
+class Criterion(_Strict):
+    """One weighted, checkable statement about a response. "Satisfied" means the statement is true of it."""
+
+    id: str = Field(min_length=1)
+    text: str = Field(min_length=1)
+    weight: float
+    kind: Literal["llm", "rule"] = "llm"
+    check: RuleCheck | None = None
+
+    @field_validator("weight")
+    @classmethod
+    def _finite_nonzero(cls, weight: float) -> float:
+        if not math.isfinite(weight) or weight == 0:
+            raise ValueError(f"weight must be a finite non-zero number (negative for a pitfall), got {weight}")
+        return weight
+
+    @model_validator(mode="after")
+    def _check_matches_kind(self) -> "Criterion":
+        if self.kind == "rule" and self.check is None:
+            raise ValueError(f"criterion {self.id!r} has kind 'rule' but no 'check'")
+        if self.kind == "llm" and self.check is not None:
+            raise ValueError(f"criterion {self.id!r} has a 'check' but kind 'llm'; set kind to 'rule'")
+        return self
+
+
+class Rubric(_Strict):
+    """The criteria for one prompt, with the history that refinement leaves (`version`, `parent`, `reason`)."""
+
+    id: str = Field(min_length=1)
+    prompt_id: str | None = None
+    criteria: list[Criterion] = Field(min_length=1)
+    version: int = Field(default=1, ge=1)
+    parent: str | None = None
+    reason: str | None = None
+
+    @model_validator(mode="after")
+    def _valid_set(self) -> "Rubric":
+        ids = [c.id for c in self.criteria]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"criterion ids must be unique, repeated: {duplicates}")
+        if not any(c.weight > 0 for c in self.criteria):
+            raise ValueError("a rubric needs at least one criterion with a positive weight")
+        return self
+
+    @property
+    def llm_criteria(self) -> list[Criterion]:
+        return [c for c in self.criteria if c.kind == "llm"]
+
+    @property
+    def rule_criteria(self) -> list[Criterion]:
+        return [c for c in self.criteria if c.kind == "rule"]
+
+    @property
+    def total_positive_weight(self) -> float:
+        return sum(c.weight for c in self.criteria if c.weight > 0)
+
+    def score(self, satisfied: Mapping[str, bool | float], normalize: bool = True) -> float:
+        """Aggregate per-criterion verdicts (criterion id -> satisfied, or a degree in [0, 1]) into a score.
+
+        Every criterion must have a verdict: a missing one is an error, never a silent zero.
+        """
+        missing = [c.id for c in self.criteria if c.id not in satisfied]
+        if missing:
+            raise KeyError(f"rubric {self.id!r}: no verdict for criteria {missing}")
+        raw = sum(c.weight * float(satisfied[c.id]) for c in self.criteria)
+        if not normalize:
+            return raw
+        return min(1.0, max(0.0, raw / self.total_positive_weight))
+
+    @classmethod
+    def from_value(cls, value: str | Mapping[str, Any] | "Rubric") -> "Rubric":
+        """Build a rubric from a dataset cell: a `Rubric`, its JSON text, or a dict.
+
+        Arrow stores nested dicts as structs and fills absent fields with null, so null-valued keys are
+        dropped before validation (null and absent mean the same in this format).
+        """
+        if isinstance(value, Rubric):
+            return value
+        if isinstance(value, str):
+            return cls.model_validate_json(value)
+        return cls.model_validate(_drop_nulls(value))
+
+
+def _drop_nulls(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
+class RubricFileError(ValueError):
+    """A rubric file that does not parse or validate; the message names the file, line and field."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem: `field.path: message`."""
+    lines = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"]) or "<record>"
+        lines.append(f"{where}: {problem['msg']}")
+    return "; ".join(lines)
+
+
+def load_rubrics(path: str | Path) -> list[Rubric]:
+    """Load rubrics in this project's format from a `.json` file (one rubric or a list) or a `.jsonl` file.
+
+    Raises `RubricFileError` naming the file, the line (JSONL) and the offending field.
+    """
+    path = Path(path)
+    rubrics = []
+    for where, record in iter_json_records(path):
+        try:
+            rubrics.append(Rubric.model_validate(record))
+        except ValidationError as exc:
+            raise RubricFileError(f"{where}: {describe_validation_error(exc)}") from None
+    return rubrics
+
+
+def save_rubrics(rubrics: list[Rubric], path: str | Path) -> None:
+    """Write rubrics as JSONL (one per line) or, for a `.json` path, as a JSON list."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records = [r.model_dump(mode="json", exclude_none=True) for r in rubrics]
+    if path.suffix == ".json":
+        path.write_text(json.dumps(records, indent=2, ensure_ascii=False) + "\n")
+    else:
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def iter_json_records(path: Path):
+    """Yield `(location, record)` for each record of a JSON or JSONL file; `location` is `file:line` for JSONL.
+
+    A `.json` file holds one object or a list of objects; anything else is read as JSONL.
+    """
+    if not path.exists():
+        raise RubricFileError(f"{path}: no such file")
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise RubricFileError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+        records = data if isinstance(data, list) else [data]
+        for index, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise RubricFileError(f"{path}: item {index}: expected a JSON object, got {type(record).__name__}")
+            yield (f"{path}: item {index}" if isinstance(data, list) else str(path)), record
+        return
+    with path.open() as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RubricFileError(f"{path}:{line_number}: invalid JSON: {exc.msg}") from None
+            if not isinstance(record, dict):
+                raise RubricFileError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
+            yield f"{path}:{line_number}", record
