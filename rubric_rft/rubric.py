@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -49,6 +50,18 @@ class ContainsCheck(_Strict):
     min_matches: int = Field(default=1, ge=1)
     case_sensitive: bool = False
 
+    @field_validator("any_of")
+    @classmethod
+    def _no_empty_phrase(cls, phrases: list[str]) -> list[str]:
+        return _phrases(phrases)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> ContainsCheck:
+        distinct = len({p if self.case_sensitive else p.casefold() for p in self.any_of})
+        if self.min_matches > distinct:
+            raise ValueError(f"min_matches ({self.min_matches}) exceeds the {distinct} distinct phrases in any_of")
+        return self
+
 
 class NotContainsCheck(_Strict):
     """Satisfied when the response contains none of the phrases in `none_of`."""
@@ -56,6 +69,11 @@ class NotContainsCheck(_Strict):
     type: Literal["not_contains"] = "not_contains"
     none_of: list[str] = Field(min_length=1)
     case_sensitive: bool = False
+
+    @field_validator("none_of")
+    @classmethod
+    def _no_empty_phrase(cls, phrases: list[str]) -> list[str]:
+        return _phrases(phrases)
 
 
 class WordCountCheck(_Strict):
@@ -66,7 +84,7 @@ class WordCountCheck(_Strict):
     max: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
-    def _bounds(self) -> "WordCountCheck":
+    def _bounds(self) -> WordCountCheck:
         _check_bounds(self.min, self.max)
         return self
 
@@ -79,7 +97,7 @@ class CharCountCheck(_Strict):
     max: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
-    def _bounds(self) -> "CharCountCheck":
+    def _bounds(self) -> CharCountCheck:
         _check_bounds(self.min, self.max)
         return self
 
@@ -95,6 +113,12 @@ class NoRepetitionCheck(_Strict):
     max_repeat_fraction: float = Field(default=0.2, ge=0.0, le=1.0)
 
 
+def _phrases(phrases: list[str]) -> list[str]:
+    if any(not phrase.strip() for phrase in phrases):
+        raise ValueError("phrases must not be empty (an empty phrase is found in every response)")
+    return phrases
+
+
 def _check_bounds(low: int | None, high: int | None) -> None:
     if low is None and high is None:
         raise ValueError("give at least one of min and max")
@@ -103,7 +127,7 @@ def _check_bounds(low: int | None, high: int | None) -> None:
 
 
 RuleCheck = Annotated[
-    Union[RegexCheck, ContainsCheck, NotContainsCheck, WordCountCheck, CharCountCheck, NoRepetitionCheck],
+    RegexCheck | ContainsCheck | NotContainsCheck | WordCountCheck | CharCountCheck | NoRepetitionCheck,
     Field(discriminator="type"),
 ]
 
@@ -125,7 +149,7 @@ class Criterion(_Strict):
         return weight
 
     @model_validator(mode="after")
-    def _check_matches_kind(self) -> "Criterion":
+    def _check_matches_kind(self) -> Criterion:
         if self.kind == "rule" and self.check is None:
             raise ValueError(f"criterion {self.id!r} has kind 'rule' but no 'check'")
         if self.kind == "llm" and self.check is not None:
@@ -144,7 +168,7 @@ class Rubric(_Strict):
     reason: str | None = None
 
     @model_validator(mode="after")
-    def _valid_set(self) -> "Rubric":
+    def _valid_set(self) -> Rubric:
         ids = [c.id for c in self.criteria]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
@@ -179,7 +203,7 @@ class Rubric(_Strict):
         return min(1.0, max(0.0, raw / self.total_positive_weight))
 
     @classmethod
-    def from_value(cls, value: str | Mapping[str, Any] | "Rubric") -> "Rubric":
+    def from_value(cls, value: str | Mapping[str, Any] | Rubric) -> Rubric:
         """Build a rubric from a dataset cell: a `Rubric`, its JSON text, or a dict.
 
         Arrow stores nested dicts as structs and fills absent fields with null, so null-valued keys are
@@ -188,7 +212,7 @@ class Rubric(_Strict):
         if isinstance(value, Rubric):
             return value
         if isinstance(value, str):
-            return cls.model_validate_json(value)
+            value = json.loads(value)
         return cls.model_validate(_drop_nulls(value))
 
 
@@ -230,13 +254,17 @@ def load_rubrics(path: str | Path) -> list[Rubric]:
 
 def save_rubrics(rubrics: list[Rubric], path: str | Path) -> None:
     """Write rubrics as JSONL (one per line) or, for a `.json` path, as a JSON list."""
+    write_json_records([r.model_dump(mode="json", exclude_none=True) for r in rubrics], path)
+
+
+def write_json_records(records: list[dict[str, Any]], path: str | Path) -> None:
+    """JSONL, or a JSON list for a `.json` path: the two layouts `iter_json_records` reads back."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    records = [r.model_dump(mode="json", exclude_none=True) for r in rubrics]
     if path.suffix == ".json":
         path.write_text(json.dumps(records, indent=2, ensure_ascii=False) + "\n")
     else:
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        path.write_text("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
 def iter_json_records(path: Path):
@@ -248,7 +276,9 @@ def iter_json_records(path: Path):
         raise RubricFileError(f"{path}: no such file")
     if path.suffix == ".json":
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise RubricFileError(f"{path}: not UTF-8 text") from None
         except json.JSONDecodeError as exc:
             raise RubricFileError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
         records = data if isinstance(data, list) else [data]
@@ -257,8 +287,8 @@ def iter_json_records(path: Path):
                 raise RubricFileError(f"{path}: item {index}: expected a JSON object, got {type(record).__name__}")
             yield (f"{path}: item {index}" if isinstance(data, list) else str(path)), record
         return
-    with path.open() as handle:
-        for line_number, line in enumerate(handle, start=1):
+    with path.open(encoding="utf-8", errors="strict") as handle:
+        for line_number, line in enumerate(_lines(handle, path), start=1):
             if not line.strip():
                 continue
             try:
@@ -268,3 +298,10 @@ def iter_json_records(path: Path):
             if not isinstance(record, dict):
                 raise RubricFileError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
             yield f"{path}:{line_number}", record
+
+
+def _lines(handle, path: Path):
+    try:
+        yield from handle
+    except UnicodeDecodeError:
+        raise RubricFileError(f"{path}: not UTF-8 text") from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -54,7 +54,7 @@ class HFJudgeConfig(_JudgeConfigBase):
     threshold: float = Field(default=0.5, gt=0, lt=1, description="P(yes) at or above which a criterion is met.")
 
 
-JudgeConfig = Annotated[Union[OpenAIJudgeConfig, HFJudgeConfig], Field(discriminator="backend")]
+JudgeConfig = Annotated[OpenAIJudgeConfig | HFJudgeConfig, Field(discriminator="backend")]
 _adapter: TypeAdapter[JudgeConfig] = TypeAdapter(JudgeConfig)
 
 

@@ -1,0 +1,86 @@
+"""Prompt datasets with a rubric per row, loaded with `datasets`.
+
+A row has `prompt` (chat messages, TRL's conversational format), `prompt_id`, `rubric` (the rubric as JSON
+text, so rubrics of any shape share one Arrow column) and optionally `reference`. Local JSON/JSONL files may
+be in any format `rubric_rft.formats` detects; errors name the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, load_dataset
+from pydantic import ValidationError
+
+from rubric_rft.rubric import Rubric, RubricFileError, describe_validation_error
+
+
+def load_prompt_dataset(source: str, split: str = "train") -> Dataset:
+    """Load a local JSON/JSONL/Parquet file or a hub dataset id into the row format above."""
+    path = Path(source)
+    if path.suffix in {".json", ".jsonl"}:
+        from rubric_rft.formats import read_records
+
+        rows = [_to_row(location, row) for location, row in read_records(path)]
+        if not rows:
+            raise RubricFileError(f"{path}: no records")
+        return Dataset.from_list(rows)
+    if path.suffix == ".parquet":
+        dataset = load_dataset("parquet", data_files=str(path), split="train")
+    else:
+        dataset = load_dataset(source, split=split)
+    return _validated(dataset, str(source))
+
+
+def _to_row(location: str, row: dict[str, Any]) -> dict[str, Any]:
+    if "prompt" not in row:
+        raise RubricFileError(f"{location}: a bare rubric has no prompt to train on; training rows need 'prompt'")
+    out = {"prompt_id": str(row["prompt_id"]), "prompt": as_messages(row["prompt"]), "rubric": row["rubric"]}
+    if not isinstance(out["rubric"], str):
+        out["rubric"] = json.dumps(out["rubric"], ensure_ascii=False)
+    if row.get("reference") is not None:
+        out["reference"] = row["reference"]
+    return out
+
+
+def _validated(dataset: Dataset, source: str) -> Dataset:
+    missing = [column for column in ("prompt", "rubric") if column not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"{source}: dataset has no {missing} column(s); columns are {dataset.column_names}. "
+            "Each row needs 'prompt' (a string or chat messages) and 'rubric' (a rubric object or its JSON)."
+        )
+    rubrics = []
+    for index, value in enumerate(dataset["rubric"]):
+        try:
+            rubrics.append(Rubric.from_value(value).model_dump_json(exclude_none=True))
+        except ValidationError as exc:
+            raise RubricFileError(f"{source}: row {index}: rubric.{describe_validation_error(exc)}") from None
+    dataset = dataset.remove_columns("rubric").add_column("rubric", rubrics)
+    if "prompt_id" not in dataset.column_names:
+        dataset = dataset.add_column("prompt_id", [str(i) for i in range(len(dataset))])
+    return dataset.map(lambda row: {"prompt": as_messages(row["prompt"])})
+
+
+def as_messages(prompt: str | list[dict[str, str]]) -> list[dict[str, str]]:
+    """A plain-string prompt becomes one user message."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return [{"role": m["role"], "content": m["content"]} for m in prompt]
+
+
+def render_prompt(prompt: str | list[dict[str, str]]) -> str:
+    """The conversation as plain text for a judge: a lone user turn is shown as is, longer ones role by role."""
+    messages = as_messages(prompt)
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
+
+
+def completion_text(completion: str | list[dict[str, str]]) -> str:
+    """The text of a TRL completion: a string, or the content of its assistant message(s)."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(m["content"] for m in completion if m.get("role", "assistant") == "assistant")

@@ -1,0 +1,136 @@
+"""An in-process transformers judge: P(yes) per criterion from the model's next-token distribution.
+
+For small local judges (and for tests without a server). One forward pass per criterion answers it: the
+judge is asked to reply Yes or No, and P(yes) is the probability mass of the "yes" answer tokens against the
+"no" ones. Forward passes run in a worker thread, one batch at a time, so the event loop (and the other
+reward functions on it) keeps going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from rubric_rft.judges.base import CriterionVerdict, GradeRequest, Verdict
+from rubric_rft.judges.cache import VerdictCache, cache_key
+from rubric_rft.judges.config import HFJudgeConfig
+from rubric_rft.judges.prompts import TEMPLATE_VERSION, per_criterion_yes_no_messages
+from rubric_rft.models import resolve_model
+
+YES_WORDS = ("Yes", "yes", "YES")
+NO_WORDS = ("No", "no", "NO")
+
+
+class HFJudge:
+    """Judge backend for `HFJudgeConfig`; the model is loaded on first use."""
+
+    def __init__(self, config: HFJudgeConfig) -> None:
+        self.config = config
+        self.name = f"hf:{config.model}"
+        self._cache = VerdictCache(config.cache_path) if config.cache_path else None
+        self._model = None
+        self._tokenizer = None
+        self._load_lock = threading.Lock()
+        self._forward_lock = threading.Lock()
+
+    def _load(self) -> None:
+        with self._load_lock:
+            if self._model is not None:
+                return
+            path = resolve_model(self.config.model)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            tokenizer.padding_side = "left"
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(self.config.device).eval()
+            self._yes_ids = _first_token_ids(tokenizer, YES_WORDS)
+            self._no_ids = _first_token_ids(tokenizer, NO_WORDS)
+            if set(self._yes_ids) & set(self._no_ids):
+                raise ValueError(f"{self.config.model}: the tokenizer does not tell 'yes' from 'no' by their first token")
+            self._tokenizer, self._model = tokenizer, model
+
+    async def grade(self, request: GradeRequest) -> Verdict:
+        started = time.perf_counter()
+        verdict = Verdict()
+        keys = [self._key(request, c.text) for c in request.criteria]
+        probabilities: dict[str, float] = {}
+        todo = []
+        for criterion, key in zip(request.criteria, keys, strict=True):
+            cached = self._cache.get(key) if self._cache else None
+            if cached is not None:
+                probabilities[criterion.id] = cached["p_yes"]
+                verdict.cache_hits += 1
+            else:
+                todo.append((criterion, key))
+        if todo:
+            try:
+                computed = await asyncio.to_thread(
+                    self._p_yes, [(request.prompt, request.response, c.text) for c, _ in todo]
+                )
+            except Exception as exc:  # a failed forward pass is a failed grade, reported, never a score
+                return Verdict(error=f"{self.name}: {type(exc).__name__}: {exc}", latency_s=time.perf_counter() - started)
+            verdict.judge_calls += len(todo)
+            for (criterion, key), p_yes in zip(todo, computed, strict=True):
+                probabilities[criterion.id] = p_yes
+                if self._cache:
+                    self._cache.put(key, {"p_yes": p_yes})
+        verdict.criteria = {
+            cid: CriterionVerdict(satisfied=p >= self.config.threshold, probability=p)
+            for cid, p in probabilities.items()
+        }
+        verdict.latency_s = time.perf_counter() - started
+        return verdict
+
+    def _key(self, request: GradeRequest, criterion_text: str) -> str:
+        return cache_key(
+            backend="hf",
+            model=self.config.model,
+            template=TEMPLATE_VERSION,
+            shape="per_criterion_yes_no",
+            prompt=request.prompt,
+            response=request.response,
+            criteria=[criterion_text],
+        )
+
+    def _p_yes(self, items: list[tuple[str, str, str]]) -> list[float]:
+        self._load()
+        results: list[float] = []
+        with self._forward_lock, torch.no_grad():
+            for start in range(0, len(items), self.config.batch_size):
+                texts = [
+                    self._tokenizer.apply_chat_template(
+                        per_criterion_yes_no_messages(prompt, response, criterion),
+                        tokenize=False,
+                        add_generation_prompt=True,
+                    )
+                    for prompt, response, criterion in items[start : start + self.config.batch_size]
+                ]
+                self._tokenizer.truncation_side = "left"
+                inputs = self._tokenizer(
+                    texts,
+                    return_tensors="pt",
+                    padding=True,
+                    truncation=True,
+                    max_length=self.config.max_length,
+                    add_special_tokens=False,
+                ).to(self._model.device)
+                logits = self._model(**inputs).logits[:, -1, :].float()
+                log_probs = torch.log_softmax(logits, dim=-1)
+                yes = torch.logsumexp(log_probs[:, self._yes_ids], dim=-1)
+                no = torch.logsumexp(log_probs[:, self._no_ids], dim=-1)
+                results.extend(torch.sigmoid(yes - no).tolist())
+        return results
+
+    async def aclose(self) -> None:
+        if self._cache:
+            self._cache.close()
+
+
+def _first_token_ids(tokenizer, words: tuple[str, ...]) -> list[int]:
+    """The first token of each spelling, with and without a leading space, deduplicated."""
+    ids = {tokenizer.encode(variant, add_special_tokens=False)[0] for w in words for variant in (w, " " + w)}
+    return sorted(ids)

@@ -1,0 +1,203 @@
+"""Tolerant parsing of judge answers into verdicts, strict about which criterion a verdict belongs to.
+
+Judges wrap JSON in code fences and prose, use single quotes, trailing commas, Python literals, and many
+spellings of yes and no. All of that is accepted. What is never guessed: a verdict only counts for a label
+whose key matches it exactly (ignoring case and whitespace), and a missing label, an unrecognised value,
+conflicting duplicate keys, truncated JSON or no JSON at all raise `MalformedVerdict`, so the caller re-asks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+TRUE_WORDS = frozenset({"yes", "y", "true", "1", "met", "satisfied", "pass", "passed"})
+FALSE_WORDS = frozenset({"no", "n", "false", "0", "not met", "unmet", "unsatisfied", "not satisfied", "fail", "failed"})
+
+# Keys under which a nested object (`{"c1": {"verdict": "yes", "reason": ...}}`) or a single-criterion
+# answer (`{"satisfied": "yes"}`) carries its verdict.
+VERDICT_KEYS = ("satisfied", "verdict", "answer", "met", "result", "decision", "value")
+
+_BARE_WORDS = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*(?:[ \t]+[A-Za-z_][A-Za-z0-9_\-]*)*")
+_PYTHON_LITERALS = {"True": "true", "False": "false", "None": "null"}
+_TRAILING_COMMA = re.compile(r",\s*$")
+
+
+class MalformedVerdict(ValueError):
+    """The judge's answer could not be read as a verdict; the message says why, briefly."""
+
+
+class _Pairs(list):
+    """A decoded JSON object kept as its (key, value) pairs, so duplicate keys stay visible."""
+
+
+def parse_batched(text: str, labels: list[str]) -> dict[str, bool]:
+    """Verdicts for exactly `labels` from an answer like `{"c1": "yes", "c2": "no"}`."""
+    wanted = {_normalise_key(label): label for label in labels}
+    if len(wanted) != len(labels):
+        raise ValueError(f"labels must differ after case/whitespace normalisation, got {labels}")
+    pairs = _find_object(text, set(wanted))
+    verdicts: dict[str, bool] = {}
+    for key, value in pairs:
+        label = wanted.get(_normalise_key(key)) if isinstance(key, str) else None
+        if label is None:
+            continue
+        satisfied = _as_bool(value, label)
+        if verdicts.get(label, satisfied) != satisfied:
+            raise MalformedVerdict(f"conflicting duplicate keys for {label!r}")
+        verdicts[label] = satisfied
+    missing = [label for label in labels if label not in verdicts]
+    if missing:
+        raise MalformedVerdict(f"no verdict for {', '.join(missing)}")
+    return verdicts
+
+
+def parse_single(text: str) -> bool:
+    """The verdict of a one-criterion answer: `{"satisfied": "yes"}` (or another verdict key), or a bare word."""
+    word = _normalise_word(text.strip().strip("`"))
+    if word in TRUE_WORDS or word in FALSE_WORDS:
+        return word in TRUE_WORDS
+    return _verdict_of_object(_find_object(text, set(VERDICT_KEYS)), "the answer")
+
+
+def _find_object(text: str, wanted_keys: set[str]) -> _Pairs:
+    """The first top-level JSON object in `text` that has one of `wanted_keys`.
+
+    Objects without any wanted key (an example in the prose, say) are skipped; when none qualifies, the
+    error names the most telling problem seen: truncation, a missing key, invalid JSON, or no object.
+    """
+    problem = "no JSON object in the answer"
+    start = text.find("{")
+    while start != -1:
+        end = _object_end(text, start)
+        if end is None:
+            raise MalformedVerdict("truncated JSON object")
+        try:
+            pairs = _decode(text[start:end])
+        except ValueError:
+            problem = "invalid JSON object"
+        else:
+            if any(isinstance(k, str) and _normalise_key(k) in wanted_keys for k, _ in pairs):
+                return pairs
+            problem = f"no expected key ({', '.join(sorted(wanted_keys))}) in the JSON object"
+        start = text.find("{", end)
+    raise MalformedVerdict(problem)
+
+
+def _object_end(text: str, start: int) -> int | None:
+    """Index just past the object opening at `start` (quotes of both kinds respected), or None if truncated."""
+    depth = 0
+    quote: str | None = None
+    index = start
+    while index < len(text):
+        char = text[index]
+        if quote:
+            if char == "\\":
+                index += 1
+            elif char == quote:
+                quote = None
+        elif char in "\"'":
+            quote = char
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+        index += 1
+    return None
+
+
+def _decode(snippet: str) -> _Pairs:
+    """Decode an object, first as strict JSON, then after repairing the usual near-JSON."""
+    for candidate in (snippet, _repair(snippet)):
+        try:
+            value = json.loads(candidate, object_pairs_hook=_Pairs)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(value, _Pairs):
+            return value
+    raise ValueError("not a JSON object")
+
+
+def _repair(snippet: str) -> str:
+    """Rewrite single-quoted strings, bare words, Python literals and trailing commas into strict JSON."""
+    out: list[str] = []
+    index = 0
+    while index < len(snippet):
+        char = snippet[index]
+        if char in "\"'":
+            end = _string_end(snippet, index)
+            body = snippet[index + 1 : end - 1]
+            if char == "'":
+                body = re.sub(r"\\(.)", r"\1", body, flags=re.S)
+                out.append(json.dumps(body))
+            else:
+                out.append(snippet[index:end])
+            index = end
+        elif char in "}]":
+            if out and _TRAILING_COMMA.search(out[-1]):
+                out[-1] = _TRAILING_COMMA.sub("", out[-1])
+            out.append(char)
+            index += 1
+        elif match := _BARE_WORDS.match(snippet, index):
+            word = match.group()
+            out.append(_PYTHON_LITERALS.get(word, word if word in ("true", "false", "null") else json.dumps(word)))
+            index = match.end()
+        else:
+            out.append(char)
+            index += 1
+    return "".join(out)
+
+
+def _string_end(text: str, start: int) -> int:
+    """Index just past the string literal opening at `start` (or the end of text if it never closes)."""
+    index = start + 1
+    while index < len(text):
+        if text[index] == "\\":
+            index += 2
+            continue
+        if text[index] == text[start]:
+            return index + 1
+        index += 1
+    return len(text)
+
+
+def _as_bool(value: Any, label: str) -> bool:
+    if isinstance(value, _Pairs):
+        return _verdict_of_object(value, label)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = _normalise_word(value)
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+    raise MalformedVerdict(f"unrecognised verdict for {label}: {_short(value)}")
+
+
+def _verdict_of_object(pairs: _Pairs, label: str) -> bool:
+    """The verdict an object carries under a verdict key; several verdict keys must agree."""
+    found = {_as_bool(v, label) for k, v in pairs if isinstance(k, str) and _normalise_key(k) in VERDICT_KEYS}
+    if not found:
+        raise MalformedVerdict(f"no verdict key in the object for {label}")
+    if len(found) > 1:
+        raise MalformedVerdict(f"conflicting verdicts for {label}")
+    return found.pop()
+
+
+def _normalise_key(key: str) -> str:
+    return "".join(key.split()).lower()
+
+
+def _normalise_word(value: str) -> str:
+    return " ".join(value.lower().replace("_", " ").split()).strip(" .!\"'")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, _Pairs) else "an object"
+    return text if len(text) <= 40 else text[:37] + "..."

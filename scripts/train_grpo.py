@@ -1,0 +1,115 @@
+"""Train a policy with TRL's GRPO against rubric rewards.
+
+    accelerate launch scripts/train_grpo.py                                  # configs/cpu_default.yaml
+    accelerate launch scripts/train_grpo.py --config configs/cpu_llm_judge.yaml
+    accelerate launch scripts/train_grpo.py --config X.yaml --learning_rate 1e-5 --max_steps 100
+    accelerate launch scripts/train_grpo.py --config X.yaml --resume_from_checkpoint outputs/run/checkpoint-10
+
+Every `GRPOConfig` and `ModelConfig` field is a YAML key or a `--flag` (TRL's `TrlParser`), so the vLLM
+fields (`use_vllm`, `vllm_mode`, `vllm_server_base_url`, ...) pass straight to TRL. Writes, in `output_dir`:
+the model (`save_pretrained` layout; LoRA adapters when `use_peft`), TRL's `trainer_state.json`,
+`metrics.jsonl` (every log line), `samples.jsonl` (held-out answers before and after training, with their
+rubric scores) and, with `report_to: wandb`, a W&B run (offline unless an API key is available).
+"""
+
+import asyncio
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
+
+from rubric_rft.data import load_prompt_dataset, render_prompt
+from rubric_rft.judges.config import build_judge, load_judge_config
+from rubric_rft.models import resolve_model
+from rubric_rft.reward import RubricReward
+from rubric_rft.sampling import generate_answers
+from rubric_rft.tracking import MetricsJsonlCallback, append_jsonl, configure_wandb, log_samples_to_wandb
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "cpu_default.yaml"
+logger = logging.getLogger("train_grpo")
+
+
+@dataclass
+class RubricArguments:
+    dataset_path: str = field(metadata={"help": "Training prompts with rubrics: JSON/JSONL/Parquet file or hub id."})
+    dataset_split: str = field(default="train", metadata={"help": "Split, for hub datasets."})
+    heldout_path: str | None = field(default=None, metadata={"help": "Held-out prompts for before/after samples."})
+    judge: str | None = field(
+        default=None,
+        metadata={"help": "Judge for llm criteria: a mapping in the YAML, a JSON string, or a judge YAML path."},
+    )
+    normalize_reward: bool = field(default=True, metadata={"help": "Score in [0, 1]; false: raw weighted sum."})
+    num_samples: int = field(default=4, metadata={"help": "Held-out prompts answered before and after training."})
+
+
+def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: ModelConfig) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    configure_wandb(training_args.report_to, training_args.output_dir)
+    model_path = resolve_model(model_args.model_name_or_path)
+    train_dataset = load_prompt_dataset(script_args.dataset_path, script_args.dataset_split)
+    judge = build_judge(load_judge_config(script_args.judge)) if script_args.judge else None
+    reward = RubricReward(judge, normalize=script_args.normalize_reward)
+
+    trainer = GRPOTrainer(
+        model=model_path,
+        reward_funcs=[reward],
+        args=training_args,
+        train_dataset=train_dataset,
+        peft_config=get_peft_config(model_args),
+        callbacks=[MetricsJsonlCallback(training_args.output_dir)],
+    )
+    heldout = _heldout_rows(script_args)
+    before = _answer(trainer, heldout, training_args.max_completion_length)
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    after = _answer(trainer, heldout, training_args.max_completion_length)
+    trainer.save_model(training_args.output_dir)
+    trainer.save_state()
+    if trainer.accelerator.is_main_process and heldout:
+        _write_samples(training_args.output_dir, heldout, before, after, reward)
+
+
+def _heldout_rows(script_args: RubricArguments) -> list[dict]:
+    if not script_args.heldout_path or script_args.num_samples <= 0:
+        return []
+    dataset = load_prompt_dataset(script_args.heldout_path)
+    return list(dataset.select(range(min(script_args.num_samples, len(dataset)))))
+
+
+def _answer(trainer: GRPOTrainer, rows: list[dict], max_new_tokens: int) -> list[str]:
+    if not rows or not trainer.accelerator.is_main_process:
+        return []
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    return generate_answers(model, trainer.processing_class, [r["prompt"] for r in rows], max_new_tokens)
+
+
+def _write_samples(output_dir: str, rows: list[dict], before: list[str], after: list[str], reward) -> None:
+    prompts = [r["prompt"] for r in rows] * 2
+    graded = asyncio.run(reward.grade(prompts, before + after, [r["rubric"] for r in rows] * 2))
+    records = []
+    for i, row in enumerate(rows):
+        g_before, g_after = graded[i], graded[i + len(rows)]
+        records.append(
+            {
+                "prompt_id": row["prompt_id"],
+                "prompt": render_prompt(row["prompt"]),
+                "before": before[i],
+                "before_score": g_before.score,
+                "after": after[i],
+                "after_score": g_after.score,
+            }
+        )
+    path = Path(output_dir) / "samples.jsonl"
+    path.unlink(missing_ok=True)
+    for record in records:
+        append_jsonl(path, record)
+    log_samples_to_wandb(records)
+
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    if "--config" not in argv:
+        argv = ["--config", str(DEFAULT_CONFIG), *argv]
+    parser = TrlParser((RubricArguments, GRPOConfig, ModelConfig))
+    main(*parser.parse_args_and_config(args=argv))
