@@ -68,21 +68,30 @@ HELDOUT = [
     ("kid-bedtime", "How can I get my toddler to go to bed on time?", ["routine", "bath", "story", "same time", "screens", "calm"], "suggests a calm, regular bedtime routine without screens"),
 ]
 
+# Words of a question that say nothing about its subject.
+COMMON_WORDS = {"how", "can", "the", "and", "for", "are", "what", "when", "which", "with", "should", "could", "would", "does", "have", "that", "this",
+                "there", "their", "from", "into", "your", "more", "less", "some", "each", "good", "best",
+                "easy", "simple", "ways", "help", "much", "many", "often", "make", "start", "home", "keep"}
+
 # Deflecting, refusing, or talking about itself instead of answering.
 DEFLECTIONS = ["as an ai", "ai assistant", "i cannot", "i can't help", "i am unable", "i'm unable",
                "i'm here to help", "i am here to help", "smollm"]
 
 
-def rule_criteria(keywords: list[str]) -> list[dict]:
-    """The rules every prompt shares; `keywords` (none of them words of the prompt itself, so that restating
-    the question earns nothing) make the content checks specific to the prompt."""
+def rule_criteria(keywords: list[str], prompt: str) -> list[dict]:
+    """The rules every prompt shares. `keywords` make the content checks specific to the prompt: staying on
+    topic may reuse the question's words, being specific must bring words the question does not have."""
+    prompt_words = set(re.findall(r"[a-z]+", prompt.lower()))
+    new_words = [k for k in keywords if not set(k.split()) <= prompt_words]
+    subject = sorted(w for w in prompt_words if len(w) >= 3 and w not in COMMON_WORDS)
+    on_subject = list(dict.fromkeys(subject + keywords))
     return [
-        {"id": "on_topic", "kind": "rule", "weight": 3,
-         "text": f"Mentions at least one of the things a helpful answer covers: {', '.join(keywords)}.",
-         "check": {"type": "contains", "any_of": keywords}},
-        {"id": "specific", "kind": "rule", "weight": 1,
-         "text": f"Mentions at least three of the things a helpful answer covers: {', '.join(keywords)}.",
-         "check": {"type": "contains", "any_of": keywords, "min_matches": 3}},
+        {"id": "on_topic", "kind": "rule", "weight": 2,
+         "text": f"Stays on the subject of the question (mentions one of: {', '.join(on_subject)}).",
+         "check": {"type": "contains", "any_of": on_subject}},
+        {"id": "specific", "kind": "rule", "weight": 2,
+         "text": f"Brings at least two specifics a helpful answer covers: {', '.join(new_words)}.",
+         "check": {"type": "contains", "any_of": new_words, "min_matches": 2}},
         {"id": "length_window", "kind": "rule", "weight": 2,
          "text": "Is between 15 and 40 words long: complete but concise.",
          "check": {"type": "word_count", "min": 15, "max": 40}},
@@ -98,9 +107,9 @@ def rule_criteria(keywords: list[str]) -> list[dict]:
     ]
 
 
-def llm_criteria(keywords: list[str], covers: str) -> list[dict]:
+def llm_criteria(keywords: list[str], prompt: str, covers: str) -> list[dict]:
     """Content questions for an LLM judge; the mechanical checks stay rules."""
-    mechanical = [c for c in rule_criteria(keywords) if c["id"] in {"length_window", "finishes"}]
+    mechanical = [c for c in rule_criteria(keywords, "") if c["id"] in {"length_window", "finishes"}]
     return [
         {"id": "answers_question", "kind": "llm", "weight": 3, "text": f"The response {covers}."},
         {"id": "accurate", "kind": "llm", "weight": 2, "text": "The advice is accurate and safe."},
@@ -114,15 +123,13 @@ def llm_criteria(keywords: list[str], covers: str) -> list[dict]:
 def write(name: str, items: list[tuple], criteria_for) -> None:
     with (HERE / name).open("w") as handle:
         for prompt_id, prompt, keywords, covers in items:
-            prompt_words = set(re.findall(r"[a-z]+", prompt.lower()))
-            keywords = [k for k in keywords if not set(k.split()) <= prompt_words]
-            rubric = {"id": prompt_id, "prompt_id": prompt_id, "criteria": criteria_for(keywords, covers)}
+            rubric = {"id": prompt_id, "prompt_id": prompt_id, "criteria": criteria_for(keywords, prompt, covers)}
             row = {"prompt_id": prompt_id, "prompt": [{"role": "user", "content": prompt}], "rubric": rubric}
             handle.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":
     for split, items in (("train", TRAIN), ("heldout", HELDOUT)):
-        write(f"{split}_rules.jsonl", items, lambda keywords, covers: rule_criteria(keywords))
+        write(f"{split}_rules.jsonl", items, lambda keywords, prompt, covers: rule_criteria(keywords, prompt))
         write(f"{split}_llm.jsonl", items, llm_criteria)
     print(f"wrote {len(TRAIN)} train and {len(HELDOUT)} held-out prompts to {HERE}")

@@ -21,7 +21,10 @@ VERDICT_KEYS = ("satisfied", "verdict", "answer", "met", "result", "decision", "
 
 _BARE_WORDS = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*(?:[ \t]+[A-Za-z_][A-Za-z0-9_\-]*)*")
 _PYTHON_LITERALS = {"True": "true", "False": "false", "None": "null"}
-_TRAILING_COMMA = re.compile(r",\s*$")
+
+_TRUNCATED = "truncated JSON object"
+_INVALID = "invalid JSON object"
+_NO_EXPECTED_KEY = "none of the expected keys in the JSON object"
 
 
 class MalformedVerdict(ValueError):
@@ -40,7 +43,7 @@ def parse_batched(text: str, labels: list[str]) -> dict[str, bool]:
     pairs = _find_object(text, set(wanted))
     verdicts: dict[str, bool] = {}
     for key, value in pairs:
-        label = wanted.get(_normalise_key(key)) if isinstance(key, str) else None
+        label = wanted.get(_normalise_key(key))
         if label is None:
             continue
         satisfied = _as_bool(value, label)
@@ -62,27 +65,32 @@ def parse_single(text: str) -> bool:
 
 
 def _find_object(text: str, wanted_keys: set[str]) -> _Pairs:
-    """The first top-level JSON object in `text` that has one of `wanted_keys`.
+    """The first JSON object in `text` that has one of `wanted_keys` as a key.
 
-    Objects without any wanted key (an example in the prose, say) are skipped; when none qualifies, the
-    error names the most telling problem seen: truncation, a missing key, invalid JSON, or no object.
+    Objects without a wanted key (an example in the prose, say) are skipped, and so is a brace that never
+    closes; when nothing qualifies, the error names the most telling problem seen.
     """
-    problem = "no JSON object in the answer"
+    seen: set[str] = set()
     start = text.find("{")
     while start != -1:
         end = _object_end(text, start)
         if end is None:
-            raise MalformedVerdict("truncated JSON object")
+            seen.add(_TRUNCATED)
+            start = text.find("{", start + 1)
+            continue
         try:
             pairs = _decode(text[start:end])
         except ValueError:
-            problem = "invalid JSON object"
+            seen.add(_INVALID)
         else:
-            if any(isinstance(k, str) and _normalise_key(k) in wanted_keys for k, _ in pairs):
+            if any(_normalise_key(key) in wanted_keys for key, _ in pairs):
                 return pairs
-            problem = f"no expected key ({', '.join(sorted(wanted_keys))}) in the JSON object"
+            seen.add(_NO_EXPECTED_KEY)
         start = text.find("{", end)
-    raise MalformedVerdict(problem)
+    for problem in (_TRUNCATED, _INVALID, _NO_EXPECTED_KEY):
+        if problem in seen:
+            raise MalformedVerdict(problem)
+    raise MalformedVerdict("no JSON object in the answer")
 
 
 def _object_end(text: str, start: int) -> int | None:
@@ -110,15 +118,15 @@ def _object_end(text: str, start: int) -> int | None:
 
 
 def _decode(snippet: str) -> _Pairs:
-    """Decode an object, first as strict JSON, then after repairing the usual near-JSON."""
-    for candidate in (snippet, _repair(snippet)):
-        try:
-            value = json.loads(candidate, object_pairs_hook=_Pairs)
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(value, _Pairs):
-            return value
-    raise ValueError("not a JSON object")
+    """Decode the object `snippet` (from `{` to its `}`): as strict JSON, or else after repairing near-JSON."""
+    try:
+        return json.loads(snippet, object_pairs_hook=_Pairs)
+    except (ValueError, RecursionError):
+        repaired = _repair(snippet)
+    try:
+        return json.loads(repaired, object_pairs_hook=_Pairs)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def _repair(snippet: str) -> str:
@@ -137,8 +145,7 @@ def _repair(snippet: str) -> str:
                 out.append(snippet[index:end])
             index = end
         elif char in "}]":
-            if out and _TRAILING_COMMA.search(out[-1]):
-                out[-1] = _TRAILING_COMMA.sub("", out[-1])
+            _drop_trailing_comma(out)
             out.append(char)
             index += 1
         elif match := _BARE_WORDS.match(snippet, index):
@@ -149,6 +156,16 @@ def _repair(snippet: str) -> str:
             out.append(char)
             index += 1
     return "".join(out)
+
+
+def _drop_trailing_comma(out: list[str]) -> None:
+    """Remove a comma (and keep the whitespace after it) at the end of the pieces written so far."""
+    spaces = []
+    while out and out[-1].isspace():
+        spaces.append(out.pop())
+    if out and out[-1] == ",":
+        out.pop()
+    out.extend(reversed(spaces))
 
 
 def _string_end(text: str, start: int) -> int:
@@ -165,8 +182,23 @@ def _string_end(text: str, start: int) -> int:
 
 
 def _as_bool(value: Any, label: str) -> bool:
+    """A label's value: a yes/no word, a boolean, 0/1, or an object carrying one of those under a verdict key."""
     if isinstance(value, _Pairs):
         return _verdict_of_object(value, label)
+    return _scalar_as_bool(value, label)
+
+
+def _verdict_of_object(pairs: _Pairs, label: str) -> bool:
+    """The verdict an object carries under a verdict key; several verdict keys must agree."""
+    found = {_scalar_as_bool(value, label) for key, value in pairs if _normalise_key(key) in VERDICT_KEYS}
+    if not found:
+        raise MalformedVerdict(f"no verdict key in the object for {label}")
+    if len(found) > 1:
+        raise MalformedVerdict(f"conflicting verdicts for {label}")
+    return found.pop()
+
+
+def _scalar_as_bool(value: Any, label: str) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, (int, float)) and value in (0, 1):
@@ -178,16 +210,6 @@ def _as_bool(value: Any, label: str) -> bool:
         if word in FALSE_WORDS:
             return False
     raise MalformedVerdict(f"unrecognised verdict for {label}: {_short(value)}")
-
-
-def _verdict_of_object(pairs: _Pairs, label: str) -> bool:
-    """The verdict an object carries under a verdict key; several verdict keys must agree."""
-    found = {_as_bool(v, label) for k, v in pairs if isinstance(k, str) and _normalise_key(k) in VERDICT_KEYS}
-    if not found:
-        raise MalformedVerdict(f"no verdict key in the object for {label}")
-    if len(found) > 1:
-        raise MalformedVerdict(f"conflicting verdicts for {label}")
-    return found.pop()
 
 
 def _normalise_key(key: str) -> str:

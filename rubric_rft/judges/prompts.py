@@ -36,7 +36,9 @@ _FRAMING = (
 _BATCHED_SYSTEM = (
     _FRAMING + '\n\nAnswer with a JSON object only, no other text: each criterion label mapped to "yes" or "no".'
 )
-_SINGLE_JSON_SYSTEM = _FRAMING + '\n\nAnswer with a JSON object only, no other text: {"satisfied": "yes"} or {"satisfied": "no"}.'
+_SINGLE_JSON_SYSTEM = (
+    _FRAMING + '\n\nAnswer with a JSON object only, no other text: {"satisfied": "yes"} or {"satisfied": "no"}.'
+)
 _SINGLE_WORD_SYSTEM = _FRAMING + "\n\nAnswer with a single word: Yes or No."
 
 _SINGLE_QUESTION = "Is the criterion satisfied by the response?"
@@ -74,9 +76,7 @@ def per_criterion_yes_no_messages(prompt: str, response: str, criterion_text: st
 def _single_question(prompt: str, response: str, criterion_text: str) -> str:
     nonce = _nonce(prompt, response, criterion_text)
     return (
-        f"{_fenced_material(prompt, response, nonce)}\n\n"
-        f"Criterion: {_one_line(criterion_text)}\n\n"
-        f"{_SINGLE_QUESTION}"
+        f"{_fenced_material(prompt, response, nonce)}\n\nCriterion: {_one_line(criterion_text)}\n\n{_SINGLE_QUESTION}"
     )
 
 

@@ -1,0 +1,264 @@
+"""A judge behind any OpenAI-compatible chat endpoint (vLLM, SGLang, `transformers serve`, OpenAI, ...).
+
+Clients and the concurrency semaphore belong to one event loop, so they are created lazily inside the
+coroutine and re-created when the running loop changes (TRL awaits rewards on its own background loop;
+tests call `asyncio.run` repeatedly). Retries are ours (`max_retries=0` on the client) so that each one is
+counted and a malformed answer is re-asked like a failed request. A grade that still fails is returned as
+`Verdict(error=...)`, never as a made-up verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+
+from rubric_rft.judges.base import CriterionVerdict, GradeRequest, Verdict
+from rubric_rft.judges.cache import VerdictCache, cache_key
+from rubric_rft.judges.config import OpenAIJudgeConfig
+from rubric_rft.judges.parsing import MalformedVerdict, parse_batched, parse_single
+from rubric_rft.judges.prompts import TEMPLATE_VERSION, batched_messages, per_criterion_messages
+from rubric_rft.rubric import Criterion
+
+logger = logging.getLogger(__name__)
+
+# httpx's connection pool spends time quadratic in its size on every request, so each client keeps at most
+# this many connections and a judge with more concurrency gets several clients per base URL.
+CONNECTIONS_PER_CLIENT = 32
+
+# Statuses worth asking again: the server is busy or broken for now. Any other 4xx is the request's fault.
+RETRYABLE_STATUSES = frozenset({408, 429})
+
+
+class JudgeFailure(Exception):
+    """A chat call that cannot produce a verdict (retries exhausted, or a non-retryable HTTP error)."""
+
+
+class _Transient(Exception):
+    """A failure worth retrying: timeout, connection error, 408/429/5xx."""
+
+
+@dataclass
+class _LoopResources:
+    """What must be created on the event loop that uses it."""
+
+    loop: asyncio.AbstractEventLoop
+    clients: list[tuple[str, openai.AsyncOpenAI]]  # (base URL, client), base URLs alternating
+    in_flight: asyncio.Semaphore
+
+
+class OpenAIJudge:
+    """Judge backend for `OpenAIJudgeConfig`.
+
+    `judge_calls` counts HTTP requests sent (retries included); `retries` the extra attempts among them.
+    """
+
+    def __init__(self, config: OpenAIJudgeConfig) -> None:
+        self.config = config
+        self.name = f"openai:{config.model}"
+        self._api_key = _read_api_key(config.api_key_env)
+        self._next_client = itertools.count()
+        self._jitter = random.Random()
+        self._resources: _LoopResources | None = None
+        self._cache: VerdictCache | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAIJudge(model={self.config.model!r}, base_urls={self.config.base_urls!r}, "
+            f"request_shape={self.config.request_shape!r})"
+        )
+
+    async def grade(self, request: GradeRequest) -> Verdict:
+        started = time.perf_counter()
+        verdict = Verdict()
+        try:
+            if self.config.request_shape == "batched":
+                satisfied = await self._grade_batched(request, verdict)
+            else:
+                satisfied = await self._grade_per_criterion(request, verdict)
+        except JudgeFailure as failure:
+            verdict.error = f"{self.name}: {failure}"
+            logger.warning("judge gave up: %s", verdict.error)
+        else:
+            verdict.criteria = {cid: CriterionVerdict(satisfied=value) for cid, value in satisfied.items()}
+        verdict.latency_s = time.perf_counter() - started
+        return verdict
+
+    async def _grade_batched(self, request: GradeRequest, tally: Verdict) -> dict[str, bool]:
+        if not request.criteria:
+            return {}
+        labels = [f"c{i}" for i in range(1, len(request.criteria) + 1)]
+        messages = batched_messages(
+            request.prompt,
+            request.response,
+            [(label, c.text) for label, c in zip(labels, request.criteria, strict=True)],
+        )
+        satisfied = await self._ask(
+            messages,
+            self._key("batched", request, request.criteria),
+            _in_label_order(labels),
+            tally,
+        )
+        return {c.id: value for c, value in zip(request.criteria, satisfied, strict=True)}
+
+    async def _grade_per_criterion(self, request: GradeRequest, tally: Verdict) -> dict[str, bool]:
+        outcomes = await asyncio.gather(
+            *(self._ask_one_criterion(request, c, tally) for c in request.criteria), return_exceptions=True
+        )
+        for criterion, outcome in zip(request.criteria, outcomes, strict=True):
+            if isinstance(outcome, JudgeFailure):
+                raise JudgeFailure(f"criterion {criterion.id!r}: {outcome}")
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return {c.id: outcome for c, outcome in zip(request.criteria, outcomes, strict=True)}
+
+    async def _ask_one_criterion(self, request: GradeRequest, criterion: Criterion, tally: Verdict) -> bool:
+        messages = per_criterion_messages(request.prompt, request.response, criterion.text)
+        satisfied = await self._ask(
+            messages, self._key("per_criterion", request, (criterion,)), lambda text: [parse_single(text)], tally
+        )
+        return satisfied[0]
+
+    def _key(self, shape: str, request: GradeRequest, criteria: tuple[Criterion, ...]) -> str:
+        return cache_key(
+            backend="openai",
+            model=self.config.model,
+            template=TEMPLATE_VERSION,
+            shape=shape,
+            temperature=self.config.temperature,
+            prompt=request.prompt,
+            response=request.response,
+            criteria=[c.text for c in criteria],
+        )
+
+    async def _ask(
+        self, messages: list[dict], key: str, parse: Callable[[str], list[bool]], tally: Verdict
+    ) -> list[bool]:
+        """One chat call's verdicts: from the cache, or asked (and re-asked) until they parse."""
+        cache = self._open_cache()
+        if cache is not None:
+            cached = cache.get(key)
+            if cached is not None:
+                tally.cache_hits += 1
+                return cached["satisfied"]
+        last_failure = ""
+        for attempt in range(self.config.max_retries + 1):
+            if attempt:
+                tally.retries += 1
+                await asyncio.sleep(self._backoff_s(attempt))
+                logger.debug("judge retry %d after: %s", attempt, last_failure)
+            try:
+                text = await self._complete(messages, tally)
+                satisfied = parse(text)
+            except (_Transient, MalformedVerdict) as problem:
+                last_failure = str(problem) if isinstance(problem, _Transient) else f"malformed answer: {problem}"
+                continue
+            if cache is not None:
+                cache.put(key, {"satisfied": satisfied})
+            return satisfied
+        raise JudgeFailure(f"gave up after {self.config.max_retries + 1} attempts; last failure: {last_failure}")
+
+    async def _complete(self, messages: list[dict], tally: Verdict) -> str:
+        """Send one chat request to the next replica; the answer's text, or `_Transient`/`JudgeFailure`."""
+        resources = self._loop_resources()
+        url, client = resources.clients[next(self._next_client) % len(resources.clients)]
+        async with resources.in_flight:
+            tally.judge_calls += 1
+            try:
+                completion = await client.chat.completions.create(
+                    model=self.config.model,
+                    messages=messages,
+                    temperature=self.config.temperature,
+                    max_tokens=self.config.max_tokens,
+                )
+            except openai.APITimeoutError:
+                raise _Transient(f"timed out after {self.config.timeout_s:g} s at {url}") from None
+            except openai.APIConnectionError as exc:
+                raise _Transient(f"connection error at {url}: {exc}") from None
+            except openai.APIStatusError as exc:
+                message = f"HTTP {exc.status_code} from {url}: {exc.message}"
+                if exc.status_code in RETRYABLE_STATUSES or exc.status_code >= 500:
+                    raise _Transient(message) from None
+                raise JudgeFailure(message) from None
+        usage = getattr(completion, "usage", None)
+        tally.prompt_tokens += getattr(usage, "prompt_tokens", None) or 0
+        tally.completion_tokens += getattr(usage, "completion_tokens", None) or 0
+        text = _answer_text(completion)
+        if not isinstance(text, str) or not text.strip():
+            raise MalformedVerdict("empty answer")
+        return text
+
+    def _backoff_s(self, attempt: int) -> float:
+        """Exponential backoff with full jitter: uniform in [0, min(max, initial * 2^(attempt-1))]."""
+        ceiling = min(self.config.backoff_max_s, self.config.backoff_initial_s * 2 ** (attempt - 1))
+        return self._jitter.uniform(0, ceiling)
+
+    def _loop_resources(self) -> _LoopResources:
+        loop = asyncio.get_running_loop()
+        if self._resources is None or self._resources.loop is not loop:
+            # Clients of a previous loop are dropped, not closed: their connections belong to that loop.
+            per_url = math.ceil(self.config.max_concurrency / CONNECTIONS_PER_CLIENT)
+            clients = [
+                (
+                    url,
+                    openai.AsyncOpenAI(
+                        base_url=url, api_key=self._api_key, max_retries=0, timeout=self.config.timeout_s
+                    ),
+                )
+                for _ in range(per_url)
+                for url in self.config.base_urls
+            ]
+            self._resources = _LoopResources(loop, clients, asyncio.Semaphore(self.config.max_concurrency))
+        return self._resources
+
+    def _open_cache(self) -> VerdictCache | None:
+        if self._cache is None and self.config.cache_path:
+            self._cache = VerdictCache(self.config.cache_path)
+        return self._cache
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients and the cache; a later `grade` opens them again."""
+        resources, self._resources = self._resources, None
+        if resources is not None and resources.loop is asyncio.get_running_loop():
+            await asyncio.gather(*(client.close() for _, client in resources.clients))
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+
+
+def _read_api_key(env_var: str | None) -> str:
+    """The key from the named variable; "EMPTY" when none is configured (what vLLM expects)."""
+    if env_var is None:
+        return "EMPTY"
+    key = os.environ.get(env_var)
+    if not key:
+        raise ValueError(f"judge config sets api_key_env={env_var!r}, but that environment variable is not set")
+    return key
+
+
+def _in_label_order(labels: list[str]) -> Callable[[str], list[bool]]:
+    """A parser of batched answers returning the verdicts in label order."""
+
+    def parse(text: str) -> list[bool]:
+        verdicts = parse_batched(text, labels)
+        return [verdicts[label] for label in labels]
+
+    return parse
+
+
+def _answer_text(completion: Any) -> Any:
+    """`choices[0].message.content`, or None when any part of it is missing (real servers do that)."""
+    choices = getattr(completion, "choices", None)
+    if not choices:
+        return None
+    message = getattr(choices[0], "message", None)
+    return getattr(message, "content", None)

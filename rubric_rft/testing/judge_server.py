@@ -1,0 +1,332 @@
+"""A scripted OpenAI-compatible judge server for tests and benchmarks: known verdicts, latency, capacity, faults.
+
+    with JudgeServer(latency_s=0.05, capacity=8) as server:
+        server.base_url        # "http://127.0.0.1:PORT/v1"
+        server.stats.requests  # counters, read live
+
+    python -m rubric_rft.testing.judge_server --port 0 --latency 1.0 --capacity 256
+        # prints its base URL on the first stdout line; GET /stats returns the counters as JSON
+
+It reads this project's judge prompts (`read_question`) and answers them like a judge would: batched
+`{"c1": "yes", ...}`, per-criterion `{"satisfied": "no"}`, or a bare Yes/No for the yes/no variant.
+
+Verdicts come from a policy, by default `default_policy`: a criterion is satisfied iff its first quoted
+keyword ('word' or "word") occurs in the response (case-insensitively); a criterion without a quoted keyword
+is satisfied iff the first byte of sha256(criterion text + "\\n" + response) is even. Criterion texts are
+seen as the prompt shows them: one line, runs of whitespace collapsed to one space.
+
+Latency is an `asyncio.sleep` per request, and at most `capacity` requests are processed at once (others
+wait), like a vLLM judge with a bounded batch. Faults are injected by arrival order, each option taking the
+next requests in turn: the first `hang_first_n` hang (until the client gives up), the next `fail_first_n`
+fail with `fail_status`, the next `malformed_first_n` get prose without JSON, the next `truncated_first_n`
+get their JSON cut in half, the next `empty_first_n` get `content: null` and no `usage` (as real servers
+sometimes answer). After those, each request fails with probability `fail_rate` (seeded RNG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import re
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+Policy = Callable[[str, str, str], bool]
+Shape = Literal["batched", "per_criterion", "yes_no"]
+
+DEFAULT_MODEL = "scripted-judge"
+MALFORMED_ANSWER = "The response looks reasonable overall, and I would lean towards accepting it."
+_STARTUP_TIMEOUT_S = 10.0
+_DISCONNECT_POLL_S = 0.02
+
+
+@dataclass(frozen=True)
+class JudgeQuestion:
+    """What a judge prompt asks: `criteria` holds (label, text) pairs; the label is "" for one-criterion shapes."""
+
+    shape: Shape
+    prompt: str
+    response: str
+    criteria: list[tuple[str, str]]
+
+
+def read_question(messages: list[dict]) -> JudgeQuestion | None:
+    """Recover the question from messages built by `rubric_rft.judges.prompts`; None if they are not ours."""
+    user = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), None)
+    opening = re.search(r"<<<PROMPT-([0-9a-f]+)>>>\n", user) if isinstance(user, str) else None
+    if opening is None:
+        return None
+    nonce = opening.group(1)
+    prompt, rest = _between(user, f"<<<PROMPT-{nonce}>>>\n", f"\n<<<END-PROMPT-{nonce}>>>")
+    response, tail = _between(rest, f"<<<RESPONSE-{nonce}>>>\n", f"\n<<<END-RESPONSE-{nonce}>>>")
+    if prompt is None or response is None:
+        return None
+    listed = re.findall(r"^- (c\d+): (.*)$", tail, re.M)
+    if listed:
+        return JudgeQuestion("batched", prompt, response, listed)
+    single = re.search(r"^Criterion: (.*)$", tail, re.M)
+    if single is None:
+        return None
+    shape: Shape = "yes_no" if tail.rstrip().endswith("Answer yes or no.") else "per_criterion"
+    return JudgeQuestion(shape, prompt, response, [("", single.group(1))])
+
+
+def _between(text: str, opening: str, closing: str) -> tuple[str | None, str]:
+    """The text between two markers and the text after the closing one."""
+    start = text.find(opening)
+    end = text.find(closing, start + len(opening)) if start != -1 else -1
+    if end == -1:
+        return None, text
+    return text[start + len(opening) : end], text[end + len(closing) :]
+
+
+def default_policy(prompt: str, response: str, criterion: str) -> bool:
+    """See the module docstring: quoted keyword in the response, else sha256 parity."""
+    keyword = re.search(r"(?<!\w)(['\"])(.+?)\1(?!\w)", criterion)
+    if keyword:
+        return keyword.group(2).lower() in response.lower()
+    return hashlib.sha256(f"{criterion}\n{response}".encode()).digest()[0] % 2 == 0
+
+
+@dataclass
+class ServerStats:
+    """Live counters; `authorizations` holds the distinct Authorization headers seen (never served by /stats)."""
+
+    requests: int = 0
+    in_flight: int = 0
+    max_concurrent: int = 0
+    status_counts: Counter[int] = field(default_factory=Counter)
+    authorizations: set[str] = field(default_factory=set)
+
+    def as_json(self) -> dict:
+        return {
+            "requests": self.requests,
+            "in_flight": self.in_flight,
+            "max_concurrent": self.max_concurrent,
+            "status_counts": {str(status): n for status, n in sorted(self.status_counts.items())},
+        }
+
+
+@dataclass
+class ServerScript:
+    """How the server behaves; see the module docstring."""
+
+    model: str = DEFAULT_MODEL
+    latency_s: float = 0.0
+    capacity: int = 1024
+    policy: Policy = default_policy
+    fenced: bool = False
+    hang_first_n: int = 0
+    hang_s: float = 30.0
+    fail_first_n: int = 0
+    fail_status: int = 500
+    malformed_first_n: int = 0
+    truncated_first_n: int = 0
+    empty_first_n: int = 0
+    fail_rate: float = 0.0
+    seed: int = 0
+
+
+class _JudgeApp:
+    """The request handlers; all state lives on the server's event loop thread."""
+
+    def __init__(self, script: ServerScript, stats: ServerStats) -> None:
+        self.script = script
+        self.stats = stats
+        self.capacity = asyncio.Semaphore(script.capacity)
+        self.rng = random.Random(script.seed)
+
+    def starlette(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+                Route("/v1/models", self.models, methods=["GET"]),
+                Route("/stats", self.stats_json, methods=["GET"]),
+            ]
+        )
+
+    async def models(self, request: Request) -> JSONResponse:
+        model = {"id": self.script.model, "object": "model", "created": 0, "owned_by": "rubric-rft"}
+        return JSONResponse({"object": "list", "data": [model]})
+
+    async def stats_json(self, request: Request) -> JSONResponse:
+        return JSONResponse(self.stats.as_json())
+
+    async def chat_completions(self, request: Request) -> JSONResponse:
+        number = self.stats.requests
+        self.stats.requests += 1
+        if "authorization" in request.headers:
+            self.stats.authorizations.add(request.headers["authorization"])
+        self.stats.in_flight += 1
+        self.stats.max_concurrent = max(self.stats.max_concurrent, self.stats.in_flight)
+        try:
+            response = await self._respond(request, number)
+        finally:
+            self.stats.in_flight -= 1
+        self.stats.status_counts[response.status_code] += 1
+        return response
+
+    async def _respond(self, request: Request, number: int) -> JSONResponse:
+        script = self.script
+        body = await request.json()
+        stage = number
+        if stage < script.hang_first_n:
+            await self._hang(request)
+            return _error(504, "scripted hang")
+        stage -= script.hang_first_n
+        if stage < script.fail_first_n:
+            return _error(script.fail_status, "scripted failure")
+        stage -= script.fail_first_n
+        scripted_answers = script.malformed_first_n + script.truncated_first_n + script.empty_first_n
+        if stage >= scripted_answers and self.rng.random() < script.fail_rate:
+            return _error(script.fail_status, "scripted random failure")
+        if body.get("model") != script.model:
+            return _error(404, f"The model `{body.get('model')}` does not exist.")
+        question = read_question(body.get("messages", []))
+        if question is None:
+            return _error(400, "scripted judge: the messages are not a judge prompt of rubric_rft.judges.prompts")
+        async with self.capacity:
+            await asyncio.sleep(script.latency_s)
+        content: str | None = self._answer(question)
+        finish_reason = "stop"
+        if stage < script.malformed_first_n:
+            content = MALFORMED_ANSWER
+        elif stage < script.malformed_first_n + script.truncated_first_n:
+            content, finish_reason = content[: len(content) // 2], "length"
+        elif stage < scripted_answers:
+            content = None
+        return JSONResponse(_completion(script.model, body["messages"], content, finish_reason, number))
+
+    async def _hang(self, request: Request) -> None:
+        """Wait `hang_s`, or until the client gives up, so shutdown is never held up by a hung request."""
+        deadline = time.monotonic() + self.script.hang_s
+        while time.monotonic() < deadline and not await request.is_disconnected():
+            await asyncio.sleep(_DISCONNECT_POLL_S)
+
+    def _answer(self, question: JudgeQuestion) -> str:
+        verdicts = {
+            label: self.script.policy(question.prompt, question.response, text) for label, text in question.criteria
+        }
+        if question.shape == "yes_no":
+            return "Yes" if verdicts[""] else "No"
+        if question.shape == "batched":
+            answer = json.dumps({label: "yes" if ok else "no" for label, ok in verdicts.items()})
+        else:
+            answer = json.dumps({"satisfied": "yes" if verdicts[""] else "no"})
+        if self.script.fenced:
+            return f"Here is my assessment.\n```json\n{answer}\n```\nEach verdict follows the criterion's wording."
+        return answer
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": "scripted_error", "code": status}}, status_code=status)
+
+
+def _completion(model: str, messages: list[dict], content: str | None, finish_reason: str, number: int) -> dict:
+    """A chat completion; token counts are word counts, and a null answer comes without `usage`."""
+    completion = {
+        "id": f"chatcmpl-{number}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
+    }
+    if content is not None:
+        prompt_words = sum(len(str(m.get("content", "")).split()) for m in messages)
+        answer_words = len(content.split())
+        completion["usage"] = {
+            "prompt_tokens": prompt_words,
+            "completion_tokens": answer_words,
+            "total_tokens": prompt_words + answer_words,
+        }
+    return completion
+
+
+class JudgeServer:
+    """The scripted server on a free port, served by uvicorn from a background thread while in `with`.
+
+    Keyword options are `ServerScript`'s fields; counters are in `stats`.
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, **script_options) -> None:
+        self.host = host
+        self.port = port
+        self.script = ServerScript(**script_options)
+        self.stats = ServerStats()
+        self.base_url = ""
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> JudgeServer:
+        config = uvicorn.Config(
+            _JudgeApp(self.script, self.stats).starlette(),
+            host=self.host,
+            port=self.port,
+            http="h11",
+            loop="asyncio",
+            lifespan="off",
+            backlog=4096,
+            limit_concurrency=None,
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=2,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="judge-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + _STARTUP_TIMEOUT_S
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the judge server did not start on {self.host}:{self.port}")
+            time.sleep(0.01)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.base_url = f"http://{self.host}:{self.port}/v1"
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.should_exit = True
+        self._thread.join()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Scripted OpenAI-compatible judge server (prints its base URL).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--latency", dest="latency_s", type=float, default=0.0)
+    parser.add_argument("--capacity", type=int, default=1024)
+    parser.add_argument("--fenced", action="store_true")
+    parser.add_argument("--hang-first-n", type=int, default=0)
+    parser.add_argument("--hang-s", type=float, default=30.0)
+    parser.add_argument("--fail-first-n", type=int, default=0)
+    parser.add_argument("--fail-status", type=int, default=500)
+    parser.add_argument("--malformed-first-n", type=int, default=0)
+    parser.add_argument("--truncated-first-n", type=int, default=0)
+    parser.add_argument("--empty-first-n", type=int, default=0)
+    parser.add_argument("--fail-rate", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    options = vars(parser.parse_args(argv))
+    stop = threading.Event()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signal_number, lambda *_: stop.set())
+    with JudgeServer(**options) as server:
+        print(server.base_url, flush=True)
+        stop.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""OpenAIJudge against the scripted judge server on 127.0.0.1: verdicts, concurrency, retries, cache, replicas, keys."""
+
+import asyncio
+import json
+import math
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from rubric_rft.judges.base import GradeRequest, Judge, Verdict
+from rubric_rft.judges.cache import VerdictCache
+from rubric_rft.judges.config import OpenAIJudgeConfig, build_judge
+from rubric_rft.judges.openai_compat import OpenAIJudge
+from rubric_rft.rubric import Criterion
+from rubric_rft.testing.judge_server import DEFAULT_MODEL, default_policy
+
+CRITERIA = (
+    Criterion(id="water", text="Mentions 'water'.", weight=2),
+    Criterion(id="milk", text="Mentions 'milk'.", weight=-1),
+    Criterion(id="steep", text="Says how long to steep the tea.", weight=1),
+)
+REQUEST = GradeRequest("How do I make tea?", "Boil water, then steep for three minutes.", CRITERIA)
+
+
+def policy_verdicts(request: GradeRequest) -> dict[str, bool]:
+    return {c.id: default_policy(request.prompt, request.response, c.text) for c in request.criteria}
+
+
+def judge_for(*servers, **config) -> OpenAIJudge:
+    options = {"timeout_s": 5.0, "backoff_initial_s": 0.01, "backoff_max_s": 0.05, **config}
+    return OpenAIJudge(OpenAIJudgeConfig(model=DEFAULT_MODEL, base_urls=[s.base_url for s in servers], **options))
+
+
+def grade(judge: OpenAIJudge, *requests: GradeRequest) -> list[Verdict]:
+    """Grade concurrently on a fresh event loop, then close the judge (as the trainer does at the end)."""
+
+    async def run():
+        try:
+            return await asyncio.gather(*(judge.grade(r) for r in requests))
+        finally:
+            await judge.aclose()
+
+    return asyncio.run(run())
+
+
+def satisfied(verdict: Verdict) -> dict[str, bool]:
+    assert verdict.ok, verdict.error
+    return {cid: v.satisfied for cid, v in verdict.criteria.items()}
+
+
+def test_batched_grades_all_criteria_in_one_call(judge_server):
+    [verdict] = grade(judge_for(judge_server), REQUEST)
+    assert satisfied(verdict) == policy_verdicts(REQUEST)
+    assert satisfied(verdict)["water"] is True and satisfied(verdict)["milk"] is False
+    assert (verdict.judge_calls, verdict.retries, verdict.cache_hits) == (1, 0, 0)
+    assert verdict.prompt_tokens > 0 and verdict.completion_tokens > 0 and verdict.latency_s > 0
+    assert judge_server.stats.requests == 1
+
+
+def test_per_criterion_asks_once_per_criterion(judge_server):
+    [verdict] = grade(judge_for(judge_server, request_shape="per_criterion"), REQUEST)
+    assert satisfied(verdict) == policy_verdicts(REQUEST)
+    assert verdict.judge_calls == 3 and judge_server.stats.requests == 3
+
+
+@pytest.mark.parametrize("shape", ["batched", "per_criterion"])
+def test_verdicts_go_back_to_their_criterion_ids(start_judge_server, shape):
+    server = start_judge_server(policy=lambda prompt, response, criterion: criterion.startswith("Yes"))
+    criteria = tuple(
+        Criterion(id=cid, text=text, weight=1) for cid, text in [("z", "Yes one"), ("a", "No two"), ("m", "Yes three")]
+    )
+    [verdict] = grade(judge_for(server, request_shape=shape), GradeRequest("p", "r", criteria))
+    assert satisfied(verdict) == {"z": True, "a": False, "m": True}
+
+
+def test_concurrency_is_bounded_and_used(start_judge_server):
+    latency, limit, requests = 0.1, 4, 16
+    server = start_judge_server(latency_s=latency)
+    batch = [GradeRequest("p", f"response {i}", CRITERIA) for i in range(requests)]
+    started = time.perf_counter()
+    verdicts = grade(judge_for(server, max_concurrency=limit), *batch)
+    elapsed = time.perf_counter() - started
+    assert all(v.ok for v in verdicts)
+    assert server.stats.max_concurrent == limit
+    bound = math.ceil(requests / limit) * latency
+    assert bound <= elapsed < 2 * bound + 0.3
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_transient_failures_are_retried_and_counted(start_judge_server, status):
+    server = start_judge_server(fail_first_n=2, fail_status=status)
+    [verdict] = grade(judge_for(server), REQUEST)
+    assert satisfied(verdict) == policy_verdicts(REQUEST)
+    assert (verdict.judge_calls, verdict.retries) == (3, 2)
+    assert server.stats.status_counts == {status: 2, 200: 1}
+
+
+def test_persistent_failure_is_an_error_verdict(start_judge_server):
+    server = start_judge_server(fail_rate=1.0)
+    [verdict] = grade(judge_for(server, max_retries=2), REQUEST)
+    assert not verdict.ok and verdict.criteria == {}
+    assert "gave up after 3 attempts" in verdict.error and "HTTP 500" in verdict.error
+    assert (verdict.judge_calls, verdict.retries) == (3, 2)
+
+
+@pytest.mark.parametrize("status", [400, 401, 404])
+def test_request_errors_fail_at_once(start_judge_server, status):
+    server = start_judge_server(fail_first_n=1, fail_status=status)
+    [verdict] = grade(judge_for(server), REQUEST)
+    assert f"HTTP {status}" in verdict.error and verdict.criteria == {}
+    assert (verdict.judge_calls, verdict.retries, server.stats.requests) == (1, 0, 1)
+
+
+def test_an_unknown_model_is_reported(judge_server):
+    judge = OpenAIJudge(OpenAIJudgeConfig(model="no-such-model", base_urls=[judge_server.base_url]))
+    [verdict] = grade(judge, REQUEST)
+    assert "HTTP 404" in verdict.error and "no-such-model" in verdict.error
+
+
+def test_per_criterion_fails_when_any_criterion_fails(start_judge_server):
+    server = start_judge_server(fail_first_n=1, fail_status=503)
+    [verdict] = grade(judge_for(server, request_shape="per_criterion", max_retries=0), REQUEST)
+    assert verdict.criteria == {} and "criterion '" in verdict.error and "HTTP 503" in verdict.error
+    assert verdict.judge_calls == 3
+
+
+def test_a_timeout_is_retried(start_judge_server):
+    server = start_judge_server(hang_first_n=1)
+    [verdict] = grade(judge_for(server, timeout_s=0.2), REQUEST)
+    assert satisfied(verdict) == policy_verdicts(REQUEST)
+    assert verdict.retries == 1 and verdict.latency_s >= 0.2
+
+
+def test_persistent_timeouts_are_an_error_verdict(start_judge_server):
+    server = start_judge_server(hang_first_n=5)
+    [verdict] = grade(judge_for(server, timeout_s=0.2, max_retries=1), REQUEST)
+    assert "timed out after 0.2 s" in verdict.error and verdict.criteria == {}
+
+
+@pytest.mark.parametrize("fault", ["malformed_first_n", "truncated_first_n", "empty_first_n"])
+@pytest.mark.parametrize("shape", ["batched", "per_criterion"])
+def test_a_malformed_answer_is_asked_again(start_judge_server, fault, shape):
+    server = start_judge_server(**{fault: 1})
+    [verdict] = grade(judge_for(server, request_shape=shape), REQUEST)
+    assert satisfied(verdict) == policy_verdicts(REQUEST)
+    assert verdict.retries == 1
+
+
+@pytest.mark.parametrize("fault", ["malformed_first_n", "truncated_first_n", "empty_first_n"])
+def test_persistently_malformed_answers_are_an_error_verdict(start_judge_server, fault):
+    server = start_judge_server(**{fault: 10})
+    [verdict] = grade(judge_for(server, max_retries=1), REQUEST)
+    assert "malformed answer" in verdict.error and verdict.criteria == {}
+
+
+@pytest.mark.parametrize("shape", ["batched", "per_criterion"])
+def test_fenced_answers_with_prose_are_parsed(start_judge_server, shape):
+    server = start_judge_server(fenced=True)
+    [verdict] = grade(judge_for(server, request_shape=shape), REQUEST)
+    assert satisfied(verdict) == policy_verdicts(REQUEST) and verdict.retries == 0
+
+
+@pytest.mark.parametrize(("shape", "calls"), [("batched", 1), ("per_criterion", 3)])
+def test_cached_verdicts_cost_no_request_and_survive_a_new_judge(judge_server, tmp_path, shape, calls):
+    config = {"request_shape": shape, "cache_path": str(tmp_path / "verdicts.sqlite")}
+    [first] = grade(judge_for(judge_server, **config), REQUEST)
+    assert judge_server.stats.requests == calls and first.cache_hits == 0
+    for judge in (judge_for(judge_server, **config), judge_for(judge_server, **config)):
+        [again] = grade(judge, REQUEST)
+        assert satisfied(again) == satisfied(first)
+        assert (again.cache_hits, again.judge_calls) == (calls, 0)
+    assert judge_server.stats.requests == calls
+    grade(judge_for(judge_server, **config), GradeRequest(REQUEST.prompt, "Another answer.", CRITERIA))
+    assert judge_server.stats.requests == 2 * calls
+
+
+def test_failed_grades_are_not_cached(start_judge_server, tmp_path):
+    server = start_judge_server(malformed_first_n=1)
+    path = tmp_path / "verdicts.sqlite"
+    [failed] = grade(judge_for(server, max_retries=0, cache_path=str(path)), REQUEST)
+    assert not failed.ok and len(VerdictCache(path)) == 0
+    [graded] = grade(judge_for(server, max_retries=0, cache_path=str(path)), REQUEST)
+    assert graded.ok and graded.cache_hits == 0 and len(VerdictCache(path)) == 1
+
+
+def test_requests_spread_round_robin_over_base_urls(start_judge_server):
+    first, second = start_judge_server(), start_judge_server()
+    batch = [GradeRequest("p", f"response {i}", CRITERIA) for i in range(10)]
+    assert all(v.ok for v in grade(judge_for(first, second), *batch))
+    assert first.stats.requests == second.stats.requests == 5
+
+
+def test_the_api_key_comes_from_the_named_variable_and_stays_secret(judge_server, monkeypatch):
+    monkeypatch.setenv("RUBRIC_JUDGE_TEST_KEY", "sk-test-secret-42")
+    judge = judge_for(judge_server, api_key_env="RUBRIC_JUDGE_TEST_KEY")
+    assert grade(judge, REQUEST)[0].ok
+    assert judge_server.stats.authorizations == {"Bearer sk-test-secret-42"}
+    for shown in (repr(judge), str(judge), repr(judge.config), str(judge.config)):
+        assert "sk-test-secret-42" not in shown
+
+
+def test_a_named_but_unset_key_variable_is_a_clear_error(judge_server, monkeypatch):
+    monkeypatch.delenv("RUBRIC_JUDGE_TEST_KEY", raising=False)
+    with pytest.raises(ValueError, match=r"RUBRIC_JUDGE_TEST_KEY.*not set"):
+        judge_for(judge_server, api_key_env="RUBRIC_JUDGE_TEST_KEY")
+
+
+def test_without_a_key_variable_the_key_is_empty_as_vllm_expects(judge_server):
+    grade(judge_for(judge_server), REQUEST)
+    assert judge_server.stats.authorizations == {"Bearer EMPTY"}
+
+
+def test_one_judge_serves_several_event_loops(judge_server):
+    judge = judge_for(judge_server, max_concurrency=2)
+    for _ in range(3):
+        assert asyncio.run(asyncio.wait_for(judge.grade(REQUEST), timeout=5)).ok
+    asyncio.run(judge.aclose())
+    assert judge_server.stats.requests == 3
+
+
+def test_build_judge_gives_a_judge():
+    judge = build_judge(OpenAIJudgeConfig(model="m", base_urls=["http://127.0.0.1:9/v1"]))
+    assert isinstance(judge, OpenAIJudge) and isinstance(judge, Judge) and judge.name == "openai:m"
+
+
+def test_backoff_is_full_jitter_under_an_exponential_ceiling():
+    judge = OpenAIJudge(
+        OpenAIJudgeConfig(model="m", base_urls=["http://127.0.0.1:9/v1"], backoff_initial_s=0.5, backoff_max_s=3)
+    )
+    for attempt, ceiling in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 3.0), (9, 3.0)]:
+        delays = [judge._backoff_s(attempt) for _ in range(200)]
+        assert all(0 <= d <= ceiling for d in delays) and max(delays) > ceiling / 2
+
+
+def test_the_default_policy_is_predictable():
+    assert default_policy("p", "Boil the WATER.", "Mentions 'water'.") is True
+    assert default_policy("p", "Boil the water.", "Doesn't mention the user's \"milk\".") is False
+    hashed = [default_policy("p", f"response {i}", "Is helpful.") for i in range(64)]
+    assert hashed == [default_policy("q", f"response {i}", "Is helpful.") for i in range(64)]
+    assert 16 < sum(hashed) < 48
+
+
+def test_the_server_runs_as_a_subprocess_with_stats_over_http():
+    command = [sys.executable, "-m", "rubric_rft.testing.judge_server", "--port", "0", "--fail-first-n", "1"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        base_url = server.stdout.readline().strip()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1", base_url)
+        with urllib.request.urlopen(f"{base_url}/models") as response:
+            assert json.load(response)["data"][0]["id"] == DEFAULT_MODEL
+        [verdict] = grade(OpenAIJudge(OpenAIJudgeConfig(model=DEFAULT_MODEL, base_urls=[base_url])), REQUEST)
+        assert satisfied(verdict) == policy_verdicts(REQUEST) and verdict.retries == 1
+        with urllib.request.urlopen(base_url.removesuffix("/v1") + "/stats") as response:
+            stats = json.load(response)
+        assert stats == {"requests": 2, "in_flight": 0, "max_concurrent": 1, "status_counts": {"200": 1, "500": 1}}
+    finally:
+        server.terminate()
+        assert server.wait(timeout=10) == 0
