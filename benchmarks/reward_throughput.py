@@ -75,7 +75,7 @@ async def grade_with_rubric_reward(base_url: str, capacity: int, batch) -> float
     )
     reward = RubricReward(judge)
     started = time.perf_counter()
-    scores = await reward(*batch)
+    scores = await reward(batch[0], batch[1], rubric=batch[2])
     elapsed = time.perf_counter() - started
     await judge.aclose()
     failed = sum(s is None for s in scores)
@@ -87,7 +87,7 @@ async def grade_with_rubric_reward(base_url: str, capacity: int, batch) -> float
 def grade_one_call_per_response(base_url: str, batch, workers: int, limit: int | None = None) -> float:
     """The paper's grader: a sync client, one call per response, criteria labelled c1..cN."""
     client = openai.OpenAI(base_url=base_url, api_key="EMPTY", max_retries=0, timeout=120)
-    items = list(zip(*batch))[:limit]
+    items = list(zip(*batch, strict=True))[:limit]
 
     def grade(item) -> dict:
         prompt, completion, rubric_json = item

@@ -50,7 +50,7 @@ class HFJudge:
             self._yes_ids = _first_token_ids(tokenizer, YES_WORDS)
             self._no_ids = _first_token_ids(tokenizer, NO_WORDS)
             if set(self._yes_ids) & set(self._no_ids):
-                raise ValueError(f"{self.config.model}: the tokenizer does not tell 'yes' from 'no' by their first token")
+                raise ValueError(f"{self.config.model}: the tokenizer does not tell 'yes' from 'no' by first token")
             self._tokenizer, self._model = tokenizer, model
 
     async def grade(self, request: GradeRequest) -> Verdict:
@@ -72,7 +72,8 @@ class HFJudge:
                     self._p_yes, [(request.prompt, request.response, c.text) for c, _ in todo]
                 )
             except Exception as exc:  # a failed forward pass is a failed grade, reported, never a score
-                return Verdict(error=f"{self.name}: {type(exc).__name__}: {exc}", latency_s=time.perf_counter() - started)
+                error = f"{self.name}: {type(exc).__name__}: {exc}"
+                return Verdict(error=error, latency_s=time.perf_counter() - started)
             verdict.judge_calls += len(todo)
             for (criterion, key), p_yes in zip(todo, computed, strict=True):
                 probabilities[criterion.id] = p_yes
