@@ -24,8 +24,9 @@ from rubric_rft.data import load_prompt_dataset, render_prompt
 from rubric_rft.judges.config import build_judge, load_judge_config
 from rubric_rft.models import resolve_model
 from rubric_rft.reward import RubricReward
+from rubric_rft.rubric import write_json_records
 from rubric_rft.sampling import generate_answers
-from rubric_rft.tracking import MetricsJsonlCallback, append_jsonl, configure_wandb, log_samples_to_wandb
+from rubric_rft.tracking import MetricsJsonlCallback, configure_wandb, log_samples_to_wandb
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "cpu_default.yaml"
 logger = logging.getLogger("train_grpo")
@@ -85,26 +86,30 @@ def _answer(trainer: GRPOTrainer, rows: list[dict], max_new_tokens: int) -> list
 
 
 def _write_samples(output_dir: str, rows: list[dict], before: list[str], after: list[str], reward) -> None:
-    prompts = [r["prompt"] for r in rows] * 2
-    graded = asyncio.run(reward.grade(prompts, before + after, [r["rubric"] for r in rows] * 2))
-    records = []
-    for i, row in enumerate(rows):
-        g_before, g_after = graded[i], graded[i + len(rows)]
-        records.append(
-            {
-                "prompt_id": row["prompt_id"],
-                "prompt": render_prompt(row["prompt"]),
-                "before": before[i],
-                "before_score": g_before.score,
-                "after": after[i],
-                "after_score": g_after.score,
-            }
-        )
-    path = Path(output_dir) / "samples.jsonl"
-    path.unlink(missing_ok=True)
-    for record in records:
-        append_jsonl(path, record)
+    rubrics = [r["rubric"] for r in rows]
+    graded = asyncio.run(_grade_once(reward, [r["prompt"] for r in rows] * 2, before + after, rubrics * 2))
+    records = [
+        {
+            "prompt_id": row["prompt_id"],
+            "prompt": render_prompt(row["prompt"]),
+            "before": before[i],
+            "before_score": graded[i].score,
+            "after": after[i],
+            "after_score": graded[i + len(rows)].score,
+        }
+        for i, row in enumerate(rows)
+    ]
+    write_json_records(records, Path(output_dir) / "samples.jsonl")
     log_samples_to_wandb(records)
+
+
+async def _grade_once(reward: RubricReward, prompts: list, completions: list[str], rubrics: list):
+    """Grade on a fresh event loop, closing the judge's clients on it before the loop ends."""
+    try:
+        return await reward.grade(prompts, completions, rubrics)
+    finally:
+        if reward.judge is not None:
+            await reward.judge.aclose()
 
 
 if __name__ == "__main__":

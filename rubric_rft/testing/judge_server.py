@@ -276,8 +276,8 @@ class JudgeServer:
             _JudgeApp(self.script, self.stats).starlette(),
             host=self.host,
             port=self.port,
-            http="h11",
-            loop="asyncio",
+            http="auto",  # httptools when installed (the dev extra), else h11
+            loop="auto",  # uvloop when installed
             lifespan="off",
             backlog=4096,
             limit_concurrency=None,
