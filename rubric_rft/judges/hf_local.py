@@ -60,7 +60,7 @@ class HFJudge:
         probabilities: dict[str, float] = {}
         todo = []
         for criterion, key in zip(request.criteria, keys, strict=True):
-            cached = self._cache.get(key) if self._cache else None
+            cached = self._cache.get(key) if self._cache is not None else None
             if cached is not None:
                 probabilities[criterion.id] = cached["p_yes"]
                 verdict.cache_hits += 1
@@ -77,7 +77,7 @@ class HFJudge:
             verdict.judge_calls += len(todo)
             for (criterion, key), p_yes in zip(todo, computed, strict=True):
                 probabilities[criterion.id] = p_yes
-                if self._cache:
+                if self._cache is not None:
                     self._cache.put(key, {"p_yes": p_yes})
         verdict.criteria = {
             cid: CriterionVerdict(satisfied=p >= self.config.threshold, probability=p)
@@ -127,11 +127,16 @@ class HFJudge:
         return results
 
     async def aclose(self) -> None:
-        if self._cache:
+        if self._cache is not None:
             self._cache.close()
 
 
 def _first_token_ids(tokenizer, words: tuple[str, ...]) -> list[int]:
-    """The first token of each spelling, with and without a leading space, deduplicated."""
-    ids = {tokenizer.encode(variant, add_special_tokens=False)[0] for w in words for variant in (w, " " + w)}
+    """The first token of each spelling, with and without a leading space, when that token carries letters
+    (a tokenizer without a merged " Yes" starts it with a bare space, which says nothing)."""
+    ids = set()
+    for variant in (v for w in words for v in (w, " " + w)):
+        first = tokenizer.encode(variant, add_special_tokens=False)[0]
+        if tokenizer.decode([first]).strip():
+            ids.add(first)
     return sorted(ids)
