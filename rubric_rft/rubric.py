@@ -76,30 +76,28 @@ class NotContainsCheck(_Strict):
         return _phrases(phrases)
 
 
-class WordCountCheck(_Strict):
-    """Satisfied when the number of words lies in [min, max] (either bound may be left out)."""
+class _CountWindow(_Strict):
+    """A count that must lie in [min, max]; either bound may be left out."""
+
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> _CountWindow:
+        _check_bounds(self.min, self.max)
+        return self
+
+
+class WordCountCheck(_CountWindow):
+    """Satisfied when the number of words lies in [min, max]."""
 
     type: Literal["word_count"] = "word_count"
-    min: int | None = Field(default=None, ge=0)
-    max: int | None = Field(default=None, ge=0)
-
-    @model_validator(mode="after")
-    def _bounds(self) -> WordCountCheck:
-        _check_bounds(self.min, self.max)
-        return self
 
 
-class CharCountCheck(_Strict):
-    """Satisfied when the number of characters lies in [min, max] (either bound may be left out)."""
+class CharCountCheck(_CountWindow):
+    """Satisfied when the number of characters lies in [min, max]."""
 
     type: Literal["char_count"] = "char_count"
-    min: int | None = Field(default=None, ge=0)
-    max: int | None = Field(default=None, ge=0)
-
-    @model_validator(mode="after")
-    def _bounds(self) -> CharCountCheck:
-        _check_bounds(self.min, self.max)
-        return self
 
 
 class NoRepetitionCheck(_Strict):

@@ -29,7 +29,6 @@ from rubric_rft.sampling import generate_answers
 from rubric_rft.tracking import MetricsJsonlCallback, configure_wandb, log_samples_to_wandb
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "cpu_default.yaml"
-logger = logging.getLogger("train_grpo")
 
 
 @dataclass
