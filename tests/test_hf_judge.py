@@ -44,7 +44,8 @@ def test_cached_verdicts_cost_no_forward_pass(tiny_model_path, tmp_path):
     first = grade(build_judge(config))
     again = grade(build_judge(config))  # a new judge: the cache is on disk
     assert again.cache_hits == 2 and again.judge_calls == 0
-    assert {c: v.probability for c, v in again.criteria.items()} == {c: v.probability for c, v in first.criteria.items()}
+    probabilities = {c: v.probability for c, v in first.criteria.items()}
+    assert {c: v.probability for c, v in again.criteria.items()} == probabilities
 
 
 def test_a_judge_that_cannot_load_reports_an_error_not_a_score(tmp_path):

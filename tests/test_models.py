@@ -19,7 +19,8 @@ def test_tiny_model_loads_with_auto_classes_and_chats(tiny_model_path):
     assert model.config.model_type == "llama" and tokenizer.padding_side == "left"
     text = "How do I boil an egg? Use water, 7 minutes."
     assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    messages = [{"role": "user", "content": "Hi"}]
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert prompt == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     batch = tokenizer([prompt, prompt + "a longer prompt"], return_tensors="pt", padding=True)
     assert batch["attention_mask"][0, 0] == 0, "left padding"
