@@ -9,7 +9,8 @@ Every `GRPOConfig` and `ModelConfig` field is a YAML key or a `--flag` (TRL's `T
 fields (`use_vllm`, `vllm_mode`, `vllm_server_base_url`, ...) pass straight to TRL. Writes, in `output_dir`:
 the model (`save_pretrained` layout; LoRA adapters when `use_peft`), TRL's `trainer_state.json`,
 `metrics.jsonl` (every log line), `samples.jsonl` (held-out answers before and after training, with their
-rubric scores) and, with `report_to: wandb`, a W&B run (offline unless an API key is available).
+rubric scores), with `monitor:` the over-optimization monitor's `overopt.*` files, and, with
+`report_to: wandb`, a W&B run (offline unless an API key is available).
 """
 
 import asyncio
@@ -18,11 +19,14 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
 
 from rubric_rft.data import load_prompt_dataset, render_prompt
 from rubric_rft.judges.config import build_judge, load_judge_config
 from rubric_rft.models import resolve_model
+from rubric_rft.monitor.callback import OverOptimizationMonitor
+from rubric_rft.monitor.config import load_monitor_config
 from rubric_rft.reward import RubricReward
 from rubric_rft.rubric import write_json_records
 from rubric_rft.sampling import generate_answers
@@ -42,6 +46,10 @@ class RubricArguments:
     )
     normalize_reward: bool = field(default=True, metadata={"help": "Score in [0, 1]; false: raw weighted sum."})
     num_samples: int = field(default=4, metadata={"help": "Held-out prompts answered before and after training."})
+    monitor: str | None = field(
+        default=None,
+        metadata={"help": "Over-optimization monitor: a mapping in the YAML, a JSON string, or a YAML path."},
+    )
 
 
 def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: ModelConfig) -> None:
@@ -52,22 +60,56 @@ def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: Mo
     judge = build_judge(load_judge_config(script_args.judge)) if script_args.judge else None
     reward = RubricReward(judge, normalize=script_args.normalize_reward)
 
+    callbacks = [MetricsJsonlCallback(training_args.output_dir)]
+    monitor = _monitor(script_args, training_args, model_path)
+    if monitor is not None:
+        callbacks.append(monitor)
     trainer = GRPOTrainer(
         model=model_path,
         reward_funcs=[reward],
         args=training_args,
         train_dataset=train_dataset,
         peft_config=get_peft_config(model_args),
-        callbacks=[MetricsJsonlCallback(training_args.output_dir)],
+        callbacks=callbacks,
     )
+    checkpoint = _checkpoint_to_resume(training_args)
+    if monitor is not None and checkpoint is not None:
+        monitor.restore(checkpoint)
     heldout = _heldout_rows(script_args)
     before = _answer(trainer, heldout, training_args.max_completion_length)
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
     after = _answer(trainer, heldout, training_args.max_completion_length)
     trainer.save_model(training_args.output_dir)
     trainer.save_state()
     if trainer.accelerator.is_main_process and heldout:
         _write_samples(training_args.output_dir, heldout, before, after, reward)
+
+
+def _monitor(script_args: RubricArguments, training_args: GRPOConfig, model_path: str):
+    if not script_args.monitor:
+        return None
+    return OverOptimizationMonitor(
+        load_monitor_config(script_args.monitor),
+        training_args.output_dir,
+        proxy_judge=script_args.judge,
+        normalize=script_args.normalize_reward,
+        max_new_tokens=training_args.max_completion_length,
+        start_model_path=model_path,
+        title=training_args.run_name,
+    )
+
+
+def _checkpoint_to_resume(training_args: GRPOConfig) -> str | None:
+    """`--resume_from_checkpoint PATH`, or `true` for the last checkpoint in output_dir."""
+    value = training_args.resume_from_checkpoint
+    if value is None or str(value).lower() == "false":
+        return None
+    if str(value).lower() == "true":
+        last = get_last_checkpoint(training_args.output_dir)
+        if last is None:
+            raise FileNotFoundError(f"--resume_from_checkpoint true: no checkpoint in {training_args.output_dir}")
+        return last
+    return value
 
 
 def _heldout_rows(script_args: RubricArguments) -> list[dict]:

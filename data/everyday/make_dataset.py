@@ -120,16 +120,48 @@ def llm_criteria(keywords: list[str], prompt: str, covers: str) -> list[dict]:
     ]
 
 
-def write(name: str, items: list[tuple], criteria_for) -> None:
+def prompt_only_criteria(keywords: list[str], prompt: str) -> list[dict]:
+    """What a rubric written from the prompt alone tends to ask: on topic, concise, finished, no repetition, no
+    deflection. Its loophole: nothing asks for substance, so ever shorter answers keep scoring higher."""
+    shared = {c["id"]: c for c in rule_criteria(keywords, prompt)}
+    concise = {"id": "concise", "kind": "rule", "weight": 2, "text": "Is concise: at most 40 words.",
+               "check": {"type": "word_count", "max": 40}}
+    return [shared["on_topic"], concise, shared["finishes"], shared["no_repetition"], shared["deflects"]]
+
+
+def refined_criteria(keywords: list[str], prompt: str) -> list[dict]:
+    """The prompt-only rubric plus the two criteria that separate excellent answers from merely great ones, as
+    comparing pairs of strong answers brings out: concrete specifics, and enough words to explain them."""
+    shared = {c["id"]: c for c in rule_criteria(keywords, prompt)}
+    explains = {"id": "explains", "kind": "rule", "weight": 2,
+                "text": "Explains rather than names: at least 15 words.",
+                "check": {"type": "word_count", "min": 15}}
+    return [*prompt_only_criteria(keywords, prompt), shared["specific"], explains]
+
+
+# (file stem, criteria builder, rubric version, why it differs from its parent)
+RUBRIC_SETS = [
+    ("rules", lambda keywords, prompt, covers: rule_criteria(keywords, prompt), 1, None),
+    ("llm", llm_criteria, 1, None),
+    ("prompt_only", lambda keywords, prompt, covers: prompt_only_criteria(keywords, prompt), 1, None),
+    ("refined", lambda keywords, prompt, covers: refined_criteria(keywords, prompt), 2,
+     "Among strong answers, the better ones named concrete specifics and took the words to explain them; the "
+     "prompt-only rubric scored a bare one-line answer as high as a complete one."),
+]
+
+
+def write(name: str, items: list[tuple], criteria_for, version: int = 1, reason: str | None = None) -> None:
     with (HERE / name).open("w") as handle:
         for prompt_id, prompt, keywords, covers in items:
             rubric = {"id": prompt_id, "prompt_id": prompt_id, "criteria": criteria_for(keywords, prompt, covers)}
+            if version > 1:  # a refined rubric names the rubric it refines, and why
+                rubric.update(id=f"{prompt_id}-v{version}", version=version, parent=prompt_id, reason=reason)
             row = {"prompt_id": prompt_id, "prompt": [{"role": "user", "content": prompt}], "rubric": rubric}
             handle.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":
     for split, items in (("train", TRAIN), ("heldout", HELDOUT)):
-        write(f"{split}_rules.jsonl", items, lambda keywords, prompt, covers: rule_criteria(keywords, prompt))
-        write(f"{split}_llm.jsonl", items, llm_criteria)
+        for stem, criteria_for, version, reason in RUBRIC_SETS:
+            write(f"{split}_{stem}.jsonl", items, criteria_for, version, reason)
     print(f"wrote {len(TRAIN)} train and {len(HELDOUT)} held-out prompts to {HERE}")

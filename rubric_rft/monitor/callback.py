@@ -1,0 +1,344 @@
+"""`OverOptimizationMonitor`: a `TrainerCallback` that watches for the policy gaming its reward.
+
+At step 0 and every `monitor_steps` optimizer steps (and at the last step) it samples the current policy on a
+fixed held-out prompt set (fixed seed and temperature), scores the samples with the proxy (the training rubric
+reward) and the gold evaluator, measures KL to the starting policy, and applies the onset rule
+(`rubric_rft.monitor.onset`). Results go to `rubric_rft.monitor.report`; actions: alert, stop training at onset,
+and keep the best-by-gold model in `OUTPUT_DIR/best_gold`.
+
+Evaluation runs on the main process only; other ranks wait at their next collective, and a stop decision is
+broadcast to them. The monitor's state is written into every checkpoint (`overopt_state.json`), and
+`restore(checkpoint)` brings it back, so a run killed and resumed reports the same history and onset as one
+that never stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from rubric_rft.data import load_prompt_dataset, render_prompt
+from rubric_rft.judges.config import build_judge, load_judge_config
+from rubric_rft.monitor import report
+from rubric_rft.monitor.config import MonitorConfig
+from rubric_rft.monitor.onset import Evaluation, detect_onset
+from rubric_rft.monitor.policy import reference_of, sample_policy
+from rubric_rft.monitor.scoring import summarize
+from rubric_rft.reward import RubricReward
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "overopt_state.json"
+BEST_DIR = "best_gold"
+
+
+class OverOptimizationMonitor(TrainerCallback):
+    """Held-out proxy-vs-gold evaluations during training, onset detection, and the actions it triggers.
+
+    `proxy_judge` is the training judge config (or None for rule-only rubrics); `normalize` matches the training
+    reward's. `start_model_path` holds the starting weights, loaded for the KL of a model trained without
+    adapters (a PEFT model is its own reference with adapters disabled).
+    """
+
+    def __init__(
+        self,
+        config: MonitorConfig,
+        output_dir: str,
+        *,
+        proxy_judge: dict | None = None,
+        normalize: bool = True,
+        max_new_tokens: int = 64,
+        start_model_path: str | None = None,
+        title: str | None = None,
+    ) -> None:
+        self.config = config
+        self.output_dir = Path(output_dir)
+        self.max_new_tokens = config.max_new_tokens or max_new_tokens
+        self.start_model_path = start_model_path
+        self._reference_model = None
+        self.title = title
+        self.rows = _heldout_rows(config)
+        self.gold_rubrics = _gold_rubrics(config, [r["prompt_id"] for r in self.rows])
+        self.proxy = RubricReward(_judge(proxy_judge), normalize=normalize, name="proxy")
+        self.gold = RubricReward(_judge(config.gold.judge), normalize=normalize, name="gold") if (
+            self.gold_rubrics) else None
+        self.pairwise = _pairwise_judge(config.gold.pairwise)
+        self.history: list[dict[str, Any]] = []
+        self.baseline_texts: list[str] | None = None
+        self.best: dict[str, Any] | None = None
+        self.onset_acted = False
+        self.monitor_seconds = 0.0
+        self.train_seconds_before = 0.0
+        self._started = time.perf_counter()
+
+    # ----- trainer events -------------------------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._started = time.perf_counter()
+        if not self.history:  # a resumed run has its history back already
+            self._evaluate(state, kwargs["model"], kwargs["processing_class"])
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.config.monitor_steps == 0:
+            self._evaluate(state, kwargs["model"], kwargs["processing_class"])
+            if self._should_stop():
+                control.should_training_stop = True
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.history and self.history[-1]["step"] < state.global_step:
+            self._evaluate(state, kwargs["model"], kwargs["processing_class"])
+        summary = self._write_outputs() if state.is_world_process_zero and self.history else None
+        if summary:
+            run = report.wandb_run()
+            if run is not None:
+                report.log_summary(run, summary, self.history, self._samples(), self.output_dir / "overopt.png")
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            checkpoint.mkdir(parents=True, exist_ok=True)
+            (checkpoint / STATE_FILE).write_text(json.dumps(self.state_dict()))
+        return control
+
+    # ----- state ----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": self.history,
+            "baseline_texts": self.baseline_texts,
+            "best": self.best,
+            "onset_acted": self.onset_acted,
+            "monitor_seconds": self.monitor_seconds,
+            "train_seconds": self.train_seconds_before + time.perf_counter() - self._started,
+        }
+
+    def restore(self, checkpoint: str | Path) -> None:
+        """Continue from the state saved in `checkpoint`; local files are cut back to that point."""
+        path = Path(checkpoint) / STATE_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no monitor state in this checkpoint (was it saved with the monitor on?)")
+        saved = json.loads(path.read_text())
+        self.history = saved["history"]
+        self.baseline_texts = saved["baseline_texts"]
+        self.best = saved["best"]
+        self.onset_acted = saved["onset_acted"]
+        self.monitor_seconds = saved["monitor_seconds"]
+        self.train_seconds_before = saved["train_seconds"]
+        last_step = self.history[-1]["step"] if self.history else -1
+        kept = [s for s in self._samples() if s["step"] <= last_step]
+        report.write_history(self.output_dir / "overopt_samples.jsonl", kept)
+        if self.history:
+            self._write_outputs()
+        logger.info("monitor: resumed from %s with %d evaluations", checkpoint, len(self.history))
+
+    # ----- evaluation -----------------------------------------------------------------------------------------
+    def _evaluate(self, state, model, tokenizer) -> None:
+        if not state.is_world_process_zero:
+            return
+        started = time.perf_counter()
+        n = self.config.samples_per_prompt
+        samples = sample_policy(
+            model,
+            tokenizer,
+            [row["prompt"] for row in self.rows],
+            samples_per_prompt=n,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.config.temperature,
+            seed=self.config.seed + state.global_step,
+            reference=reference_of(model, self._frozen_start(model)),
+            batch_size=self.config.batch_size,
+        )
+        rows = [row for row in self.rows for _ in range(n)]
+        proxy, gold, win_rate = asyncio.run(self._grade(rows, samples.texts))
+        if self.baseline_texts is None:
+            self.baseline_texts = samples.texts
+        record = summarize(
+            state.global_step,
+            [row["prompt_id"] for row in rows],
+            proxy,
+            gold,
+            win_rate,
+            samples.kl,
+            samples.lengths,
+            seed=self.config.seed,
+        )
+        record["monitor_s"] = time.perf_counter() - started
+        self.monitor_seconds += record["monitor_s"]
+        self.history.append(record)
+        sample_rows = [
+            {
+                "step": state.global_step,
+                "prompt_id": row["prompt_id"],
+                "prompt": render_prompt(row["prompt"]),
+                "response": text,
+                "proxy": p.score,
+                "gold": g.score if g is not None else None,
+                "kl": kl,
+            }
+            for row, text, p, g, kl in zip(
+                rows, samples.texts, proxy, gold or [None] * len(rows), samples.kl, strict=True
+            )
+        ]
+        report.write_history(self.output_dir / "overopt_samples.jsonl", self._samples() + sample_rows)
+        self._keep_if_best(record, model, tokenizer)
+        summary = self._write_outputs()
+        run = report.wandb_run()
+        if run is not None:
+            report.log_evaluation(run, record)
+        if summary and summary["onset_step"] is not None and not self.onset_acted:
+            self.onset_acted = True
+            logger.warning(
+                "over-optimization onset at step %s (gold peaked at step %s)", summary["onset_step"], summary["peak_step"]
+            )
+            if run is not None:
+                report.alert_onset(run, summary)
+        logger.info("monitor step %d: %s", state.global_step, _brief(record))
+
+    def _frozen_start(self, model):
+        """The starting weights, for a model trained without adapters; loaded once, on first use."""
+        if hasattr(model, "disable_adapter") or self._reference_model is not None:
+            return self._reference_model
+        if self.start_model_path is None:
+            raise ValueError("the monitor needs start_model_path to measure the KL of a model trained without LoRA")
+        from transformers import AutoModelForCausalLM
+
+        self._reference_model = AutoModelForCausalLM.from_pretrained(self.start_model_path, dtype=model.dtype)
+        self._reference_model.to(model.device).eval().requires_grad_(False)
+        return self._reference_model
+
+    async def _grade(self, rows: list[dict], texts: list[str]):
+        prompts = [row["prompt"] for row in rows]
+        try:
+            proxy = await self.proxy.grade(prompts, texts, [row["rubric"] for row in rows])
+            gold = None
+            if self.gold is not None:
+                rubrics = [self.gold_rubrics[row["prompt_id"]] for row in rows]
+                gold = await self.gold.grade(prompts, texts, rubrics)
+            win_rate = None
+            if self.pairwise is not None and self.baseline_texts is not None:
+                from rubric_rft.pairwise import win_rate as pairwise_win_rate
+
+                items = [
+                    {"prompt_id": row["prompt_id"], "prompt": row["prompt"], "candidate": text, "baseline": base,
+                     "rubric": self.gold_rubrics.get(row["prompt_id"])}
+                    for row, text, base in zip(rows, texts, self.baseline_texts, strict=True)
+                ]
+                result = await pairwise_win_rate(self.pairwise, items)
+                win_rate = {**result.estimate.as_dict("win_rate"), "win_rate_failures": result.failures}
+            return proxy, gold, win_rate
+        finally:
+            for judge in (self.proxy.judge, self.gold.judge if self.gold else None, self.pairwise):
+                if judge is not None:
+                    await judge.aclose()
+
+    def _keep_if_best(self, record: dict[str, Any], model, tokenizer) -> None:
+        gold = record.get(self._gold_metric())
+        if not self.config.keep_best or gold is None or (self.best is not None and gold <= self.best["gold"]):
+            return
+        folder = self.output_dir / BEST_DIR
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        self.best = {"step": record["step"], "gold": gold, "dir": str(folder)}
+        (folder / "best_gold.json").write_text(json.dumps(self.best) + "\n")
+
+    def _should_stop(self) -> bool:
+        """Whether to stop now: onset found and `on_onset: stop`; the main process decides for every rank."""
+        stop = self.config.on_onset == "stop" and self.onset_acted
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            decision = [stop]
+            dist.broadcast_object_list(decision, src=0)
+            stop = bool(decision[0])
+        return stop
+
+    # ----- outputs --------------------------------------------------------------------------------------------
+    def _gold_metric(self) -> str:
+        return "gold" if self.gold is not None else "win_rate"
+
+    def summary(self) -> dict[str, Any] | None:
+        """The onset report with the figures around it; None until an evaluation has both proxy and gold."""
+        metric = self._gold_metric()
+        scored = [r for r in self.history if r.get(metric) is not None and r.get("proxy") is not None]
+        if not scored:
+            return None
+        evaluations = [Evaluation(r["step"], r["proxy"], r[metric], r.get(f"{metric}_ci_high")) for r in scored]
+        onset = detect_onset(evaluations, self.config.onset)
+        by_step = {r["step"]: r for r in self.history}
+        train_seconds = self.train_seconds_before + time.perf_counter() - self._started
+        return {
+            "title": self.title,
+            "gold_metric": metric,
+            **onset.as_dict(),
+            "at_peak": by_step[onset.peak_step],
+            "at_onset": by_step.get(onset.onset_step),
+            "proxy_gold_gap_at_peak": by_step[onset.peak_step]["proxy"] - by_step[onset.peak_step][metric],
+            "proxy_gold_gap_at_onset": (
+                by_step[onset.onset_step]["proxy"] - by_step[onset.onset_step][metric] if onset.onset_step else None
+            ),
+            "rule": self.config.onset.model_dump(),
+            "on_onset": self.config.on_onset,
+            "best_gold": self.best,
+            "best_gold_dir": self.best["dir"] if self.best else None,
+            "evaluations": len(self.history),
+            "last_step": self.history[-1]["step"],
+            "monitor_seconds": self.monitor_seconds,
+            "train_seconds": train_seconds,
+            "monitor_share": self.monitor_seconds / train_seconds if train_seconds > 0 else None,
+        }
+
+    def _write_outputs(self) -> dict[str, Any] | None:
+        report.write_history(self.output_dir / "overopt.jsonl", self.history)
+        summary = self.summary()
+        if summary is not None:
+            report.write_summary(self.output_dir / "overopt.json", summary)
+            report.plot_history(self.output_dir / "overopt.png", self.history, summary)
+        return summary
+
+    def _samples(self) -> list[dict[str, Any]]:
+        path = self.output_dir / "overopt_samples.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _heldout_rows(config: MonitorConfig) -> list[dict]:
+    dataset = load_prompt_dataset(config.heldout_path)
+    count = min(config.num_prompts or len(dataset), len(dataset))
+    return list(dataset.select(range(count)))
+
+
+def _gold_rubrics(config: MonitorConfig, prompt_ids: list[str]) -> dict[str, str]:
+    if config.gold.rubrics_path is None:
+        return {}
+    rows = load_prompt_dataset(config.gold.rubrics_path)
+    rubrics = dict(zip(rows["prompt_id"], rows["rubric"], strict=True))
+    missing = [p for p in prompt_ids if p not in rubrics]
+    if missing:
+        raise ValueError(
+            f"{config.gold.rubrics_path}: no gold rubric for held-out prompt_id(s) {missing} "
+            f"(from {config.heldout_path}); every monitored prompt needs one"
+        )
+    return rubrics
+
+
+def _judge(config: dict | None):
+    return build_judge(load_judge_config(config)) if config else None
+
+
+def _pairwise_judge(config: dict | None):
+    if config is None:
+        return None
+    from rubric_rft.pairwise import build_pairwise_judge, load_pairwise_judge
+
+    return build_pairwise_judge(load_pairwise_judge(config))
+
+
+def _brief(record: dict[str, Any]) -> str:
+    keys = ("proxy", "gold", "win_rate", "kl", "completion_length", "monitor_s")
+    return ", ".join(f"{k}={record[k]:.3f}" for k in keys if isinstance(record.get(k), (int, float)))

@@ -1,0 +1,69 @@
+"""The monitor's configuration: `monitor:` in a training config (a mapping, a JSON string, or a YAML path).
+
+    monitor:
+      heldout_path: data/everyday/heldout_rules.jsonl   # prompts with the proxy (training) rubric
+      monitor_steps: 2                                  # evaluate every N optimizer steps (and at step 0)
+      gold:
+        rubrics_path: data/everyday/gold.jsonl           # gold rubric per prompt_id
+        judge: {backend: openai, model: ..., base_urls: [...]}   # for the gold rubric's llm criteria
+      on_onset: alert                                   # or: stop
+      keep_best: true                                   # keep the best-by-gold model in OUTPUT_DIR/best_gold
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rubric_rft.config_values import read_mapping
+from rubric_rft.monitor.onset import OnsetRule
+from rubric_rft.rubric import describe_validation_error
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GoldConfig(_Strict):
+    """The separate evaluator the proxy is checked against: a gold rubric set and/or a pairwise gold judge."""
+
+    rubrics_path: str | None = Field(
+        default=None, description="Gold rubrics (JSON/JSONL in any supported format), matched by prompt_id."
+    )
+    judge: dict[str, Any] | None = Field(
+        default=None, description="Judge config for the gold rubrics' llm criteria (rule criteria need none)."
+    )
+    pairwise: dict[str, Any] | None = Field(
+        default=None,
+        description="Pairwise gold judge config: win rate of each sample against the starting policy's sample.",
+    )
+
+
+class MonitorConfig(_Strict):
+    heldout_path: str = Field(description="Held-out prompts with the proxy rubric (the training dataset format).")
+    gold: GoldConfig
+    monitor_steps: int = Field(default=5, ge=1, description="Evaluate every N optimizer steps, and at step 0.")
+    num_prompts: int | None = Field(default=None, ge=1, description="First N held-out prompts; all by default.")
+    samples_per_prompt: int = Field(default=4, ge=1, description="Sampled answers per prompt at each evaluation.")
+    max_new_tokens: int | None = Field(default=None, ge=1, description="Defaults to max_completion_length.")
+    temperature: float = Field(default=1.0, gt=0, description="Sampling temperature (KL is at this temperature).")
+    batch_size: int = Field(default=16, ge=1, description="Sequences generated at once.")
+    seed: int = Field(default=1234, description="Sampling seed; each step uses seed + step.")
+    onset: OnsetRule = Field(default_factory=OnsetRule)
+    on_onset: Literal["alert", "stop"] = Field(default="alert", description="Alert only, or also stop training.")
+    keep_best: bool = Field(default=True, description="Save the best-by-gold model to OUTPUT_DIR/best_gold.")
+
+
+def load_monitor_config(value: str | dict[str, Any] | MonitorConfig) -> MonitorConfig:
+    """Parse a monitor config from a mapping, a JSON string, or a YAML/JSON file path."""
+    if isinstance(value, MonitorConfig):
+        return value
+    mapping, source = read_mapping(value, "monitor config")
+    try:
+        config = MonitorConfig.model_validate(mapping)
+    except ValidationError as exc:
+        raise ValueError(f"{source}: monitor.{describe_validation_error(exc)}") from None
+    if config.gold.rubrics_path is None and config.gold.pairwise is None:
+        raise ValueError(f"{source}: monitor.gold needs 'rubrics_path' and/or 'pairwise': the monitor has no gold")
+    return config

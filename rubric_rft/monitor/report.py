@@ -1,0 +1,115 @@
+"""Where the monitor's findings go: local files (read by people and tests) and Weights & Biases.
+
+In `output_dir`: `overopt.jsonl` (one line per evaluation), `overopt.json` (the summary: peak and onset steps
+and the figures at both), `overopt_samples.jsonl` (every evaluated sample with its scores) and `overopt.png`
+(proxy and gold over steps, the peak and the onset marked). In W&B: `overopt/*` metrics against the trainer's
+global step, an alert at onset, summary fields, a proxy-vs-gold chart and tables of samples at peak and onset.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite the whole file: after a resume, lines past the checkpoint must go."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        for record in history:
+            handle.write(json.dumps(record) + "\n")
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(summary, indent=2) + "\n")
+    temporary.replace(path)
+
+
+def plot_history(path: Path, history: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """Proxy and gold (with their bootstrap bands) over training steps; peak and onset marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in history]
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for name, color in (("proxy", "tab:blue"), ("gold", "tab:orange"), ("win_rate", "tab:green")):
+        if not any(r.get(name) is not None for r in history):
+            continue
+        points = [(r["step"], r[name], r.get(f"{name}_ci_low"), r.get(f"{name}_ci_high")) for r in history
+                  if r.get(name) is not None]
+        xs = [p[0] for p in points]
+        axis.plot(xs, [p[1] for p in points], marker="o", color=color, label=name.replace("_", " "))
+        if all(p[2] is not None for p in points):
+            axis.fill_between(xs, [p[2] for p in points], [p[3] for p in points], color=color, alpha=0.15)
+    axis.axvline(summary["peak_step"], color="tab:gray", linestyle=":", label=f"gold peak (step {summary['peak_step']})")
+    if summary.get("onset_step") is not None:
+        axis.axvline(summary["onset_step"], color="tab:red", linestyle="--", label=f"onset (step {summary['onset_step']})")
+    axis.set_xlabel("training step")
+    axis.set_ylabel("held-out score")
+    axis.set_xlim(min(steps) - 0.5, max(steps) + 0.5)
+    axis.set_title(summary.get("title") or "proxy vs gold on held-out prompts")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="best", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def wandb_run():
+    """The active W&B run, or None (W&B not installed, not reporting, or not on this process)."""
+    try:
+        import wandb
+    except ImportError:
+        return None
+    return wandb.run
+
+
+def log_evaluation(run, record: dict[str, Any]) -> None:
+    metrics = {f"overopt/{k}": v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}
+    run.log({**metrics, "train/global_step": record["step"]})
+
+
+def alert_onset(run, summary: dict[str, Any]) -> None:
+    import wandb
+
+    text = (
+        f"Gold peaked at step {summary['peak_step']} and has fallen since step {summary['onset_step']} while the "
+        f"proxy held (proxy {summary['at_onset'].get('proxy'):.3f}, gold {summary['at_onset'].get('gold'):.3f}). "
+        f"Best-by-gold model: {summary.get('best_gold_dir') or 'not kept'}."
+    )
+    try:
+        run.alert(title="Reward over-optimization onset", text=text, level=wandb.AlertLevel.WARN)
+    except Exception as exc:  # offline runs and some W&B servers refuse alerts; the summary still says it
+        logger.warning("W&B alert not sent (%s): %s", exc, text)
+
+
+def log_summary(run, summary: dict[str, Any], history: list[dict[str, Any]], samples: list[dict[str, Any]],
+                plot_path: Path) -> None:
+    """Summary fields, the proxy-vs-gold chart and the tables of samples at the peak and at onset."""
+    import wandb
+
+    for key in ("peak_step", "onset_step", "detected_step"):
+        run.summary[f"overopt/{key}"] = summary.get(key)
+    steps = [r["step"] for r in history]
+    series = [(name, [r.get(name) for r in history]) for name in ("proxy", "gold", "win_rate")]
+    series = [(name, values) for name, values in series if all(v is not None for v in values)]
+    run.log({
+        "overopt/proxy_vs_gold": wandb.plot.line_series(
+            xs=steps, ys=[v for _, v in series], keys=[n for n, _ in series], title="proxy vs gold", xname="step"
+        ),
+        "overopt/plot": wandb.Image(str(plot_path)),
+    })
+    for label in ("peak_step", "onset_step"):
+        step = summary.get(label)
+        rows = [s for s in samples if s["step"] == step]
+        if rows:
+            columns = list(rows[0])
+            table = wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows])
+            run.log({f"overopt/samples_at_{label.removesuffix('_step')}": table})
