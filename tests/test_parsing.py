@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rubric_rft.judges.parsing import MalformedVerdict, parse_batched, parse_single
+from rubric_rft.judges.parsing import TIE_WORDS, MalformedVerdict, parse_batched, parse_pairwise, parse_single
 
 LABELS = ["c1", "c2"]
 
@@ -197,3 +197,103 @@ def test_labels_round_trip_through_json_dumps():
     verdicts = {label: i % 3 == 0 for i, label in enumerate(labels)}
     text = json.dumps({label: "yes" if ok else "no" for label, ok in reversed(verdicts.items())}, indent=2)
     assert parse_batched(text, labels) == verdicts
+
+
+# --- pairwise -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"winner": "A"}', "A"),
+        ('{"winner": "b"}', "B"),
+        ('{"winner": "tie"}', "tie"),
+        ('```json\n{"winner": "B"}\n```', "B"),
+        ('Both are fine, but the first is more precise.\n{"winner": "Response A"}\nThat is my verdict.', "A"),
+        ("{'Winner': 'response_b',}", "B"),
+        ('{"reason": "B is longer", "winner": "A"}', "A"),
+        ('{"better": "Assistant B"}', "B"),
+        ('{"winner": "Draw"}', "tie"),
+        ('{"winner": "A", "verdict": "a"}', "A"),
+        ('Example {"x": "B"}; answer {"winner": "A"}', "A"),
+        ("A", "A"),
+        ("b.", "B"),
+        ("Response B", "B"),
+        ("[[A]]", "A"),
+        ("`tie`", "tie"),
+        ("**B**", "B"),
+    ],
+)
+def test_parse_pairwise(text, expected):
+    assert parse_pairwise(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("Response A is clearly better.", "no JSON object"),
+        ("", "no JSON object"),
+        ('{"winner": "A', "truncated"),
+        ('{"winner": "C"}', "unrecognised winner"),
+        ('{"winner": "A and B"}', "unrecognised winner"),
+        ('{"winner": 1}', "unrecognised winner"),
+        ('{"winner": null}', "unrecognised winner"),
+        ('{"winner": "A", "better": "B"}', "conflicting winners"),
+        ('{"winner": "A", "Winner": "tie"}', "conflicting winners"),
+        ('{"reason": "A is better"}', "none of the expected keys"),
+    ],
+)
+def test_parse_pairwise_errors(text, reason):
+    with pytest.raises(MalformedVerdict, match=reason):
+        parse_pairwise(text)
+
+
+WINNER_FORMS = {
+    "A": ["A", "a", "Response A", "response a", "response_a", "Assistant A", "answer A"],
+    "B": ["B", "b", "Response B", "RESPONSE B", "response_b", "Assistant B", "output b"],
+    "tie": ["tie", "Tie", "TIE", "draw", "equal", "a tie"],
+}
+
+
+@st.composite
+def rendered_pairwise_answers(draw):
+    """A pairwise answer for a random winner in a random mix of the tolerated styles."""
+    winner = draw(st.sampled_from(sorted(WINNER_FORMS)))
+    quote = draw(st.sampled_from(['"', "'"]))
+    key = draw(st.sampled_from(["winner", "Winner", " winner ", "better", "preferred", "choice"]))
+    members = [f"{quote}{key}{quote}: {quote}{draw(st.sampled_from(WINNER_FORMS[winner]))}{quote}"]
+    members += [f"{quote}{extra}{quote}: {quote}A or B, maybe a tie{quote}" for extra in draw(
+        st.lists(st.sampled_from(["reason", "explanation", "notes"]), max_size=2, unique=True)
+    )]  # fmt: skip
+    body = "{" + ", ".join(draw(st.permutations(members))) + draw(st.sampled_from(["", ","])) + "}"
+    prose = st.text(st.characters(blacklist_characters="{}", blacklist_categories=["Cs"]), max_size=30)
+    wrapper = draw(st.sampled_from(["bare", "fence", "prose"]))
+    if wrapper == "fence":
+        body = f"```json\n{body}\n```"
+    elif wrapper == "prose":
+        body = f"{draw(prose)}\n{body}\n{draw(prose)}"
+    return body, winner
+
+
+@settings(max_examples=300, deadline=None)
+@given(rendered_pairwise_answers())
+def test_random_pairwise_renderings_parse_to_their_winner(case):
+    text, winner = case
+    assert parse_pairwise(text) == winner
+
+
+pairwise_like_text = st.text(st.sampled_from(list("{}[]\":,' \n`*wineroABbtTdawqul_")), max_size=60)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(max_size=60), pairwise_like_text))
+def test_arbitrary_text_gives_a_stated_winner_or_malformed_verdict(text):
+    try:
+        winner = parse_pairwise(text)
+    except MalformedVerdict:
+        return
+    lowered = text.lower()
+    if winner == "tie":
+        assert any(word in lowered for word in TIE_WORDS)
+    else:
+        assert winner.lower() in lowered

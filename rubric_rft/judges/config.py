@@ -6,13 +6,11 @@ a YAML/JSON file. Secrets never appear here: `api_key_env` names the environment
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from rubric_rft.config_values import read_mapping
 from rubric_rft.rubric import describe_validation_error
 
 
@@ -62,21 +60,9 @@ def load_judge_config(value: str | dict[str, Any] | BaseModel) -> OpenAIJudgeCon
     """Parse a judge config from a dict, a JSON string, or a YAML/JSON file path."""
     if isinstance(value, (OpenAIJudgeConfig, HFJudgeConfig)):
         return value
-    source = "judge config"
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("{"):
-            value = json.loads(text)
-        else:
-            path = Path(text)
-            if not path.exists():
-                raise FileNotFoundError(f"judge config file {path} does not exist")
-            source = str(path)
-            value = yaml.safe_load(path.read_text())
-    if not isinstance(value, dict):
-        raise ValueError(f"{source}: expected a mapping with a 'backend' key, got {type(value).__name__}")
+    mapping, source = read_mapping(value, "judge config")
     try:
-        return _adapter.validate_python(value)
+        return _adapter.validate_python(mapping)
     except ValidationError as exc:
         raise ValueError(f"{source}: {describe_validation_error(exc)}") from None
 

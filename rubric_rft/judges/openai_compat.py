@@ -4,7 +4,8 @@ Clients and the concurrency semaphore belong to one event loop, so they are crea
 coroutine and re-created when the running loop changes (TRL awaits rewards on its own background loop;
 tests call `asyncio.run` repeatedly). Retries are ours (`max_retries=0` on the client) so that each one is
 counted and a malformed answer is re-asked like a failed request. A grade that still fails is returned as
-`Verdict(error=...)`, never as a made-up verdict.
+`Verdict(error=...)`, never as a made-up verdict. `ask` is that machinery (cache, retries, replicas, the
+concurrency bound) for any question with a parser, so other judges built on it (pairwise) share it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import openai
 
@@ -40,6 +41,16 @@ class JudgeFailure(Exception):
 
 class _Transient(Exception):
     """A failure worth retrying: timeout, connection error, 408/429/5xx."""
+
+
+class CallTally(Protocol):
+    """Where `OpenAIJudge.ask` counts what a question cost (a `Verdict`, a pairwise verdict, ...)."""
+
+    judge_calls: int
+    retries: int
+    cache_hits: int
+    prompt_tokens: int
+    completion_tokens: int
 
 
 @dataclass
@@ -97,13 +108,10 @@ class OpenAIJudge:
             request.response,
             [(label, c.text) for label, c in zip(labels, request.criteria, strict=True)],
         )
-        satisfied = await self._ask(
-            messages,
-            self._key("batched", request, request.criteria),
-            _in_label_order(labels),
-            tally,
+        answer = await self.ask(
+            messages, self._key("batched", request, request.criteria), _in_label_order(labels), tally
         )
-        return {c.id: value for c, value in zip(request.criteria, satisfied, strict=True)}
+        return {c.id: value for c, value in zip(request.criteria, answer["satisfied"], strict=True)}
 
     async def _grade_per_criterion(self, request: GradeRequest, tally: Verdict) -> dict[str, bool]:
         outcomes = await asyncio.gather(
@@ -118,10 +126,13 @@ class OpenAIJudge:
 
     async def _ask_one_criterion(self, request: GradeRequest, criterion: Criterion, tally: Verdict) -> bool:
         messages = per_criterion_messages(request.prompt, request.response, criterion.text)
-        satisfied = await self._ask(
-            messages, self._key("per_criterion", request, (criterion,)), lambda text: [parse_single(text)], tally
+        answer = await self.ask(
+            messages,
+            self._key("per_criterion", request, (criterion,)),
+            lambda text: {"satisfied": [parse_single(text)]},
+            tally,
         )
-        return satisfied[0]
+        return answer["satisfied"][0]
 
     def _key(self, shape: str, request: GradeRequest, criteria: tuple[Criterion, ...]) -> str:
         return cache_key(
@@ -135,16 +146,21 @@ class OpenAIJudge:
             criteria=[c.text for c in criteria],
         )
 
-    async def _ask(
-        self, messages: list[dict], key: str, parse: Callable[[str], list[bool]], tally: Verdict
-    ) -> list[bool]:
-        """One chat call's verdicts: from the cache, or asked (and re-asked) until they parse."""
+    async def ask(
+        self, messages: list[dict], key: str, parse: Callable[[str], dict[str, Any]], tally: CallTally
+    ) -> dict[str, Any]:
+        """The parsed answer to one chat question: from the cache, or asked (and re-asked) until it parses.
+
+        `key` must change with everything that determines the answer (see `cache_key`); `parse` turns the answer
+        text into a JSON object, which is what gets cached, or raises `MalformedVerdict` to have it asked again.
+        Raises `JudgeFailure` when retries run out or the request itself is refused; costs are added to `tally`.
+        """
         cache = self._open_cache()
         if cache is not None:
             cached = cache.get(key)
             if cached is not None:
                 tally.cache_hits += 1
-                return cached["satisfied"]
+                return cached
         last_failure = ""
         for attempt in range(self.config.max_retries + 1):
             if attempt:
@@ -153,16 +169,16 @@ class OpenAIJudge:
                 logger.debug("judge retry %d after: %s", attempt, last_failure)
             try:
                 text = await self._complete(messages, tally)
-                satisfied = parse(text)
+                answer = parse(text)
             except (_Transient, MalformedVerdict) as problem:
                 last_failure = str(problem) if isinstance(problem, _Transient) else f"malformed answer: {problem}"
                 continue
             if cache is not None:
-                cache.put(key, {"satisfied": satisfied})
-            return satisfied
+                cache.put(key, answer)
+            return answer
         raise JudgeFailure(f"gave up after {self.config.max_retries + 1} attempts; last failure: {last_failure}")
 
-    async def _complete(self, messages: list[dict], tally: Verdict) -> str:
+    async def _complete(self, messages: list[dict], tally: CallTally) -> str:
         """Send one chat request to the next replica; the answer's text, or `_Transient`/`JudgeFailure`."""
         resources = self._loop_resources()
         url, client = resources.clients[next(self._next_client) % len(resources.clients)]
@@ -249,12 +265,12 @@ def _read_api_key(env_var: str | None) -> str:
     return key
 
 
-def _in_label_order(labels: list[str]) -> Callable[[str], list[bool]]:
-    """A parser of batched answers returning the verdicts in label order."""
+def _in_label_order(labels: list[str]) -> Callable[[str], dict[str, Any]]:
+    """A parser of batched answers returning `{"satisfied": [verdicts in label order]}`."""
 
-    def parse(text: str) -> list[bool]:
+    def parse(text: str) -> dict[str, Any]:
         verdicts = parse_batched(text, labels)
-        return [verdicts[label] for label in labels]
+        return {"satisfied": [verdicts[label] for label in labels]}
 
     return parse
 

@@ -4,13 +4,16 @@ Judges wrap JSON in code fences and prose, use single quotes, trailing commas, P
 spellings of yes and no. All of that is accepted. What is never guessed: a verdict only counts for a label
 whose key matches it exactly (ignoring case and whitespace), and a missing label, an unrecognised value,
 conflicting duplicate keys, truncated JSON or no JSON at all raise `MalformedVerdict`, so the caller re-asks.
+Pairwise answers are read the same way: a winner (A, B or tie) is only ever one the answer states.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Literal
+
+Winner = Literal["A", "B", "tie"]
 
 TRUE_WORDS = frozenset({"yes", "y", "true", "1", "met", "satisfied", "pass", "passed"})
 FALSE_WORDS = frozenset({"no", "n", "false", "0", "not met", "unmet", "unsatisfied", "not satisfied", "fail", "failed"})
@@ -18,6 +21,11 @@ FALSE_WORDS = frozenset({"no", "n", "false", "0", "not met", "unmet", "unsatisfi
 # Keys under which a nested object (`{"c1": {"verdict": "yes", "reason": ...}}`) or a single-criterion
 # answer (`{"satisfied": "yes"}`) carries its verdict.
 VERDICT_KEYS = ("satisfied", "verdict", "answer", "met", "result", "decision", "value")
+
+# Pairwise answers: `{"winner": "A"}` (or another winner key), or a bare "A", "Response B", "tie", "[[A]]".
+WINNER_KEYS = ("winner", "better", "preferred", "preference", "choice", "verdict", "answer", "result", "decision")
+TIE_WORDS = frozenset({"tie", "a tie", "tied", "draw", "equal", "neither", "both"})
+_WINNER_WORD = re.compile(r"(?:(?:response|answer|assistant|output)\s*)?([ab])")
 
 _BARE_WORDS = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*(?:[ \t]+[A-Za-z_][A-Za-z0-9_\-]*)*")
 _PYTHON_LITERALS = {"True": "true", "False": "false", "None": "null"}
@@ -62,6 +70,35 @@ def parse_single(text: str) -> bool:
     if word in TRUE_WORDS or word in FALSE_WORDS:
         return word in TRUE_WORDS
     return _verdict_of_object(_find_object(text, set(VERDICT_KEYS)), "the answer")
+
+
+def parse_pairwise(text: str) -> Winner:
+    """The winner of a pairwise answer: `{"winner": "A"|"B"|"tie"}` (or another winner key), or a bare word.
+
+    Letters may be lowercase or named ("Response A"); several winner keys must agree.
+    """
+    bare = _as_winner(text.strip().strip("`[]()*"))
+    if bare is not None:
+        return bare
+    winners: set[Winner] = set()
+    for key, value in _find_object(text, set(WINNER_KEYS)):
+        if _normalise_key(key) not in WINNER_KEYS:
+            continue
+        winner = _as_winner(value) if isinstance(value, str) else None
+        if winner is None:
+            raise MalformedVerdict(f"unrecognised winner: {_short(value)}")
+        winners.add(winner)
+    if len(winners) > 1:
+        raise MalformedVerdict(f"conflicting winners: {', '.join(sorted(winners))}")
+    return winners.pop()
+
+
+def _as_winner(value: str) -> Winner | None:
+    word = _normalise_word(value).strip("[]()*`")
+    if word in TIE_WORDS:
+        return "tie"
+    letter = _WINNER_WORD.fullmatch(word)
+    return "A" if letter and letter.group(1) == "a" else "B" if letter else None
 
 
 def _find_object(text: str, wanted_keys: set[str]) -> _Pairs:

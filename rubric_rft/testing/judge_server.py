@@ -8,12 +8,17 @@
         # prints its base URL on the first stdout line; GET /stats returns the counters as JSON
 
 It reads this project's judge prompts (`read_question`) and answers them like a judge would: batched
-`{"c1": "yes", ...}`, per-criterion `{"satisfied": "no"}`, or a bare Yes/No for the yes/no variant.
+`{"c1": "yes", ...}`, per-criterion `{"satisfied": "no"}`, a bare Yes/No for the yes/no variant, or
+`{"winner": "A"|"B"|"tie"}` for a pairwise comparison.
 
 Verdicts come from a policy, by default `default_policy`: a criterion is satisfied iff its first quoted
 keyword ('word' or "word") occurs in the response (case-insensitively); a criterion without a quoted keyword
 is satisfied iff the first byte of sha256(criterion text + "\\n" + response) is even. Criterion texts are
 seen as the prompt shows them: one line, runs of whitespace collapsed to one space.
+
+Pairwise winners come from `pair_policy`, by default `more_words_wins`: the response with more words
+(`str.split`) wins and equal counts tie, whichever position it is shown in. `always_a` is a judge with pure
+position bias (it answers "A" whatever it is shown), to check that asking both orders cancels such a bias.
 
 Latency is an `asyncio.sleep` per request, and at most `capacity` requests are processed at once (others
 wait), like a vLLM judge with a bounded batch. Faults are injected by arrival order, each option taking the
@@ -46,7 +51,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 Policy = Callable[[str, str, str], bool]
-Shape = Literal["batched", "per_criterion", "yes_no"]
+Winner = Literal["A", "B", "tie"]
+PairPolicy = Callable[[str, str, str], Winner]  # (prompt, response A, response B) -> winner
+Shape = Literal["batched", "per_criterion", "yes_no", "pairwise"]
 
 DEFAULT_MODEL = "scripted-judge"
 MALFORMED_ANSWER = "The response looks reasonable overall, and I would lean towards accepting it."
@@ -56,12 +63,16 @@ _DISCONNECT_POLL_S = 0.02
 
 @dataclass(frozen=True)
 class JudgeQuestion:
-    """What a judge prompt asks: `criteria` holds (label, text) pairs; the label is "" for one-criterion shapes."""
+    """What a judge prompt asks: `criteria` holds (label, text) pairs; the label is "" for one-criterion shapes.
+
+    A pairwise question has no criteria: `response` is response A and `response_b` response B.
+    """
 
     shape: Shape
     prompt: str
     response: str
     criteria: list[tuple[str, str]]
+    response_b: str = ""
 
 
 def read_question(messages: list[dict]) -> JudgeQuestion | None:
@@ -72,6 +83,10 @@ def read_question(messages: list[dict]) -> JudgeQuestion | None:
         return None
     nonce = opening.group(1)
     prompt, rest = _between(user, f"<<<PROMPT-{nonce}>>>\n", f"\n<<<END-PROMPT-{nonce}>>>")
+    first, after_first = _between(rest, f"<<<RESPONSE-A-{nonce}>>>\n", f"\n<<<END-RESPONSE-A-{nonce}>>>")
+    if prompt is not None and first is not None:
+        second, _ = _between(after_first, f"<<<RESPONSE-B-{nonce}>>>\n", f"\n<<<END-RESPONSE-B-{nonce}>>>")
+        return None if second is None else JudgeQuestion("pairwise", prompt, first, [], second)
     response, tail = _between(rest, f"<<<RESPONSE-{nonce}>>>\n", f"\n<<<END-RESPONSE-{nonce}>>>")
     if prompt is None or response is None:
         return None
@@ -102,6 +117,20 @@ def default_policy(prompt: str, response: str, criterion: str) -> bool:
     return hashlib.sha256(f"{criterion}\n{response}".encode()).digest()[0] % 2 == 0
 
 
+def more_words_wins(prompt: str, response_a: str, response_b: str) -> Winner:
+    """See the module docstring: more words wins, equal word counts tie."""
+    a, b = len(response_a.split()), len(response_b.split())
+    return "A" if a > b else "B" if b > a else "tie"
+
+
+def always_a(prompt: str, response_a: str, response_b: str) -> Winner:
+    """A judge with nothing but position bias: whichever response is shown first wins."""
+    return "A"
+
+
+PAIR_POLICIES: dict[str, PairPolicy] = {"more-words": more_words_wins, "always-a": always_a}
+
+
 @dataclass
 class ServerStats:
     """Live counters; `authorizations` holds the distinct Authorization headers seen (never served by /stats)."""
@@ -129,6 +158,7 @@ class ServerScript:
     latency_s: float = 0.0
     capacity: int = 1024
     policy: Policy = default_policy
+    pair_policy: PairPolicy = more_words_wins
     fenced: bool = False
     hang_first_n: int = 0
     hang_s: float = 30.0
@@ -223,7 +253,11 @@ class _JudgeApp:
         }
         if question.shape == "yes_no":
             return "Yes" if verdicts[""] else "No"
-        if question.shape == "batched":
+        if question.shape == "pairwise":
+            answer = json.dumps(
+                {"winner": self.script.pair_policy(question.prompt, question.response, question.response_b)}
+            )
+        elif question.shape == "batched":
             answer = json.dumps({label: "yes" if ok else "no" for label, ok in verdicts.items()})
         else:
             answer = json.dumps({"satisfied": "yes" if verdicts[""] else "no"})
@@ -309,6 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--latency", dest="latency_s", type=float, default=0.0)
     parser.add_argument("--capacity", type=int, default=1024)
+    parser.add_argument("--pair-policy", choices=sorted(PAIR_POLICIES), default="more-words")
     parser.add_argument("--fenced", action="store_true")
     parser.add_argument("--hang-first-n", type=int, default=0)
     parser.add_argument("--hang-s", type=float, default=30.0)
@@ -320,6 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fail-rate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     options = vars(parser.parse_args(argv))
+    options["pair_policy"] = PAIR_POLICIES[options["pair_policy"]]
     stop = threading.Event()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signal_number, lambda *_: stop.set())

@@ -1,0 +1,332 @@
+"""Pairwise gold judging: which of two answers to a prompt is better, and a policy's win rate from that.
+
+The headline metric of rubric-reward training is the win rate of the trained policy against a baseline (the
+starting policy, or reference answers) under a gold judge that never trained anything. Judges favour one
+position more often than chance, so `win_rate` asks every pair in both orders and averages the two answers
+from the candidate's view: a judge that only ever prefers the first position then scores every pair a tie.
+A pair whose judging failed in either order is a failure, counted and left out: never a loss or a tie.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from rubric_rft.config_values import read_mapping
+from rubric_rft.data import render_prompt
+from rubric_rft.judges.cache import cache_key
+from rubric_rft.judges.config import JudgeConfig, OpenAIJudgeConfig, build_judge, load_judge_config
+from rubric_rft.judges.openai_compat import JudgeFailure, OpenAIJudge
+from rubric_rft.judges.parsing import parse_pairwise
+from rubric_rft.judges.prompts import PAIRWISE_TEMPLATE_VERSION, pairwise_messages
+from rubric_rft.reward import RubricReward, as_rubric
+from rubric_rft.rubric import Rubric, describe_validation_error
+from rubric_rft.stats import Estimate, bootstrap_mean
+
+logger = logging.getLogger(__name__)
+
+# The first-shown response's share of a win, by the judge's answer.
+PREFERENCE = {"A": 1.0, "B": 0.0, "tie": 0.5}
+
+
+@dataclass
+class PairVerdict:
+    """A judge's answer for one order: `preference` is 1.0 when the response shown first is better, 0.0 when the
+    second is, 0.5 for a tie; None exactly when `error` says why there is no answer."""
+
+    preference: float | None = None
+    error: str | None = None
+    judge_calls: int = 0
+    retries: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@runtime_checkable
+class PairwiseJudge(Protocol):
+    """Compares two responses in the order given. Implementations bound their own concurrency and retries, and
+    return a `PairVerdict` with `error` set rather than raise when a comparison fails."""
+
+    name: str
+
+    async def compare(self, prompt: str, first: str, second: str, rubric: Rubric | None = None) -> PairVerdict: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LLMPairwiseJudge:
+    """A judge behind any OpenAI-compatible endpoint, asked through `OpenAIJudge.ask` (its cache, retries,
+    replicas and concurrency bound). The rubric is not shown: a gold judge weighs the answers as a whole."""
+
+    def __init__(self, config: OpenAIJudgeConfig) -> None:
+        self.config = config
+        self.name = f"openai:{config.model}"
+        self._judge = OpenAIJudge(config)
+
+    def __repr__(self) -> str:
+        return f"LLMPairwiseJudge(model={self.config.model!r}, base_urls={self.config.base_urls!r})"
+
+    async def compare(self, prompt: str, first: str, second: str, rubric: Rubric | None = None) -> PairVerdict:
+        verdict = PairVerdict()
+        key = cache_key(
+            backend="openai",
+            model=self.config.model,
+            template=PAIRWISE_TEMPLATE_VERSION,
+            shape="pairwise",
+            temperature=self.config.temperature,
+            prompt=prompt,
+            responses=[first, second],
+        )
+        messages = pairwise_messages(prompt, first, second)
+        try:
+            answer = await self._judge.ask(messages, key, lambda text: {"winner": parse_pairwise(text)}, verdict)
+        except JudgeFailure as failure:
+            verdict.error = f"{self.name}: {failure}"
+            logger.warning("pairwise judge gave up: %s", verdict.error)
+        else:
+            verdict.preference = PREFERENCE[answer["winner"]]
+        return verdict
+
+    async def aclose(self) -> None:
+        await self._judge.aclose()
+
+
+class RubricPairwiseJudge:
+    """Prefers the response that scores higher under the given rubric (equal scores tie), so a gold rubric can
+    act as the gold judge where no strong LLM judge is at hand. A comparison fails when either grade does."""
+
+    def __init__(self, reward: RubricReward) -> None:
+        self.reward = reward
+        self.name = f"rubric:{reward.judge.name}" if reward.judge is not None else "rubric:rules"
+
+    async def compare(self, prompt: str, first: str, second: str, rubric: Rubric | None = None) -> PairVerdict:
+        if rubric is None:
+            return PairVerdict(error=f"{self.name}: no rubric to compare the responses by (set the item's rubric)")
+        graded = await self.reward.grade([prompt, prompt], [first, second], [rubric, rubric])
+        verdicts = [g.verdict for g in graded if g.verdict is not None]
+        result = PairVerdict(
+            judge_calls=sum(v.judge_calls for v in verdicts),
+            retries=sum(v.retries for v in verdicts),
+            cache_hits=sum(v.cache_hits for v in verdicts),
+            prompt_tokens=sum(v.prompt_tokens for v in verdicts),
+            completion_tokens=sum(v.completion_tokens for v in verdicts),
+        )
+        labelled = zip(("first", "second"), graded, strict=True)
+        errors = [f"grading the {which} response: {g.error}" for which, g in labelled if g.error]
+        if errors:
+            result.error = "; ".join(errors)
+            return result
+        first_score, second_score = graded[0].score, graded[1].score
+        tied = math.isclose(first_score, second_score, rel_tol=1e-9, abs_tol=1e-12)
+        result.preference = 0.5 if tied else float(first_score > second_score)
+        return result
+
+    async def aclose(self) -> None:
+        if self.reward.judge is not None:
+            await self.reward.judge.aclose()
+
+
+# --- configuration ------------------------------------------------------------------------------------------
+
+
+class RubricPairwiseConfig(BaseModel):
+    """Compare by score under each item's rubric; `judge` grades its llm criteria (rule criteria need none)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    backend: Literal["rubric"] = "rubric"
+    judge: JudgeConfig | None = Field(
+        default=None, description="Judge config for the rubric's llm criteria: a mapping or a YAML/JSON path."
+    )
+
+    @field_validator("judge", mode="before")
+    @classmethod
+    def _judge_from_path(cls, value: Any) -> Any:
+        return load_judge_config(value) if isinstance(value, str) else value
+
+
+PairwiseJudgeConfig = Annotated[OpenAIJudgeConfig | RubricPairwiseConfig, Field(discriminator="backend")]
+_adapter: TypeAdapter[PairwiseJudgeConfig] = TypeAdapter(PairwiseJudgeConfig)
+
+
+def load_pairwise_judge(value: str | dict[str, Any] | BaseModel) -> OpenAIJudgeConfig | RubricPairwiseConfig:
+    """Parse a pairwise judge config (`backend: openai` or `backend: rubric`) from a dict, a JSON string, or a
+    YAML/JSON file path; errors name the file and the field."""
+    if isinstance(value, (OpenAIJudgeConfig, RubricPairwiseConfig)):
+        return value
+    mapping, source = read_mapping(value, "pairwise judge config")
+    try:
+        return _adapter.validate_python(mapping)
+    except ValidationError as exc:
+        raise ValueError(f"{source}: {describe_validation_error(exc)}") from None
+
+
+def build_pairwise_judge(config: OpenAIJudgeConfig | RubricPairwiseConfig) -> PairwiseJudge:
+    """Instantiate the judge a config names. Rubric scores are raw weighted sums: clipping at zero would tie two
+    responses that trip pitfalls by different amounts."""
+    if isinstance(config, OpenAIJudgeConfig):
+        return LLMPairwiseJudge(config)
+    judge = build_judge(config.judge) if config.judge is not None else None
+    return RubricPairwiseJudge(RubricReward(judge, normalize=False))
+
+
+# --- win rate -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairItem:
+    """`candidate` (the policy under test) against `baseline`, both answers to `prompt` (text or chat messages).
+    `rubric` (a `Rubric`, its JSON or a dict) is what rubric judges compare by."""
+
+    prompt_id: str
+    prompt: str | list[dict[str, str]]
+    candidate: str
+    baseline: str
+    rubric: Any = None
+
+
+@dataclass
+class PairOutcome:
+    """A pair from the candidate's view: `outcome` is 1 for a win, 0 a loss, 0.5 a tie (0.25 and 0.75 when one
+    order ties), None when either order failed. `candidate_first` / `candidate_second` is the candidate's share
+    when it was shown first / second."""
+
+    prompt_id: str
+    outcome: float | None
+    candidate_first: float | None
+    candidate_second: float | None
+    error: str | None = None
+
+    @property
+    def consistent(self) -> bool | None:
+        """Whether both orders gave the same result; None for a failed pair."""
+        return None if self.outcome is None else self.candidate_first == self.candidate_second
+
+
+@dataclass
+class WinRateResult:
+    """Win rate over prompts with its bootstrap interval, and how the pairs went."""
+
+    estimate: Estimate
+    confidence: float
+    wins: int
+    ties: int
+    losses: int
+    failures: int
+    position_consistency: float
+    num_prompts: int
+    pairs: list[PairOutcome] = field(default_factory=list)
+    judge_calls: int = 0
+    judge_retries: int = 0
+    judge_cache_hits: int = 0
+
+    def as_dict(self, with_pairs: bool = True) -> dict[str, Any]:
+        summary = {
+            **self.estimate.as_dict("win_rate"),
+            "confidence": self.confidence,
+            "num_pairs": len(self.pairs),
+            "num_prompts": self.num_prompts,
+            "wins": self.wins,
+            "ties": self.ties,
+            "losses": self.losses,
+            "failures": self.failures,
+            "position_consistency": self.position_consistency,
+            "judge_calls": self.judge_calls,
+            "judge_retries": self.judge_retries,
+            "judge_cache_hits": self.judge_cache_hits,
+        }
+        if with_pairs:
+            summary["pairs"] = [asdict(pair) | {"consistent": pair.consistent} for pair in self.pairs]
+        return summary
+
+
+async def win_rate(
+    judge: PairwiseJudge,
+    items: Iterable[PairItem | Mapping[str, Any]],
+    *,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+    on_pair: Callable[[PairOutcome], None] | None = None,
+) -> WinRateResult:
+    """The candidate's win rate against the baseline, every pair judged in both orders, all concurrently.
+
+    The estimate is `bootstrap_mean` over prompts of each prompt's mean outcome (several items may share a
+    prompt id). `on_pair` is called as each pair finishes (a progress bar, say).
+    """
+    pairs = [_as_item(index, item) for index, item in enumerate(items)]
+    if not pairs:
+        raise ValueError("win_rate needs at least one item")
+    judged = await asyncio.gather(*(_judge_pair(judge, item, on_pair) for item in pairs))
+    outcomes = [outcome for outcome, _ in judged]
+    verdicts = [verdict for _, both in judged for verdict in both]
+    scored = [o for o in outcomes if o.outcome is not None]
+    if not scored:
+        raise RuntimeError(f"every one of the {len(outcomes)} pairs failed; first error: {outcomes[0].error}")
+    per_prompt: dict[str, list[float]] = {}
+    for outcome in scored:
+        per_prompt.setdefault(outcome.prompt_id, []).append(outcome.outcome)
+    means = [sum(values) / len(values) for values in per_prompt.values()]
+    return WinRateResult(
+        estimate=bootstrap_mean(means, confidence=confidence, resamples=resamples, seed=seed),
+        confidence=confidence,
+        wins=sum(o.outcome > 0.5 for o in scored),
+        ties=sum(o.outcome == 0.5 for o in scored),
+        losses=sum(o.outcome < 0.5 for o in scored),
+        failures=len(outcomes) - len(scored),
+        position_consistency=sum(bool(o.consistent) for o in scored) / len(scored),
+        num_prompts=len(per_prompt),
+        pairs=outcomes,
+        judge_calls=sum(v.judge_calls for v in verdicts),
+        judge_retries=sum(v.retries for v in verdicts),
+        judge_cache_hits=sum(v.cache_hits for v in verdicts),
+    )
+
+
+async def _judge_pair(
+    judge: PairwiseJudge, item: PairItem, on_pair: Callable[[PairOutcome], None] | None
+) -> tuple[PairOutcome, tuple[PairVerdict, PairVerdict]]:
+    prompt = render_prompt(item.prompt)
+    rubric = as_rubric(item.rubric) if item.rubric is not None else None
+    forward, backward = await asyncio.gather(
+        judge.compare(prompt, item.candidate, item.baseline, rubric),
+        judge.compare(prompt, item.baseline, item.candidate, rubric),
+    )
+    first, second = _checked(judge, forward), _checked(judge, backward)
+    candidate_second = None if second is None else 1.0 - second
+    orders = (("candidate first", forward), ("candidate second", backward))
+    failed = [f"{order}: {verdict.error}" for order, verdict in orders if not verdict.ok]
+    outcome = None if failed else (first + candidate_second) / 2
+    result = PairOutcome(item.prompt_id, outcome, first, candidate_second, "; ".join(failed) or None)
+    if on_pair is not None:
+        on_pair(result)
+    return result, (forward, backward)
+
+
+def _checked(judge: PairwiseJudge, verdict: PairVerdict) -> float | None:
+    """The verdict's preference, after checking that it keeps the `PairVerdict` contract."""
+    if (verdict.preference is None) == (verdict.error is None):
+        raise ValueError(f"judge {judge.name} returned a PairVerdict with neither or both of preference and error")
+    if verdict.preference is not None and not 0.0 <= verdict.preference <= 1.0:
+        raise ValueError(f"judge {judge.name} returned preference {verdict.preference}, outside [0, 1]")
+    return verdict.preference
+
+
+def _as_item(index: int, item: PairItem | Mapping[str, Any]) -> PairItem:
+    if isinstance(item, PairItem):
+        return item
+    missing = [name for name in ("prompt_id", "prompt", "candidate", "baseline") if name not in item]
+    if missing:
+        raise ValueError(f"win_rate item {index}: missing {', '.join(missing)}")
+    return PairItem(str(item["prompt_id"]), item["prompt"], item["candidate"], item["baseline"], item.get("rubric"))
