@@ -294,6 +294,12 @@ async def win_rate(
     )
 
 
+async def judge_pair(judge: PairwiseJudge, item: PairItem | Mapping[str, Any]) -> PairOutcome:
+    """One pair judged in both orders, from the candidate's view: what `win_rate` does for each of its items."""
+    outcome, _ = await _judge_pair(judge, _as_item(0, item), None)
+    return outcome
+
+
 async def _judge_pair(
     judge: PairwiseJudge, item: PairItem, on_pair: Callable[[PairOutcome], None] | None
 ) -> tuple[PairOutcome, tuple[PairVerdict, PairVerdict]]:

@@ -16,6 +16,10 @@ keyword ('word' or "word") occurs in the response (case-insensitively); a criter
 is satisfied iff the first byte of sha256(criterion text + "\\n" + response) is even. Criterion texts are
 seen as the prompt shows them: one line, runs of whitespace collapsed to one space.
 
+It also plays the proposer of `rubric_rft.rubricgen`: prompts that write or refine a rubric, or rewrite an answer
+(`rubric_rft.testing.proposer.read_proposer_question`), are answered by `proposer`, by default `keyword_proposer`.
+Other chat requests get a 400, or, when a `responder` is given, its answer to the messages (a chat model).
+
 Pairwise winners come from `pair_policy`, by default `more_words_wins`: the response with more words
 (`str.split`) wins and equal counts tie, whichever position it is shown in. `always_a` is a judge with pure
 position bias (it answers "A" whatever it is shown), to check that asking both orders cancels such a bias.
@@ -50,10 +54,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from rubric_rft.testing.proposer import ProposerPolicy, ProposerQuestion, keyword_proposer, read_proposer_question
+
 Policy = Callable[[str, str, str], bool]
 Winner = Literal["A", "B", "tie"]
 PairPolicy = Callable[[str, str, str], Winner]  # (prompt, response A, response B) -> winner
 Shape = Literal["batched", "per_criterion", "yes_no", "pairwise"]
+Responder = Callable[[list[dict]], str]  # chat messages -> the answer of a chat model
 
 DEFAULT_MODEL = "scripted-judge"
 MALFORMED_ANSWER = "The response looks reasonable overall, and I would lean towards accepting it."
@@ -159,6 +166,8 @@ class ServerScript:
     capacity: int = 1024
     policy: Policy = default_policy
     pair_policy: PairPolicy = more_words_wins
+    proposer: ProposerPolicy = keyword_proposer
+    responder: Responder | None = None
     fenced: bool = False
     hang_first_n: int = 0
     hang_s: float = 30.0
@@ -226,12 +235,18 @@ class _JudgeApp:
             return _error(script.fail_status, "scripted random failure")
         if body.get("model") != script.model:
             return _error(404, f"The model `{body.get('model')}` does not exist.")
-        question = read_question(body.get("messages", []))
-        if question is None:
+        messages = body.get("messages", [])
+        question = read_question(messages) or read_proposer_question(messages)
+        if question is None and script.responder is None:
             return _error(400, "scripted judge: the messages are not a judge prompt of rubric_rft.judges.prompts")
         async with self.capacity:
             await asyncio.sleep(script.latency_s)
-        content: str | None = self._answer(question)
+        if question is None:
+            content: str | None = script.responder(messages)
+        elif isinstance(question, ProposerQuestion):
+            content = script.proposer(question)
+        else:
+            content = self._answer(question)
         finish_reason = "stop"
         if stage < script.malformed_first_n:
             content = MALFORMED_ANSWER

@@ -1,0 +1,100 @@
+"""Which of two responses is better, by a source that never trains anything: a gold judge or known labels.
+
+`GoldJudge` asks a `rubric_rft.pairwise` judge in both orders (so position bias cancels); with the `rubric`
+backend it compares by each prompt's gold rubric. `LabelPreference` compares the candidates' `label`s.
+A preference is the first response's share of a win: 1 better, 0 worse, 0.5 a tie (0.75 and 0.25 when one
+order ties); None with an `error` when it could not be had, which is never read as a tie.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from rubric_rft.pairwise import (
+    PairItem,
+    PairwiseJudge,
+    RubricPairwiseConfig,
+    build_pairwise_judge,
+    judge_pair,
+    load_pairwise_judge,
+)
+from rubric_rft.rubric import Rubric
+from rubric_rft.rubricgen.records import Candidate, load_rubric_rows
+
+
+@dataclass(frozen=True)
+class Preferred:
+    value: float | None
+    error: str | None = None
+
+    @property
+    def better_is_first(self) -> bool | None:
+        """True or False for a strict preference, None for a tie or a failure."""
+        if self.value is None or self.value == 0.5:
+            return None
+        return self.value > 0.5
+
+
+class Preference(Protocol):
+    name: str
+
+    async def prefer(self, prompt_id: str, prompt: str, first: Candidate, second: Candidate) -> Preferred: ...
+
+    async def aclose(self) -> None: ...
+
+
+class GoldJudge:
+    """A pairwise judge in both orders; `rubrics` (prompt id -> gold rubric) for judges that compare by rubric."""
+
+    def __init__(self, judge: PairwiseJudge, rubrics: Mapping[str, Rubric] | None = None) -> None:
+        self.judge = judge
+        self.rubrics = rubrics
+        self.name = judge.name
+
+    async def prefer(self, prompt_id: str, prompt: str, first: Candidate, second: Candidate) -> Preferred:
+        rubric = None
+        if self.rubrics is not None:
+            rubric = self.rubrics.get(prompt_id)
+            if rubric is None:
+                return Preferred(None, f"{self.name}: no gold rubric for prompt {prompt_id!r}")
+        outcome = await judge_pair(self.judge, PairItem(prompt_id, prompt, first.response, second.response, rubric))
+        return Preferred(outcome.outcome, outcome.error)
+
+    async def aclose(self) -> None:
+        await self.judge.aclose()
+
+
+class LabelPreference:
+    """The candidate with the higher `label` is better; equal labels tie."""
+
+    name = "labels"
+
+    async def prefer(self, prompt_id: str, prompt: str, first: Candidate, second: Candidate) -> Preferred:
+        missing = [c.name for c in (first, second) if c.label is None]
+        if missing:
+            return Preferred(None, f"labels: no label for {', '.join(missing)} of prompt {prompt_id!r}")
+        return Preferred(1.0 if first.label > second.label else 0.0 if first.label < second.label else 0.5)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def build_gold(config: str | dict | None, rubrics_path: str | Path | None = None) -> Preference:
+    """A gold judge from a pairwise judge config (see `rubric_rft.pairwise.load_pairwise_judge`) and, for the
+    `rubric` backend, a dataset of gold rubrics; with no config, the candidates' labels."""
+    if config is None:
+        if rubrics_path is not None:
+            raise ValueError("gold rubrics need a gold judge config ({'backend': 'rubric', ...})")
+        return LabelPreference()
+    parsed = load_pairwise_judge(config)
+    rubrics = None
+    if isinstance(parsed, RubricPairwiseConfig):
+        if rubrics_path is None:
+            raise ValueError("a gold judge with backend 'rubric' compares by gold rubrics: give their dataset file")
+        rubrics = {row.prompt_id: row.rubric for row in load_rubric_rows(rubrics_path)}
+    elif rubrics_path is not None:
+        raise ValueError("gold rubrics are only read by a gold judge with backend 'rubric'")
+    return GoldJudge(build_pairwise_judge(parsed), rubrics)

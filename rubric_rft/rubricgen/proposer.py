@@ -1,0 +1,144 @@
+"""The proposer: an LLM behind any OpenAI-compatible endpoint that writes, refines and rewrites.
+
+Every question goes through `OpenAIJudge.ask` (its cache, retries, replicas and concurrency bound), with a parser
+that validates the answer, so a malformed answer is asked again and a cached answer costs nothing on a rerun.
+A question that still fails comes back as an `Asked` with `error` set, never as a made-up rubric.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import ValidationError
+
+from rubric_rft.config_values import read_mapping
+from rubric_rft.judges.cache import cache_key
+from rubric_rft.judges.config import OpenAIJudgeConfig
+from rubric_rft.judges.openai_compat import JudgeFailure, OpenAIJudge
+from rubric_rft.rubric import Rubric, describe_validation_error
+from rubric_rft.rubricgen.edits import Refinement
+from rubric_rft.rubricgen.parsing import parse_generated, parse_refinement
+from rubric_rft.rubricgen.prompts import (
+    GENERATE_TEMPLATE_VERSION,
+    REFINE_TEMPLATE_VERSION,
+    REWRITE_TEMPLATE_VERSION,
+    ShownPair,
+    generation_messages,
+    refinement_messages,
+    rewrite_messages,
+    rubric_json,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class Asked(Generic[T]):
+    """The outcome of one proposer question: `value` is None exactly when `error` says why."""
+
+    value: T | None = None
+    error: str | None = None
+    judge_calls: int = 0
+    retries: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def load_endpoint(value: str | dict[str, Any] | OpenAIJudgeConfig, what: str = "proposer config") -> OpenAIJudgeConfig:
+    """An OpenAI-compatible endpoint config (`OpenAIJudgeConfig`, `backend` optional) from a dict, a JSON string or
+    a YAML/JSON path; errors name the file and the field."""
+    if isinstance(value, OpenAIJudgeConfig):
+        return value
+    mapping, source = read_mapping(value, what)
+    try:
+        return OpenAIJudgeConfig.model_validate({"backend": "openai", **mapping})
+    except ValidationError as exc:
+        raise ValueError(f"{source}: {describe_validation_error(exc)}") from None
+
+
+class RubricProposer:
+    """Writes rubrics (`generate`), edits them from preferred pairs (`refine`) and improves answers (`rewrite`)."""
+
+    def __init__(self, config: OpenAIJudgeConfig, *, max_criteria: int = 12) -> None:
+        if max_criteria < 1:
+            raise ValueError(f"max_criteria must be at least 1, got {max_criteria}")
+        self.config = config
+        self.max_criteria = max_criteria
+        self.name = f"openai:{config.model}"
+        self._llm = OpenAIJudge(config)
+
+    def __repr__(self) -> str:
+        return f"RubricProposer(model={self.config.model!r}, base_urls={self.config.base_urls!r})"
+
+    async def generate(
+        self, prompt: str, rubric_id: str, prompt_id: str | None = None, reference: str | None = None
+    ) -> Asked[Rubric]:
+        """A version-1 rubric for `prompt` (rendered text), optionally shown a reference answer."""
+        key = self._key(GENERATE_TEMPLATE_VERSION, prompt=prompt, reference=reference, max_criteria=self.max_criteria)
+
+        def parse(text: str) -> dict[str, Any]:
+            rubric = parse_generated(text, rubric_id, prompt_id)
+            return {"criteria": [c.model_dump(mode="json", exclude_none=True) for c in rubric.criteria]}
+
+        messages = generation_messages(prompt, reference, self.max_criteria)
+        return await self._ask(messages, key, parse, lambda answer: Rubric(id=rubric_id, prompt_id=prompt_id, **answer))
+
+    async def refine(self, prompt: str, rubric: Rubric, pairs: Sequence[ShownPair]) -> Asked[Refinement]:
+        """Edits that make `rubric` prefer the better response of each pair, checked to apply to it."""
+        key = self._key(
+            REFINE_TEMPLATE_VERSION,
+            prompt=prompt,
+            rubric=rubric_json(rubric),
+            pairs=[[p.better, p.worse, p.better_score, p.worse_score] for p in pairs],
+        )
+        messages = refinement_messages(prompt, rubric, pairs)
+        return await self._ask(
+            messages,
+            key,
+            lambda text: parse_refinement(text, rubric).model_dump(mode="json"),
+            Refinement.model_validate,
+        )
+
+    async def rewrite(self, prompt: str, draft: str) -> Asked[str]:
+        """An improved version of `draft`, an answer to `prompt`."""
+        key = self._key(REWRITE_TEMPLATE_VERSION, prompt=prompt, draft=draft)
+        return await self._ask(
+            rewrite_messages(prompt, draft), key, lambda text: {"text": text.strip()}, lambda a: a["text"]
+        )
+
+    def _key(self, template: str, **parts: Any) -> str:
+        return cache_key(
+            backend="openai",
+            model=self.config.model,
+            template=template,
+            temperature=self.config.temperature,
+            **parts,
+        )
+
+    async def _ask(
+        self,
+        messages: list[dict],
+        key: str,
+        parse: Callable[[str], dict[str, Any]],
+        build: Callable[[dict[str, Any]], T],
+    ) -> Asked[T]:
+        asked: Asked[T] = Asked()
+        try:
+            asked.value = build(await self._llm.ask(messages, key, parse, asked))
+        except JudgeFailure as failure:
+            asked.error = f"{self.name}: {failure}"
+            logger.warning("proposer gave up: %s", asked.error)
+        return asked
+
+    async def aclose(self) -> None:
+        await self._llm.aclose()
