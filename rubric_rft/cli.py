@@ -1,4 +1,4 @@
-"""The `rubric-rft` command line: check rubric files and convert them to this project's dataset format.
+"""The `rubric-rft` command line: check and convert rubric files, compare over-optimization across runs.
 
 Each subcommand is a function taking the parsed arguments and returning the exit status, listed once in
 `SUBCOMMANDS` with the function that declares its arguments. Bad input is reported as one message on stderr
@@ -90,6 +90,28 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overopt_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", type=Path, nargs="+", help="output directories of runs trained with `monitor:`")
+    parser.add_argument("--out", type=Path, required=True, help="PREFIX: writes PREFIX.png and PREFIX.json")
+
+
+def _overopt_report(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from rubric_rft.monitor.report import compare_runs
+
+    rows = compare_runs(args.runs, args.out)
+    table = Table(title="over-optimization monitor, run by run")
+    for column in rows[0]:
+        table.add_column(column.replace("_", " "), justify="left" if column == "run" else "right")
+    for row in rows:
+        table.add_row(*("-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()))
+    Console(width=200).print(table)
+    print(f"wrote {args.out.with_suffix('.png')} and {args.out.with_suffix('.json')}")
+    return 0
+
+
 def _count(number: int, singular: str, plural: str | None = None) -> str:
     return f"{number} {singular if number == 1 else plural or singular + 's'}"
 
@@ -107,6 +129,9 @@ class Subcommand:
 SUBCOMMANDS = (
     Subcommand("validate", "check a rubric or dataset file and summarise it", _validate_arguments, _validate),
     Subcommand("convert", "convert rubrics of any known format to dataset rows", _convert_arguments, _convert),
+    Subcommand(
+        "overopt-report", "compare the monitor's findings across runs", _overopt_report_arguments, _overopt_report
+    ),
 )
 
 

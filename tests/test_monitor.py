@@ -57,7 +57,8 @@ def without_timings(records: list[dict]) -> list[dict]:
 def test_the_monitor_records_every_evaluation_and_keeps_the_best(tmp_path, tiny_model_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monitor = OverOptimizationMonitor(monitor_config(monitor_steps=2), str(tmp_path), max_new_tokens=8)
+    gold = {"rubrics_path": str(EVERYDAY / "heldout_rules.jsonl"), "pairwise": {"backend": "rubric"}}
+    monitor = OverOptimizationMonitor(monitor_config(monitor_steps=2, gold=gold), str(tmp_path), max_new_tokens=8)
     grpo_trainer(tiny_model_path, tmp_path, monitor, max_steps=3, report_to="wandb").train()
 
     history = read_jsonl(tmp_path / "overopt.jsonl")
@@ -67,9 +68,15 @@ def test_the_monitor_records_every_evaluation_and_keeps_the_best(tmp_path, tiny_
         assert 0 <= record["gold_ci_low"] <= record["gold"] <= record["gold_ci_high"] <= 1
         assert record["proxy_failures"] == record["gold_failures"] == 0
         assert 0 < record["completion_length"] <= 8
-        assert {"pass_rate/concise", "pass_rate/on_topic", "saturated_criteria", "within_group_reward_std"} <= set(record)
+        diagnostics = {"pass_rate/concise", "pass_rate/on_topic", "saturated_criteria", "within_group_reward_std"}
+        assert diagnostics <= set(record)
     # LoRA starts as the identity: no divergence at step 0; a large learning rate moves the policy
     assert history[0]["kl"] == 0.0 and history[-1]["kl"] > 0.0
+    # the starting policy's samples are the baseline of the pairwise gold: no win rate against itself at step 0
+    assert "win_rate" not in history[0]
+    for record in history[1:]:
+        assert 0 <= record["win_rate_ci_low"] <= record["win_rate"] <= record["win_rate_ci_high"] <= 1
+        assert record["win_rate_failures"] == 0
 
     samples = read_jsonl(tmp_path / "overopt_samples.jsonl")
     assert len(samples) == 3 * 3 * 2 and {s["step"] for s in samples} == {0, 2, 3}
@@ -150,6 +157,8 @@ def test_config_errors_name_the_field():
         monitor_config(gold={})
     with pytest.raises(ValueError, match="on_onset"):
         monitor_config(on_onset="panic")
+    with pytest.raises(ValueError, match="set monitor.gold.rubrics_path"):
+        monitor_config(gold={"pairwise": {"backend": "rubric"}})
 
 
 def test_a_prompt_without_a_gold_rubric_is_named(tmp_path):

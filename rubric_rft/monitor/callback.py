@@ -195,7 +195,9 @@ class OverOptimizationMonitor(TrainerCallback):
         if summary and summary["onset_step"] is not None and not self.onset_acted:
             self.onset_acted = True
             logger.warning(
-                "over-optimization onset at step %s (gold peaked at step %s)", summary["onset_step"], summary["peak_step"]
+                "over-optimization onset at step %s (gold peaked at step %s)",
+                summary["onset_step"],
+                summary["peak_step"],
             )
             if run is not None:
                 report.alert_onset(run, summary)

@@ -47,7 +47,9 @@ class MonitorConfig(_Strict):
     num_prompts: int | None = Field(default=None, ge=1, description="First N held-out prompts; all by default.")
     samples_per_prompt: int = Field(default=4, ge=1, description="Sampled answers per prompt at each evaluation.")
     max_new_tokens: int | None = Field(default=None, ge=1, description="Defaults to max_completion_length.")
-    temperature: float = Field(default=1.0, gt=0, description="Sampling temperature (KL is at this temperature).")
+    temperature: float = Field(
+        default=0.7, gt=0, description="Sampling temperature: answers as users would see them; KL is measured at it."
+    )
     batch_size: int = Field(default=16, ge=1, description="Sequences generated at once.")
     seed: int = Field(default=1234, description="Sampling seed; each step uses seed + step.")
     onset: OnsetRule = Field(default_factory=OnsetRule)
@@ -64,6 +66,10 @@ def load_monitor_config(value: str | dict[str, Any] | MonitorConfig) -> MonitorC
         config = MonitorConfig.model_validate(mapping)
     except ValidationError as exc:
         raise ValueError(f"{source}: monitor.{describe_validation_error(exc)}") from None
-    if config.gold.rubrics_path is None and config.gold.pairwise is None:
+    gold = config.gold
+    if gold.rubrics_path is None and gold.pairwise is None:
         raise ValueError(f"{source}: monitor.gold needs 'rubrics_path' and/or 'pairwise': the monitor has no gold")
+    if gold.pairwise is not None and gold.pairwise.get("backend") == "rubric" and gold.rubrics_path is None:
+        raise ValueError(f"{source}: monitor.gold.pairwise with backend 'rubric' compares by the gold rubrics: "
+                         "set monitor.gold.rubrics_path")
     return config

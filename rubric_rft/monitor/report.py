@@ -48,9 +48,10 @@ def plot_history(path: Path, history: list[dict[str, Any]], summary: dict[str, A
         axis.plot(xs, [p[1] for p in points], marker="o", color=color, label=name.replace("_", " "))
         if all(p[2] is not None for p in points):
             axis.fill_between(xs, [p[2] for p in points], [p[3] for p in points], color=color, alpha=0.15)
-    axis.axvline(summary["peak_step"], color="tab:gray", linestyle=":", label=f"gold peak (step {summary['peak_step']})")
-    if summary.get("onset_step") is not None:
-        axis.axvline(summary["onset_step"], color="tab:red", linestyle="--", label=f"onset (step {summary['onset_step']})")
+    peak, onset = summary["peak_step"], summary.get("onset_step")
+    axis.axvline(peak, color="tab:gray", linestyle=":", label=f"gold peak (step {peak})")
+    if onset is not None:
+        axis.axvline(onset, color="tab:red", linestyle="--", label=f"onset (step {onset})")
     axis.set_xlabel("training step")
     axis.set_ylabel("held-out score")
     axis.set_xlim(min(steps) - 0.5, max(steps) + 0.5)
@@ -113,3 +114,53 @@ def log_summary(run, summary: dict[str, Any], history: list[dict[str, Any]], sam
             columns = list(rows[0])
             table = wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows])
             run.log({f"overopt/samples_at_{label.removesuffix('_step')}": table})
+
+
+def compare_runs(run_dirs: list[Path], out_prefix: Path) -> list[dict[str, Any]]:
+    """Side by side: each run's proxy and gold over steps in one PNG (onsets marked), a JSON of the key figures,
+    and the rows of the table `rubric-rft overopt-report` prints."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    for color, run_dir in zip(("tab:red", "tab:blue", "tab:green", "tab:purple"), run_dirs, strict=False):
+        summary_path = run_dir / "overopt.json"
+        if not summary_path.exists():
+            raise FileNotFoundError(f"{summary_path}: no monitor summary (was the run trained with `monitor:`?)")
+        summary = json.loads(summary_path.read_text())
+        history = [json.loads(line) for line in (run_dir / "overopt.jsonl").read_text().splitlines()]
+        metric, name = summary["gold_metric"], run_dir.name
+        steps = [r["step"] for r in history]
+        axis.plot(steps, [r[metric] for r in history], color=color, marker="o", label=f"{name}: gold")
+        axis.plot(steps, [r["proxy"] for r in history], color=color, linestyle=":", alpha=0.7, label=f"{name}: proxy")
+        if summary["onset_step"] is not None:
+            axis.axvline(summary["onset_step"], color=color, linestyle="--", alpha=0.8, label=f"{name}: onset")
+        last = history[-1]
+        rows.append({
+            "run": name,
+            "peak_step": summary["peak_step"],
+            "onset_step": summary["onset_step"],
+            "detected_step": summary["detected_step"],
+            "gold_at_peak": summary["at_peak"][metric],
+            "gold_last": last[metric],
+            "proxy_first": history[0]["proxy"],
+            "proxy_last": last["proxy"],
+            "kl_last": last.get("kl"),
+            "length_first": history[0].get("completion_length"),
+            "length_last": last.get("completion_length"),
+            "monitor_share": summary.get("monitor_share"),
+        })
+    axis.set_xlabel("training step")
+    axis.set_ylabel("held-out score")
+    axis.set_title("gold (solid) and proxy (dotted) rubric scores on held-out prompts")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    out_prefix.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_prefix.with_suffix(".png"), dpi=120)
+    plt.close(figure)
+    out_prefix.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
+    return rows
