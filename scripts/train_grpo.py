@@ -15,10 +15,12 @@ rubric scores), with `monitor:` the over-optimization monitor's `overopt.*` file
 
 import asyncio
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
 
@@ -27,6 +29,7 @@ from rubric_rft.judges.config import build_judge, load_judge_config
 from rubric_rft.models import resolve_model
 from rubric_rft.monitor.callback import OverOptimizationMonitor
 from rubric_rft.monitor.config import load_monitor_config
+from rubric_rft.preemption import CheckpointOnSignal
 from rubric_rft.reward import RubricReward
 from rubric_rft.rubric import write_json_records
 from rubric_rft.sampling import generate_answers
@@ -54,13 +57,16 @@ class RubricArguments:
 
 def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: ModelConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    _use_every_cpu_core(training_args)
+    preemption = CheckpointOnSignal()  # SIGUSR1/SIGTERM: checkpoint at the end of the step, then stop
+    preemption.install()  # now: a signal that comes while models and data load is kept, not lost
     configure_wandb(training_args.report_to, training_args.output_dir)
     model_path = resolve_model(model_args.model_name_or_path)
     train_dataset = load_prompt_dataset(script_args.dataset_path, script_args.dataset_split)
     judge = build_judge(load_judge_config(script_args.judge)) if script_args.judge else None
     reward = RubricReward(judge, normalize=script_args.normalize_reward)
 
-    callbacks = [MetricsJsonlCallback(training_args.output_dir)]
+    callbacks = [MetricsJsonlCallback(training_args.output_dir), preemption]
     monitor = _monitor(script_args, training_args, model_path)
     if monitor is not None:
         callbacks.append(monitor)
@@ -78,11 +84,19 @@ def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: Mo
     heldout = _heldout_rows(script_args)
     before = _answer(trainer, heldout, training_args.max_completion_length)
     trainer.train(resume_from_checkpoint=checkpoint)
+    preemption.exit_if_triggered(trainer.accelerator)  # stopped for a signal: exit 75 so the scheduler requeues
     after = _answer(trainer, heldout, training_args.max_completion_length)
     trainer.save_model(training_args.output_dir)
     trainer.save_state()
     if trainer.accelerator.is_main_process and heldout:
         _write_samples(training_args.output_dir, heldout, before, after, reward)
+
+
+def _use_every_cpu_core(training_args: GRPOConfig) -> None:
+    """`accelerate launch` without `--cpu` starts a lone process with OMP_NUM_THREADS=1; on CPU that would leave
+    all cores but one idle. Several processes keep the thread count they were given."""
+    if training_args.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
 
 
 def _monitor(script_args: RubricArguments, training_args: GRPOConfig, model_path: str):
