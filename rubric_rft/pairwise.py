@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from rubric_rft.config_values import read_mapping
 from rubric_rft.data import render_prompt
+from rubric_rft.judges.base import CallOutcome
 from rubric_rft.judges.cache import cache_key
 from rubric_rft.judges.config import JudgeConfig, OpenAIJudgeConfig, build_judge, load_judge_config
 from rubric_rft.judges.openai_compat import JudgeFailure, OpenAIJudge
@@ -36,21 +37,11 @@ PREFERENCE = {"A": 1.0, "B": 0.0, "tie": 0.5}
 
 
 @dataclass
-class PairVerdict:
+class PairVerdict(CallOutcome):
     """A judge's answer for one order: `preference` is 1.0 when the response shown first is better, 0.0 when the
     second is, 0.5 for a tie; None exactly when `error` says why there is no answer."""
 
     preference: float | None = None
-    error: str | None = None
-    judge_calls: int = 0
-    retries: int = 0
-    cache_hits: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 @runtime_checkable

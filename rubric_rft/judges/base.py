@@ -34,7 +34,26 @@ class CriterionVerdict:
 
 
 @dataclass
-class Verdict:
+class CallOutcome:
+    """What asking a model cost (calls, retries, cache hits, tokens) and, in `error`, why it gave no answer.
+
+    Verdicts, pairwise verdicts and proposer answers all carry it, so cost accounting reads the same everywhere.
+    """
+
+    error: str | None = None
+    judge_calls: int = 0
+    retries: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class Verdict(CallOutcome):
     """The judge's answer to one `GradeRequest`.
 
     Exactly one of these holds: `error` is None and `criteria` has a verdict for every requested criterion id,
@@ -42,17 +61,7 @@ class Verdict:
     """
 
     criteria: dict[str, CriterionVerdict] = field(default_factory=dict)
-    error: str | None = None
-    judge_calls: int = 0
-    retries: int = 0
-    cache_hits: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
     latency_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 @runtime_checkable

@@ -18,11 +18,11 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import openai
 
-from rubric_rft.judges.base import CriterionVerdict, GradeRequest, Verdict
+from rubric_rft.judges.base import CallOutcome, CriterionVerdict, GradeRequest, Verdict
 from rubric_rft.judges.cache import VerdictCache, cache_key
 from rubric_rft.judges.config import OpenAIJudgeConfig
 from rubric_rft.judges.parsing import MalformedVerdict, parse_batched, parse_single
@@ -41,16 +41,6 @@ class JudgeFailure(Exception):
 
 class _Transient(Exception):
     """A failure worth retrying: timeout, connection error, 408/429/5xx."""
-
-
-class CallTally(Protocol):
-    """Where `OpenAIJudge.ask` counts what a question cost (a `Verdict`, a pairwise verdict, ...)."""
-
-    judge_calls: int
-    retries: int
-    cache_hits: int
-    prompt_tokens: int
-    completion_tokens: int
 
 
 @dataclass
@@ -147,7 +137,7 @@ class OpenAIJudge:
         )
 
     async def ask(
-        self, messages: list[dict], key: str, parse: Callable[[str], dict[str, Any]], tally: CallTally
+        self, messages: list[dict], key: str, parse: Callable[[str], dict[str, Any]], tally: CallOutcome
     ) -> dict[str, Any]:
         """The parsed answer to one chat question: from the cache, or asked (and re-asked) until it parses.
 
@@ -178,7 +168,7 @@ class OpenAIJudge:
             return answer
         raise JudgeFailure(f"gave up after {self.config.max_retries + 1} attempts; last failure: {last_failure}")
 
-    async def _complete(self, messages: list[dict], tally: CallTally) -> str:
+    async def _complete(self, messages: list[dict], tally: CallOutcome) -> str:
         """Send one chat request to the next replica; the answer's text, or `_Transient`/`JudgeFailure`."""
         resources = self._loop_resources()
         url, client = resources.clients[next(self._next_client) % len(resources.clients)]

@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import ValidationError
 
 from rubric_rft.config_values import read_mapping
+from rubric_rft.judges.base import CallOutcome
 from rubric_rft.judges.cache import cache_key
 from rubric_rft.judges.config import OpenAIJudgeConfig
 from rubric_rft.judges.openai_compat import JudgeFailure, OpenAIJudge
@@ -38,20 +39,10 @@ T = TypeVar("T")
 
 
 @dataclass
-class Asked(Generic[T]):
+class Asked(CallOutcome, Generic[T]):
     """The outcome of one proposer question: `value` is None exactly when `error` says why."""
 
     value: T | None = None
-    error: str | None = None
-    judge_calls: int = 0
-    retries: int = 0
-    cache_hits: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 def load_endpoint(value: str | dict[str, Any] | OpenAIJudgeConfig, what: str = "proposer config") -> OpenAIJudgeConfig:
