@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from rubric_rft.rubric import describe_validation_error
 
 
 def read_mapping(value: str | dict[str, Any], what: str) -> tuple[dict[str, Any], str]:
@@ -29,3 +32,17 @@ def read_mapping(value: str | dict[str, Any], what: str) -> tuple[dict[str, Any]
     if not isinstance(value, dict):
         raise ValueError(f"{source}: expected a mapping, got {type(value).__name__}")
     return value, source
+
+
+def load_validated(
+    value: str | dict[str, Any], schema: TypeAdapter, what: str, *, field_prefix: str = "", defaults: dict | None = None
+) -> tuple[Any, str]:
+    """`value` read as above and validated by `schema` (over `defaults`, when given), with where it came from.
+
+    A validation error becomes one `ValueError` naming the source and the field (`field_prefix` + its path).
+    """
+    mapping, source = read_mapping(value, what)
+    try:
+        return schema.validate_python({**(defaults or {}), **mapping}), source
+    except ValidationError as exc:
+        raise ValueError(f"{source}: {field_prefix}{describe_validation_error(exc)}") from None

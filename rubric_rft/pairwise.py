@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-from rubric_rft.config_values import read_mapping
+from rubric_rft.config_values import load_validated
 from rubric_rft.data import render_prompt
 from rubric_rft.judges.base import CallOutcome
 from rubric_rft.judges.cache import cache_key
@@ -27,7 +27,7 @@ from rubric_rft.judges.openai_compat import JudgeFailure, OpenAIJudge
 from rubric_rft.judges.parsing import parse_pairwise
 from rubric_rft.judges.prompts import PAIRWISE_TEMPLATE_VERSION, pairwise_messages
 from rubric_rft.reward import RubricReward, as_rubric
-from rubric_rft.rubric import Rubric, describe_validation_error
+from rubric_rft.rubric import Rubric
 from rubric_rft.stats import Estimate, bootstrap_mean
 
 logger = logging.getLogger(__name__)
@@ -156,11 +156,7 @@ def load_pairwise_judge(value: str | dict[str, Any] | BaseModel) -> OpenAIJudgeC
     YAML/JSON file path; errors name the file and the field."""
     if isinstance(value, (OpenAIJudgeConfig, RubricPairwiseConfig)):
         return value
-    mapping, source = read_mapping(value, "pairwise judge config")
-    try:
-        return _adapter.validate_python(mapping)
-    except ValidationError as exc:
-        raise ValueError(f"{source}: {describe_validation_error(exc)}") from None
+    return load_validated(value, _adapter, "pairwise judge config")[0]
 
 
 def build_pairwise_judge(config: OpenAIJudgeConfig | RubricPairwiseConfig) -> PairwiseJudge:

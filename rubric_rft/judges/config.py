@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from rubric_rft.config_values import read_mapping
-from rubric_rft.rubric import describe_validation_error
+from rubric_rft.config_values import load_validated
 
 
 class _JudgeConfigBase(BaseModel):
@@ -60,11 +59,7 @@ def load_judge_config(value: str | dict[str, Any] | BaseModel) -> OpenAIJudgeCon
     """Parse a judge config from a dict, a JSON string, or a YAML/JSON file path."""
     if isinstance(value, (OpenAIJudgeConfig, HFJudgeConfig)):
         return value
-    mapping, source = read_mapping(value, "judge config")
-    try:
-        return _adapter.validate_python(mapping)
-    except ValidationError as exc:
-        raise ValueError(f"{source}: {describe_validation_error(exc)}") from None
+    return load_validated(value, _adapter, "judge config")[0]
 
 
 def build_judge(config: OpenAIJudgeConfig | HFJudgeConfig):

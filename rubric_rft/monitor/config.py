@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from rubric_rft.config_values import read_mapping
+from rubric_rft.config_values import load_validated
 from rubric_rft.monitor.onset import OnsetRule
-from rubric_rft.rubric import describe_validation_error
 
 
 class _Strict(BaseModel):
@@ -61,11 +60,7 @@ def load_monitor_config(value: str | dict[str, Any] | MonitorConfig) -> MonitorC
     """Parse a monitor config from a mapping, a JSON string, or a YAML/JSON file path."""
     if isinstance(value, MonitorConfig):
         return value
-    mapping, source = read_mapping(value, "monitor config")
-    try:
-        config = MonitorConfig.model_validate(mapping)
-    except ValidationError as exc:
-        raise ValueError(f"{source}: monitor.{describe_validation_error(exc)}") from None
+    config, source = load_validated(value, TypeAdapter(MonitorConfig), "monitor config", field_prefix="monitor.")
     gold = config.gold
     if gold.rubrics_path is None and gold.pairwise is None:
         raise ValueError(f"{source}: monitor.gold needs 'rubrics_path' and/or 'pairwise': the monitor has no gold")

@@ -12,14 +12,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter
 
-from rubric_rft.config_values import read_mapping
+from rubric_rft.config_values import load_validated
 from rubric_rft.judges.base import CallOutcome
 from rubric_rft.judges.cache import cache_key
 from rubric_rft.judges.config import OpenAIJudgeConfig
 from rubric_rft.judges.openai_compat import JudgeFailure, OpenAIJudge
-from rubric_rft.rubric import Rubric, describe_validation_error
+from rubric_rft.rubric import Rubric
 from rubric_rft.rubricgen.edits import Refinement
 from rubric_rft.rubricgen.parsing import parse_generated, parse_refinement
 from rubric_rft.rubricgen.prompts import (
@@ -45,16 +45,15 @@ class Asked(CallOutcome, Generic[T]):
     value: T | None = None
 
 
+_ENDPOINT: TypeAdapter[OpenAIJudgeConfig] = TypeAdapter(OpenAIJudgeConfig)
+
+
 def load_endpoint(value: str | dict[str, Any] | OpenAIJudgeConfig, what: str = "proposer config") -> OpenAIJudgeConfig:
     """An OpenAI-compatible endpoint config (`OpenAIJudgeConfig`, `backend` optional) from a dict, a JSON string or
     a YAML/JSON path; errors name the file and the field."""
     if isinstance(value, OpenAIJudgeConfig):
         return value
-    mapping, source = read_mapping(value, what)
-    try:
-        return OpenAIJudgeConfig.model_validate({"backend": "openai", **mapping})
-    except ValidationError as exc:
-        raise ValueError(f"{source}: {describe_validation_error(exc)}") from None
+    return load_validated(value, _ENDPOINT, what, defaults={"backend": "openai"})[0]
 
 
 class RubricProposer:

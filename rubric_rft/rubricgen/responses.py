@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from tqdm.auto import tqdm
 
-from rubric_rft.config_values import read_mapping
+from rubric_rft.config_values import load_validated
 from rubric_rft.judges.cache import cache_key
 from rubric_rft.judges.config import OpenAIJudgeConfig
 from rubric_rft.judges.openai_compat import JudgeFailure, OpenAIJudge
@@ -116,11 +116,7 @@ def load_source(value: str | dict[str, Any] | BaseModel) -> PolicySource | ChatS
     """A source config from a dict, a JSON string or a YAML/JSON path; errors name the field."""
     if isinstance(value, (PolicySource, ChatSource, RewriteSource, JsonlSource)):
         return value
-    mapping, where = read_mapping(value, "response source")
-    try:
-        return _adapter.validate_python(mapping)
-    except ValidationError as exc:
-        raise ValueError(f"{where}: {describe_validation_error(exc)}") from None
+    return load_validated(value, _adapter, "response source")[0]
 
 
 @dataclass
