@@ -8,7 +8,9 @@ that starts with `file:line` (exit status 1), never as a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from rubric_rft.formats import FORMATS, import_records
 from rubric_rft.rubric import RubricFileError, write_json_records
+from rubric_rft.serving import ServerNotReady
 
 
 def _add_format_option(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +115,130 @@ def _overopt_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grade_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rubrics", type=Path, required=True, help="dataset rows with prompts and rubrics")
+    parser.add_argument("--responses", type=Path, required=True, help="JSONL of {prompt_id, response, ...}")
+    parser.add_argument("--judge", help="judge config (YAML/JSON path or JSON); needed for llm criteria")
+    parser.add_argument("--out", type=Path, required=True, help="JSONL of graded responses, in input order")
+    parser.add_argument(
+        "--label-column", default="labels", help="column of {criterion id: true|false} labels (default: labels)"
+    )
+    parser.add_argument(
+        "--cache", type=Path, help="verdict cache when the judge config sets none (default: OUT.cache.sqlite)"
+    )
+
+
+def _grade(args: argparse.Namespace) -> int:
+    """Grade every response with a progress bar, write one line per response and a summary beside it, and print
+    the summary (and the judge's agreement with labels, if any). Exit status 1 when a response failed to grade."""
+    import asyncio
+
+    from tqdm import tqdm
+
+    from rubric_rft.grading import agreement, grade_responses, graded_record, load_responses, summarize
+    from rubric_rft.judges.config import build_judge, load_judge_config
+    from rubric_rft.reward import RubricReward
+    from rubric_rft.rubricgen.records import load_rubric_rows, replace_file
+
+    rubrics = {row.prompt_id: row for row in load_rubric_rows(args.rubrics)}
+    responses = load_responses(args.responses, rubrics, args.label_column)
+    judge = None
+    if args.judge:
+        try:
+            config = load_judge_config(args.judge)
+        except ValueError as exc:
+            raise RubricFileError(str(exc)) from None
+        if config.cache_path is None:
+            cache = args.cache or args.out.with_name(f"{args.out.name}.cache.sqlite")
+            config = config.model_copy(update={"cache_path": str(cache)})
+        judge = build_judge(config)
+    elif any(rubrics[r.prompt_id].rubric.llm_criteria for r in responses):
+        raise RubricFileError(f"{args.rubrics}: the rubrics have llm criteria; give a judge config with --judge")
+    started = time.monotonic()
+    with tqdm(total=len(responses), desc="grading", unit="response") as progress:
+        graded = asyncio.run(grade_responses(RubricReward(judge), rubrics, responses, lambda: progress.update()))
+    records = [graded_record(r, rubrics[r.prompt_id].rubric, g) for r, g in zip(responses, graded, strict=True)]
+    summary = {"summary": summarize(records, time.monotonic() - started), "agreement": agreement(records)}
+    replace_file(args.out, records)
+    summary_path = args.out.with_name(f"{args.out.stem}.summary.json")
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    _print_grade_summary(summary, judge.name if judge else "rules only")
+    print(f"wrote {args.out} and {summary_path}")
+    for record in records:
+        if record["error"]:
+            print(f"failed: {record['prompt_id']}/{record['response_id']}: {record['error']}", file=sys.stderr)
+    return 1 if summary["summary"]["failed"] else 0
+
+
+def _print_grade_summary(summary: dict, judge_name: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"graded with {judge_name}", show_header=False)
+    figures = dict(summary["summary"])
+    if summary["agreement"]:
+        figures.update({f"agreement: {k.replace('_', ' ')}": v for k, v in summary["agreement"].items()})
+    for name, value in figures.items():
+        table.add_row(
+            name.replace("_", " "), "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+        )
+    Console(width=120).print(table)
+
+
+def _serve_judge_arguments(parser: argparse.ArgumentParser) -> None:
+    from rubric_rft.serving import DEFAULT_JUDGE_MODEL
+
+    parser.add_argument("--model", default=DEFAULT_JUDGE_MODEL, help="a local folder or a model found offline")
+    parser.add_argument(
+        "--served-model-name", help="the name requests must give as `model` (default: --model), as in vLLM"
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda:0, auto, ...")
+    parser.add_argument(
+        "--no-continuous-batching",
+        dest="continuous_batching",
+        action="store_false",
+        help="answer one request at a time (continuous batching is ~4x faster for concurrent judge calls)",
+    )
+    parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for the first answer")
+    parser.add_argument("--write-config", type=Path, help="also write the judge config YAML pointing at the server")
+
+
+def _serve_judge(args: argparse.Namespace) -> int:
+    """Start `transformers serve`, wait until it answers, print how to point a judge config at it, and keep it
+    running until Ctrl-C or SIGTERM (which stop the server too)."""
+    import signal
+
+    import yaml
+
+    from rubric_rft.serving import start_judge_server, stop_judge_server
+
+    started = time.monotonic()
+    served = start_judge_server(
+        args.model,
+        served_model_name=args.served_model_name,
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        continuous_batching=args.continuous_batching,
+        ready_timeout_s=args.ready_timeout,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds through `finally`, like Ctrl-C
+    try:
+        config = served.judge_config()
+        print(f"judge server ready in {time.monotonic() - started:.0f} s (log: {served.log_path})")
+        print(yaml.safe_dump({"judge": config}, sort_keys=False).rstrip(), flush=True)
+        if args.write_config:
+            args.write_config.write_text(yaml.safe_dump(config, sort_keys=False))
+            print(f"wrote {args.write_config}", flush=True)
+        return served.process.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_judge_server(served)
+
+
 def _count(number: int, singular: str, plural: str | None = None) -> str:
     return f"{number} {singular if number == 1 else plural or singular + 's'}"
 
@@ -129,6 +256,10 @@ class Subcommand:
 SUBCOMMANDS = (
     Subcommand("validate", "check a rubric or dataset file and summarise it", _validate_arguments, _validate),
     Subcommand("convert", "convert rubrics of any known format to dataset rows", _convert_arguments, _convert),
+    Subcommand("grade", "grade responses against their rubrics with a judge", _grade_arguments, _grade),
+    Subcommand(
+        "serve-judge", "serve a local judge model with `transformers serve`", _serve_judge_arguments, _serve_judge
+    ),
     Subcommand(
         "overopt-report", "compare the monitor's findings across runs", _overopt_report_arguments, _overopt_report
     ),
@@ -150,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except RubricFileError as exc:
+    except (RubricFileError, ServerNotReady) as exc:
         print(exc, file=sys.stderr)
     except OSError as exc:
         print(f"{exc.filename}: {exc.strerror}" if exc.filename else exc, file=sys.stderr)

@@ -101,13 +101,14 @@ class RubricReward:
         if self.judge is None and any(r.llm_criteria for r in parsed):
             raise ValueError("the rubrics have 'llm' criteria but no judge is configured (set `judge:`)")
         graded = await asyncio.gather(
-            *(self._grade_one(p, c, r) for p, c, r in zip(prompts, completions, parsed, strict=True))
+            *(self.grade_one(p, c, r) for p, c, r in zip(prompts, completions, parsed, strict=True))
         )
         self.totals["completions"] += len(graded)
         self.totals["failures"] += sum(g.error is not None for g in graded)
         return graded
 
-    async def _grade_one(self, prompt: Any, completion: Any, rubric: Rubric) -> GradedCompletion:
+    async def grade_one(self, prompt: Any, completion: Any, rubric: Rubric) -> GradedCompletion:
+        """Grade one completion: rule criteria here, llm criteria by the judge (one request)."""
         response = completion_text(completion)
         satisfied = grade_rules(rubric.rule_criteria, response)
         probabilities: dict[str, float] = {}

@@ -43,3 +43,15 @@ def smollm2_path(model_cache) -> str:
         patch.setenv("RUBRIC_RFT_CACHE", str(model_cache))
         patch.setenv("HF_HUB_OFFLINE", "1")
         return str(converted_smollm2())
+
+
+@pytest.fixture(scope="session")
+def served_judge(smollm2_path, tmp_path_factory):
+    """A real `transformers serve` judge (SmolLM2-135M-Instruct, continuous batching) on a free loopback port,
+    serving the name `HuggingFaceTB/SmolLM2-135M-Instruct` as `vllm serve` would; started once (~20 s)."""
+    from rubric_rft.serving import DEFAULT_JUDGE_MODEL, judge_server
+
+    with judge_server(
+        smollm2_path, served_model_name=DEFAULT_JUDGE_MODEL, workdir=tmp_path_factory.mktemp("served")
+    ) as served:
+        yield served

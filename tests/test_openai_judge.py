@@ -4,6 +4,7 @@ import asyncio
 import json
 import math
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -119,6 +120,52 @@ def test_an_unknown_model_is_reported(judge_server):
     judge = OpenAIJudge(OpenAIJudgeConfig(model="no-such-model", base_urls=[judge_server.base_url]))
     [verdict] = grade(judge, REQUEST)
     assert "HTTP 404" in verdict.error and "no-such-model" in verdict.error
+
+
+def test_a_pinned_server_refusing_the_model_name_gives_its_reason_at_once(start_judge_server):
+    server = start_judge_server(flavor="transformers")
+    judge = OpenAIJudge(OpenAIJudgeConfig(model="no-such-model", base_urls=[server.base_url], max_retries=3))
+    [verdict] = grade(judge, REQUEST)
+    # `transformers serve` puts the reason in FastAPI's `detail`, which the openai client leaves out of its message
+    assert "HTTP 400" in verdict.error and "pinned to 'scripted-judge'; requested 'no-such-model'" in verdict.error
+    assert verdict.retries == 0 and server.stats.requests == 1
+    with urllib.request.urlopen(server.base_url.removesuffix("/v1") + "/health") as reply:
+        assert json.load(reply) == {"status": "ok"}
+
+
+def test_our_requests_carry_only_fields_a_transformers_server_accepts(start_judge_server):
+    server = start_judge_server(flavor="transformers")
+    for shape in ("batched", "per_criterion", "yes_no"):
+        [verdict] = grade(judge_for(server, request_shape=shape, demonstrations=True), REQUEST)
+        assert satisfied(verdict) == policy_verdicts(REQUEST)
+    assert server.stats.status_counts == {200: 7}
+
+
+def test_a_refused_connection_is_reported_as_such_not_as_a_timeout():
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+    judge = OpenAIJudge(OpenAIJudgeConfig(model="m", base_urls=[url], max_retries=1, backoff_initial_s=0))
+    [verdict] = grade(judge, REQUEST)
+    assert "connection error" in verdict.error and "ConnectionRefusedError" in verdict.error
+    assert "timed out" not in verdict.error and verdict.retries == 1
+
+
+@pytest.mark.parametrize("demonstrations", [False, True])
+def test_yes_no_asks_once_per_criterion_for_a_bare_word(start_judge_server, demonstrations):
+    server = start_judge_server()
+    [verdict] = grade(judge_for(server, request_shape="yes_no", demonstrations=demonstrations), REQUEST)
+    assert satisfied(verdict) == policy_verdicts(REQUEST)
+    assert verdict.judge_calls == 3 and all(c.probability is None for c in verdict.criteria.values())
+
+
+def test_demonstrations_have_their_own_cache_entries_and_leave_earlier_ones_valid(judge_server, tmp_path):
+    cache = {"cache_path": str(tmp_path / "verdicts.sqlite")}
+    grade(judge_for(judge_server, **cache), REQUEST)
+    [again] = grade(judge_for(judge_server, demonstrations=False, **cache), REQUEST)
+    assert again.cache_hits == 1  # the default keys are what they were before the option existed
+    [shown] = grade(judge_for(judge_server, demonstrations=True, **cache), REQUEST)
+    assert shown.cache_hits == 0 and judge_server.stats.requests == 2
 
 
 def test_per_criterion_fails_when_any_criterion_fails(start_judge_server):

@@ -7,7 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rubric_rft.judges.parsing import TIE_WORDS, MalformedVerdict, parse_batched, parse_pairwise, parse_single
+from rubric_rft.judges.parsing import (
+    TIE_WORDS,
+    MalformedVerdict,
+    parse_batched,
+    parse_pairwise,
+    parse_single,
+    parse_yes_no,
+)
 
 LABELS = ["c1", "c2"]
 
@@ -297,3 +304,25 @@ def test_arbitrary_text_gives_a_stated_winner_or_malformed_verdict(text):
         assert any(word in lowered for word in TIE_WORDS)
     else:
         assert winner.lower() in lowered
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Yes", True),
+        ("No", False),
+        ("no.", False),
+        ("Yes, the response gives a time.", True),
+        ("**No**, it does not.", False),
+        ("  yes", True),
+        ('"No"', False),
+    ],
+)
+def test_parse_yes_no_reads_the_first_word(text, expected):
+    assert parse_yes_no(text) is expected
+
+
+@pytest.mark.parametrize("text", ["The criterion is satisfied", "Yesterday it was", "", "1", "Nope"])
+def test_parse_yes_no_rejects_answers_that_do_not_start_with_yes_or_no(text):
+    with pytest.raises(MalformedVerdict, match="does not start with yes or no"):
+        parse_yes_no(text)

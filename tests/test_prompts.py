@@ -1,5 +1,6 @@
 """Judge prompts: the fence holds hostile responses, the output is deterministic, criteria are labelled lines."""
 
+import json
 import re
 
 from hypothesis import given, settings
@@ -9,6 +10,7 @@ from rubric_rft.judges.prompts import (
     PAIRWISE_TEMPLATE_VERSION,
     TEMPLATE_VERSION,
     batched_messages,
+    demonstrated,
     pairwise_messages,
     per_criterion_messages,
     per_criterion_yes_no_messages,
@@ -148,3 +150,17 @@ def test_any_pair_round_trips_through_the_fences(prompt, first, second):
     assert (question.shape, question.prompt, question.response, question.response_b) == (
         "pairwise", prompt, first, second
     )  # fmt: skip
+
+
+def test_demonstrations_show_a_yes_and_a_no_in_the_shape_format_before_the_question():
+    question = per_criterion_yes_no_messages("How do I make tea?", "Steep it.", "Says how long to steep.")
+    shown = demonstrated(question, "yes_no")
+    assert shown[0] == question[0] and shown[-1] == question[-1]  # same system prompt, the question last
+    assert [m["role"] for m in shown[1:-1]] == ["user", "assistant", "user", "assistant"]
+    assert [m["content"] for m in shown[2:-1:2]] == ["Yes", "No"]
+    assert read_question(shown).criteria == [("", "Says how long to steep.")]  # the question read is the real one
+    single = demonstrated(per_criterion_messages("p", "r", "c"), "per_criterion")
+    assert [json.loads(m["content"]) for m in single[2:-1:2]] == [{"satisfied": "yes"}, {"satisfied": "no"}]
+    batched = demonstrated(batched_messages("p", "r", CRITERIA), "batched")
+    assert json.loads(batched[2]["content"]) == {"c1": "yes", "c2": "no"}
+    assert read_question(batched).criteria == CRITERIA

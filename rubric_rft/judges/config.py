@@ -28,8 +28,15 @@ class OpenAIJudgeConfig(_JudgeConfigBase):
     model: str
     base_urls: list[str] = Field(min_length=1, description="One URL per replica, each ending in /v1.")
     api_key_env: str | None = Field(default=None, description="Name of the env var holding the API key.")
-    request_shape: Literal["batched", "per_criterion"] = Field(
-        default="batched", description="All criteria of a rubric in one call, or one call per criterion."
+    request_shape: Literal["batched", "per_criterion", "yes_no"] = Field(
+        default="batched",
+        description="All criteria of a rubric in one JSON answer, one JSON answer per criterion, or one call per "
+        "criterion answered Yes or No (for small judges that do not write JSON reliably).",
+    )
+    demonstrations: bool = Field(
+        default=False,
+        description="Show worked examples of the question answered in the expected format before each question: "
+        "small judges (e.g. SmolLM2-135M) then answer in that format instead of prose.",
     )
     max_concurrency: int = Field(default=64, ge=1)
     timeout_s: float = Field(default=60.0, gt=0)

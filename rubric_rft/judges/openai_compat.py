@@ -25,8 +25,14 @@ import openai
 from rubric_rft.judges.base import CallOutcome, CriterionVerdict, GradeRequest, Verdict
 from rubric_rft.judges.cache import VerdictCache, cache_key
 from rubric_rft.judges.config import OpenAIJudgeConfig
-from rubric_rft.judges.parsing import MalformedVerdict, parse_batched, parse_single
-from rubric_rft.judges.prompts import TEMPLATE_VERSION, batched_messages, per_criterion_messages
+from rubric_rft.judges.parsing import MalformedVerdict, parse_batched, parse_single, parse_yes_no
+from rubric_rft.judges.prompts import (
+    TEMPLATE_VERSION,
+    batched_messages,
+    demonstrated,
+    per_criterion_messages,
+    per_criterion_yes_no_messages,
+)
 from rubric_rft.rubric import Criterion
 
 logger = logging.getLogger(__name__)
@@ -99,7 +105,7 @@ class OpenAIJudge:
             [(label, c.text) for label, c in zip(labels, request.criteria, strict=True)],
         )
         answer = await self.ask(
-            messages, self._key("batched", request, request.criteria), _in_label_order(labels), tally
+            self._shown(messages), self._key("batched", request, request.criteria), _in_label_order(labels), tally
         )
         return {c.id: value for c, value in zip(request.criteria, answer["satisfied"], strict=True)}
 
@@ -115,14 +121,23 @@ class OpenAIJudge:
         return {c.id: outcome for c, outcome in zip(request.criteria, outcomes, strict=True)}
 
     async def _ask_one_criterion(self, request: GradeRequest, criterion: Criterion, tally: Verdict) -> bool:
-        messages = per_criterion_messages(request.prompt, request.response, criterion.text)
+        shape = self.config.request_shape
+        if shape == "yes_no":
+            messages = per_criterion_yes_no_messages(request.prompt, request.response, criterion.text)
+            parse = parse_yes_no
+        else:
+            messages = per_criterion_messages(request.prompt, request.response, criterion.text)
+            parse = parse_single
         answer = await self.ask(
-            messages,
-            self._key("per_criterion", request, (criterion,)),
-            lambda text: {"satisfied": [parse_single(text)]},
+            self._shown(messages),
+            self._key(shape, request, (criterion,)),
+            lambda text: {"satisfied": [parse(text)]},
             tally,
         )
         return answer["satisfied"][0]
+
+    def _shown(self, messages: list[dict]) -> list[dict]:
+        return demonstrated(messages, self.config.request_shape) if self.config.demonstrations else messages
 
     def _key(self, shape: str, request: GradeRequest, criteria: tuple[Criterion, ...]) -> str:
         return cache_key(
@@ -130,6 +145,7 @@ class OpenAIJudge:
             model=self.config.model,
             template=TEMPLATE_VERSION,
             shape=shape,
+            **({"demonstrations": True} if self.config.demonstrations else {}),  # keeps earlier caches valid
             temperature=self.config.temperature,
             prompt=request.prompt,
             response=request.response,
@@ -188,12 +204,10 @@ class OpenAIJudge:
                         "max_tokens": self.config.max_tokens,
                     },
                 )
-            except openai.APITimeoutError:
-                raise _Transient(f"timed out after {self.config.timeout_s:g} s at {url}") from None
-            except openai.APIConnectionError as exc:
-                raise _Transient(f"connection error at {url}: {exc}") from None
+            except openai.APIConnectionError as exc:  # APITimeoutError included
+                raise _Transient(self._transport_failure(exc, url)) from None
             except openai.APIStatusError as exc:
-                message = f"HTTP {exc.status_code} from {url}: {exc.message}"
+                message = f"HTTP {exc.status_code} from {url}: {_status_message(exc)}"
                 if exc.status_code in RETRYABLE_STATUSES or exc.status_code >= 500:
                     raise _Transient(message) from None
                 raise JudgeFailure(message) from None
@@ -204,6 +218,18 @@ class OpenAIJudge:
         if not isinstance(text, str) or not text.strip():
             raise MalformedVerdict("empty answer")
         return text
+
+    def _transport_failure(self, error: openai.APIConnectionError, url: str) -> str:
+        """What went wrong on the way to the server. The aiohttp transport reports a refused or reset connection
+        (a server that is down or died mid-request) as a timeout, so the cause chain decides, not the type."""
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, ConnectionError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            return f"connection error at {url}: {type(cause).__name__}: {cause}"
+        if isinstance(error, openai.APITimeoutError):
+            return f"timed out after {self.config.timeout_s:g} s at {url}"
+        return f"connection error at {url}: {error}"
 
     def _backoff_s(self, attempt: int) -> float:
         """Exponential backoff with full jitter: uniform in [0, min(max, initial * 2^(attempt-1))]."""
@@ -253,6 +279,13 @@ def _read_api_key(env_var: str | None) -> str:
     if not key:
         raise ValueError(f"judge config sets api_key_env={env_var!r}, but that environment variable is not set")
     return key
+
+
+def _status_message(error: openai.APIStatusError) -> str:
+    """The client's message, plus the `detail` of a FastAPI error body (`transformers serve` answers a wrong model
+    name or an unknown field that way), which the client leaves out of its message."""
+    detail = error.body.get("detail") if isinstance(error.body, dict) else None
+    return f"{error.message} - {detail}" if detail else error.message
 
 
 def _in_label_order(labels: list[str]) -> Callable[[str], dict[str, Any]]:

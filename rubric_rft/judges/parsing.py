@@ -28,6 +28,7 @@ TIE_WORDS = frozenset({"tie", "a tie", "tied", "draw", "equal", "neither", "both
 _WINNER_WORD = re.compile(r"(?:(?:response|answer|assistant|output)\s*)?([ab])")
 
 _BARE_WORDS = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*(?:[ \t]+[A-Za-z_][A-Za-z0-9_\-]*)*")
+_LEADING_WORD = re.compile(r"[\W_]*([A-Za-z]+)")
 _PYTHON_LITERALS = {"True": "true", "False": "false", "None": "null"}
 
 _TRUNCATED = "truncated JSON object"
@@ -70,6 +71,16 @@ def parse_single(text: str) -> bool:
     if word in TRUE_WORDS or word in FALSE_WORDS:
         return word in TRUE_WORDS
     return _verdict_of_object(_find_object(text, set(VERDICT_KEYS)), "the answer")
+
+
+def parse_yes_no(text: str) -> bool:
+    """The verdict of an answer asked for one word, Yes or No: its first word, so "No, it does not ..." is a no.
+    Small judges rarely stop after the word; anything but yes or no first is malformed."""
+    match = _LEADING_WORD.match(text)
+    word = match.group(1).lower() if match else ""
+    if word not in ("yes", "no"):
+        raise MalformedVerdict(f"the answer does not start with yes or no: {_short(text)}")
+    return word == "yes"
 
 
 def parse_pairwise(text: str) -> Winner:

@@ -108,6 +108,34 @@ def pairwise_messages(prompt: str, response_a: str, response_b: str) -> list[dic
     return [{"role": "system", "content": _PAIRWISE_SYSTEM}, {"role": "user", "content": user}]
 
 
+# Worked examples for `demonstrated`: (prompt, response, criterion, satisfied).
+_EXAMPLES = (
+    ("What is 2 + 2?", "2 + 2 = 4.", "States the correct sum.", True),
+    ("Name a fruit.", "A carrot.", "Names a fruit.", False),
+)
+
+
+def demonstrated(messages: list[dict], shape: str) -> list[dict]:
+    """`messages` with worked examples of the same question answered in the expected format inserted before the
+    question (one satisfied criterion, one not). Small judges that ignore format instructions copy a format they
+    have seen answered: with them SmolLM2-135M writes parseable answers, without them prose."""
+    if shape == "batched":
+        labelled = [(f"c{i}", text) for i, (_, _, text, _) in enumerate(_EXAMPLES, start=1)]
+        example = batched_messages(_EXAMPLES[0][0], _EXAMPLES[0][1], labelled)[1]
+        answer = json.dumps(
+            {label: "yes" if case[3] else "no" for (label, _), case in zip(labelled, _EXAMPLES, strict=True)}
+        )
+        turns = [example, {"role": "assistant", "content": answer}]
+    else:
+        build = per_criterion_yes_no_messages if shape == "yes_no" else per_criterion_messages
+        turns = []
+        for prompt, response, criterion, ok in _EXAMPLES:
+            word = "yes" if ok else "no"
+            answer = word.capitalize() if shape == "yes_no" else json.dumps({"satisfied": word})
+            turns += [build(prompt, response, criterion)[1], {"role": "assistant", "content": answer}]
+    return [messages[0], *turns, *messages[1:]]
+
+
 def _single_question(prompt: str, response: str, criterion_text: str) -> str:
     nonce = _nonce(prompt, response, criterion_text)
     return (

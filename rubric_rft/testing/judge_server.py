@@ -24,6 +24,11 @@ Pairwise winners come from `pair_policy`, by default `more_words_wins`: the resp
 (`str.split`) wins and equal counts tie, whichever position it is shown in. `always_a` is a judge with pure
 position bias (it answers "A" whatever it is shown), to check that asking both orders cancels such a bias.
 
+`flavor` picks how the server answers what is not a judge question, as real servers differ: "vllm" (404 with
+an OpenAI error object for an unknown model) or "transformers" (`transformers serve` pinned to one model: a
+request naming another model gets a 400 whose reason is only in FastAPI's `{"detail": ...}`, unknown request
+fields a 422, and `GET /health` answers `{"status": "ok"}`), so clients are tested against both.
+
 Latency is an `asyncio.sleep` per request, and at most `capacity` requests are processed at once (others
 wait), like a vLLM judge with a bounded batch. Faults are injected by arrival order, each option taking the
 next requests in turn: the first `hang_first_n` hang (until the client gives up), the next `fail_first_n`
@@ -60,10 +65,32 @@ Policy = Callable[[str, str, str], bool]
 Winner = Literal["A", "B", "tie"]
 PairPolicy = Callable[[str, str, str], Winner]  # (prompt, response A, response B) -> winner
 Shape = Literal["batched", "per_criterion", "yes_no", "pairwise"]
+Flavor = Literal["vllm", "transformers"]
 Responder = Callable[[list[dict]], str]  # chat messages -> the answer of a chat model
 
 DEFAULT_MODEL = "scripted-judge"
 MALFORMED_ANSWER = "The response looks reasonable overall, and I would lean towards accepting it."
+# The chat request fields `transformers serve` accepts (the rest get a 422); the OpenAI schema's, in short.
+TRANSFORMERS_SERVE_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "seed",
+        "stream",
+        "logprobs",
+        "top_logprobs",
+        "n",
+        "response_format",
+        "frequency_penalty",
+        "presence_penalty",
+        "user",
+    }
+)
 _STARTUP_TIMEOUT_S = 10.0
 _DISCONNECT_POLL_S = 0.02
 
@@ -162,6 +189,7 @@ class ServerScript:
     """How the server behaves; see the module docstring."""
 
     model: str = DEFAULT_MODEL
+    flavor: Flavor = "vllm"
     latency_s: float = 0.0
     capacity: int = 1024
     policy: Policy = default_policy
@@ -194,6 +222,7 @@ class _JudgeApp:
             routes=[
                 Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
                 Route("/v1/models", self.models, methods=["GET"]),
+                Route("/health", self.health, methods=["GET"]),
                 Route("/stats", self.stats_json, methods=["GET"]),
             ]
         )
@@ -201,6 +230,11 @@ class _JudgeApp:
     async def models(self, request: Request) -> JSONResponse:
         model = {"id": self.script.model, "object": "model", "created": 0, "owned_by": "rubric-rft"}
         return JSONResponse({"object": "list", "data": [model]})
+
+    async def health(self, request: Request) -> JSONResponse:
+        if self.script.flavor != "transformers":
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        return JSONResponse({"status": "ok"})
 
     async def stats_json(self, request: Request) -> JSONResponse:
         return JSONResponse(self.stats.as_json())
@@ -233,8 +267,9 @@ class _JudgeApp:
         scripted_answers = script.malformed_first_n + script.truncated_first_n + script.empty_first_n
         if stage >= scripted_answers and self.rng.random() < script.fail_rate:
             return _error(script.fail_status, "scripted random failure")
-        if body.get("model") != script.model:
-            return _error(404, f"The model `{body.get('model')}` does not exist.")
+        refusal = self._refusal(body)
+        if refusal is not None:
+            return refusal
         messages = body.get("messages", [])
         question = read_question(messages) or read_proposer_question(messages)
         if question is None and script.responder is None:
@@ -255,6 +290,20 @@ class _JudgeApp:
         elif stage < scripted_answers:
             content = None
         return JSONResponse(_completion(script.model, body["messages"], content, finish_reason, number))
+
+    def _refusal(self, body: dict) -> JSONResponse | None:
+        """The error a real server of this flavor gives a request it will not serve, or None."""
+        if self.script.flavor == "transformers":
+            unexpected = set(body) - TRANSFORMERS_SERVE_FIELDS
+            if unexpected:
+                return JSONResponse({"detail": f"Unexpected fields in the request: {unexpected}"}, status_code=422)
+            if body.get("model", self.script.model) != self.script.model:
+                detail = f"Server is pinned to '{self.script.model}'; requested '{body['model']}'."
+                return JSONResponse({"detail": detail}, status_code=400)
+            return None
+        if body.get("model") != self.script.model:
+            return _error(404, f"The model `{body.get('model')}` does not exist.")
+        return None
 
     async def _hang(self, request: Request) -> None:
         """Wait `hang_s`, or until the client gives up, so shutdown is never held up by a hung request."""
@@ -356,6 +405,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--flavor", choices=("vllm", "transformers"), default="vllm")
     parser.add_argument("--latency", dest="latency_s", type=float, default=0.0)
     parser.add_argument("--capacity", type=int, default=1024)
     parser.add_argument("--pair-policy", choices=sorted(PAIR_POLICIES), default="more-words")
