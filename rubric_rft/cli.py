@@ -186,7 +186,7 @@ def _print_grade_summary(summary: dict, judge_name: str) -> None:
 
 
 def _serve_judge_arguments(parser: argparse.ArgumentParser) -> None:
-    from rubric_rft.serving import DEFAULT_JUDGE_MODEL
+    from rubric_rft.serving import DEFAULT_JUDGE_MODEL, DEFAULT_KV_CACHE_BLOCKS, DEFAULT_MAX_BATCH_TOKENS
 
     parser.add_argument("--model", default=DEFAULT_JUDGE_MODEL, help="a local folder or a model found offline")
     parser.add_argument(
@@ -200,6 +200,15 @@ def _serve_judge_arguments(parser: argparse.ArgumentParser) -> None:
         dest="continuous_batching",
         action="store_false",
         help="answer one request at a time (continuous batching is ~4x faster for concurrent judge calls)",
+    )
+    parser.add_argument(
+        "--kv-cache-blocks",
+        type=int,
+        default=DEFAULT_KV_CACHE_BLOCKS,
+        help="KV cache size in blocks; transformers' default takes 60-90%% of free memory (RAM on CPU)",
+    )
+    parser.add_argument(
+        "--max-batch-tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS, help="tokens per forward pass"
     )
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for the first answer")
     parser.add_argument("--write-config", type=Path, help="also write the judge config YAML pointing at the server")
@@ -222,6 +231,8 @@ def _serve_judge(args: argparse.Namespace) -> int:
         port=args.port,
         device=args.device,
         continuous_batching=args.continuous_batching,
+        kv_cache_blocks=args.kv_cache_blocks,
+        max_batch_tokens=args.max_batch_tokens,
         ready_timeout_s=args.ready_timeout,
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds through `finally`, like Ctrl-C

@@ -10,6 +10,11 @@ gets a 400), and a model that is not on the hub is named by its folder path. To 
 `--served-model-name`, the server runs in a work folder where NAME is a symbolic link to the model folder, so
 `HuggingFaceTB/SmolLM2-135M-Instruct` names the offline copy just as it names the hub model on a vLLM server.
 
+Continuous batching sizes its KV cache to 60-90% of the free memory of the device; on CPU that is system RAM
+(14 GB resident for a 135M model here, so two servers, or one beside training, run out of memory). The cache is
+therefore fixed: `kv_cache_blocks` blocks (the model's page size each) and `max_batch_tokens` per forward pass,
+~2 GB resident for SmolLM2-135M with room for dozens of concurrent judge questions.
+
 `GET /health` answers before the model has produced a token (the first chat request waits ~20 s on 2 cores
 while generation warms up), so readiness means one real chat completion, not just a healthy status.
 """
@@ -32,6 +37,8 @@ from rubric_rft.models import cache_dir, resolve_model
 
 DEFAULT_JUDGE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 READY_POLL_S = 0.5
+DEFAULT_KV_CACHE_BLOCKS = 64
+DEFAULT_MAX_BATCH_TOKENS = 2048
 
 
 class ServerNotReady(RuntimeError):
@@ -60,12 +67,23 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def serve_command(
-    model: str, *, host: str, port: int, device: str = "cpu", continuous_batching: bool = True
+    model: str,
+    *,
+    host: str,
+    port: int,
+    device: str = "cpu",
+    continuous_batching: bool = True,
+    kv_cache_blocks: int = DEFAULT_KV_CACHE_BLOCKS,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
 ) -> list[str]:
     """The `transformers serve` command line, pinned to `model` (a folder path relative to the work folder)."""
     command = [sys.executable, "-m", "transformers.cli.transformers", "serve", model, "--host", host]
     command += ["--port", str(port), "--device", device, "--log-level", "warning"]
-    command.append("--continuous-batching" if continuous_batching else "--no-continuous-batching")
+    if continuous_batching:
+        command += ["--continuous-batching", "--cb-num-blocks", str(kv_cache_blocks)]
+        command += ["--cb-max-batch-tokens", str(max_batch_tokens)]
+    else:
+        command.append("--no-continuous-batching")
     return command
 
 
@@ -91,6 +109,8 @@ def start_judge_server(
     port: int | None = None,
     device: str = "cpu",
     continuous_batching: bool = True,
+    kv_cache_blocks: int = DEFAULT_KV_CACHE_BLOCKS,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     workdir: str | Path | None = None,
     ready_timeout_s: float = 300.0,
 ) -> ServedJudge:
@@ -104,7 +124,15 @@ def start_judge_server(
     log_path = workdir / f"server-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            serve_command(name, host=host, port=port, device=device, continuous_batching=continuous_batching),
+            serve_command(
+                name,
+                host=host,
+                port=port,
+                device=device,
+                continuous_batching=continuous_batching,
+                kv_cache_blocks=kv_cache_blocks,
+                max_batch_tokens=max_batch_tokens,
+            ),
             cwd=workdir,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -68,9 +68,8 @@ class HFJudge:
                 todo.append((criterion, key))
         if todo:
             try:
-                computed = await asyncio.to_thread(
-                    self._p_yes, [(request.prompt, request.response, c.text) for c, _ in todo]
-                )
+                questions = [per_criterion_yes_no_messages(request.prompt, request.response, c.text) for c, _ in todo]
+                computed = await asyncio.to_thread(self.p_yes, questions)
             except Exception as exc:  # a failed forward pass is a failed grade, reported, never a score
                 error = f"{self.name}: {type(exc).__name__}: {exc}"
                 return Verdict(error=error, latency_s=time.perf_counter() - started)
@@ -97,18 +96,16 @@ class HFJudge:
             criteria=[criterion_text],
         )
 
-    def _p_yes(self, items: list[tuple[str, str, str]]) -> list[float]:
+    def p_yes(self, conversations: list[list[dict]]) -> list[float]:
+        """P(yes) against P(no) for the first answer token of each chat message list, as `grade` reads it; for
+        measuring other judge templates with the same model and the same reading."""
         self._load()
         results: list[float] = []
         with self._forward_lock, torch.no_grad():
-            for start in range(0, len(items), self.config.batch_size):
+            for start in range(0, len(conversations), self.config.batch_size):
                 texts = [
-                    self._tokenizer.apply_chat_template(
-                        per_criterion_yes_no_messages(prompt, response, criterion),
-                        tokenize=False,
-                        add_generation_prompt=True,
-                    )
-                    for prompt, response, criterion in items[start : start + self.config.batch_size]
+                    self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                    for messages in conversations[start : start + self.config.batch_size]
                 ]
                 self._tokenizer.truncation_side = "left"
                 inputs = self._tokenizer(

@@ -108,8 +108,8 @@ def pairwise_messages(prompt: str, response_a: str, response_b: str) -> list[dic
     return [{"role": "system", "content": _PAIRWISE_SYSTEM}, {"role": "user", "content": user}]
 
 
-# Worked examples for `demonstrated`: (prompt, response, criterion, satisfied).
-_EXAMPLES = (
+# The worked examples `demonstrated` shows: (prompt, response, criterion, satisfied).
+WORKED_EXAMPLES = (
     ("What is 2 + 2?", "2 + 2 = 4.", "States the correct sum.", True),
     ("Name a fruit.", "A carrot.", "Names a fruit.", False),
 )
@@ -120,16 +120,16 @@ def demonstrated(messages: list[dict], shape: str) -> list[dict]:
     question (one satisfied criterion, one not). Small judges that ignore format instructions copy a format they
     have seen answered: with them SmolLM2-135M writes parseable answers, without them prose."""
     if shape == "batched":
-        labelled = [(f"c{i}", text) for i, (_, _, text, _) in enumerate(_EXAMPLES, start=1)]
-        example = batched_messages(_EXAMPLES[0][0], _EXAMPLES[0][1], labelled)[1]
+        labelled = [(f"c{i}", text) for i, (_, _, text, _) in enumerate(WORKED_EXAMPLES, start=1)]
+        example = batched_messages(WORKED_EXAMPLES[0][0], WORKED_EXAMPLES[0][1], labelled)[1]
         answer = json.dumps(
-            {label: "yes" if case[3] else "no" for (label, _), case in zip(labelled, _EXAMPLES, strict=True)}
+            {label: "yes" if case[3] else "no" for (label, _), case in zip(labelled, WORKED_EXAMPLES, strict=True)}
         )
         turns = [example, {"role": "assistant", "content": answer}]
     else:
         build = per_criterion_yes_no_messages if shape == "yes_no" else per_criterion_messages
         turns = []
-        for prompt, response, criterion, ok in _EXAMPLES:
+        for prompt, response, criterion, ok in WORKED_EXAMPLES:
             word = "yes" if ok else "no"
             answer = word.capitalize() if shape == "yes_no" else json.dumps({"satisfied": word})
             turns += [build(prompt, response, criterion)[1], {"role": "assistant", "content": answer}]
