@@ -6,7 +6,9 @@
     accelerate launch scripts/train_grpo.py --config X.yaml --resume_from_checkpoint outputs/run/checkpoint-10
 
 Every `GRPOConfig` and `ModelConfig` field is a YAML key or a `--flag` (TRL's `TrlParser`), so the vLLM
-fields (`use_vllm`, `vllm_mode`, `vllm_server_base_url`, ...) pass straight to TRL. Writes, in `output_dir`:
+fields (`use_vllm`, `vllm_mode`, `vllm_server_base_url`, ...) pass straight to TRL. The reward is each prompt's
+rubric, or with `reward: {type: bt, model: PATH}` a Bradley-Terry reward model (then also the monitor's proxy).
+Writes, in `output_dir`:
 the model (`save_pretrained` layout; LoRA adapters when `use_peft`), TRL's `trainer_state.json`,
 `metrics.jsonl` (every log line), `samples.jsonl` (held-out answers before and after training, with their
 rubric scores), with `monitor:` the over-optimization monitor's `overopt.*` files, and, with
@@ -31,6 +33,8 @@ from rubric_rft.monitor.callback import OverOptimizationMonitor
 from rubric_rft.monitor.config import load_monitor_config
 from rubric_rft.preemption import CheckpointOnSignal
 from rubric_rft.reward import RubricReward
+from rubric_rft.reward_config import BTRewardConfig, load_reward_config
+from rubric_rft.reward_model import BTReward
 from rubric_rft.rubric import write_json_records
 from rubric_rft.sampling import generate_answers
 from rubric_rft.tracking import MetricsJsonlCallback, configure_wandb, log_samples_to_wandb
@@ -53,6 +57,11 @@ class RubricArguments:
         default=None,
         metadata={"help": "Over-optimization monitor: a mapping in the YAML, a JSON string, or a YAML path."},
     )
+    reward: str | None = field(
+        default=None,
+        metadata={"help": "The training reward, {type: rubric} (default) or {type: bt, model: PATH}: a mapping in "
+                  "the YAML, a JSON string, or a YAML path."},
+    )
 
 
 def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: ModelConfig) -> None:
@@ -63,11 +72,10 @@ def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: Mo
     configure_wandb(training_args.report_to, training_args.output_dir)
     model_path = resolve_model(model_args.model_name_or_path)
     train_dataset = load_prompt_dataset(script_args.dataset_path, script_args.dataset_split)
-    judge = build_judge(load_judge_config(script_args.judge)) if script_args.judge else None
-    reward = RubricReward(judge, normalize=script_args.normalize_reward)
+    reward = _reward(script_args)
 
     callbacks = [MetricsJsonlCallback(training_args.output_dir), preemption]
-    monitor = _monitor(script_args, training_args, model_path)
+    monitor = _monitor(script_args, training_args, model_path, reward)
     if monitor is not None:
         callbacks.append(monitor)
     trainer = GRPOTrainer(
@@ -99,12 +107,23 @@ def _use_every_cpu_core(training_args: GRPOConfig) -> None:
         torch.set_num_threads(len(os.sched_getaffinity(0)))
 
 
-def _monitor(script_args: RubricArguments, training_args: GRPOConfig, model_path: str):
+def _reward(script_args: RubricArguments) -> RubricReward | BTReward:
+    config = load_reward_config(script_args.reward)
+    if isinstance(config, BTRewardConfig):
+        return BTReward(config.model, batch_size=config.batch_size)
+    judge = build_judge(load_judge_config(script_args.judge)) if script_args.judge else None
+    return RubricReward(judge, normalize=script_args.normalize_reward)
+
+
+def _monitor(script_args: RubricArguments, training_args: GRPOConfig, model_path: str, reward):
+    """A rubric proxy gets judge clients of its own (the monitor grades on its own event loop); any other reward
+    is the monitor's proxy as it is."""
     if not script_args.monitor:
         return None
     return OverOptimizationMonitor(
         load_monitor_config(script_args.monitor),
         training_args.output_dir,
+        proxy=None if isinstance(reward, RubricReward) else reward,
         proxy_judge=script_args.judge,
         normalize=script_args.normalize_reward,
         max_new_tokens=training_args.max_completion_length,
@@ -158,13 +177,14 @@ def _write_samples(output_dir: str, rows: list[dict], before: list[str], after: 
     log_samples_to_wandb(records)
 
 
-async def _grade_once(reward: RubricReward, prompts: list, completions: list[str], rubrics: list):
-    """Grade on a fresh event loop, closing the judge's clients on it before the loop ends."""
+async def _grade_once(reward: RubricReward | BTReward, prompts: list, completions: list[str], rubrics: list):
+    """Grade on a fresh event loop, closing the judge's clients (a rubric reward's) on it before the loop ends."""
     try:
         return await reward.grade(prompts, completions, rubrics)
     finally:
-        if reward.judge is not None:
-            await reward.judge.aclose()
+        judge = getattr(reward, "judge", None)
+        if judge is not None:
+            await judge.aclose()
 
 
 if __name__ == "__main__":

@@ -41,9 +41,11 @@ BEST_DIR = "best_gold"
 class OverOptimizationMonitor(TrainerCallback):
     """Held-out proxy-vs-gold evaluations during training, onset detection, and the actions it triggers.
 
-    `proxy_judge` is the training judge config (or None for rule-only rubrics); `normalize` matches the training
-    reward's. `start_model_path` holds the starting weights, loaded for the KL of a model trained without
-    adapters (a PEFT model is its own reference with adapters disabled).
+    `proxy` is the training reward when it is not a rubric (anything with `RubricReward.grade`'s shape, e.g. a
+    `BTReward`); otherwise the proxy is a rubric reward built from `proxy_judge`, the training judge config (None
+    for rule-only rubrics). `normalize` matches the training reward's. `start_model_path` holds the starting
+    weights, loaded for the KL of a model trained without adapters (a PEFT model is its own reference with
+    adapters disabled).
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class OverOptimizationMonitor(TrainerCallback):
         config: MonitorConfig,
         output_dir: str,
         *,
+        proxy=None,
         proxy_judge: dict | None = None,
         normalize: bool = True,
         max_new_tokens: int = 64,
@@ -65,7 +68,8 @@ class OverOptimizationMonitor(TrainerCallback):
         self.title = title
         self.rows = _heldout_rows(config)
         self.gold_rubrics = _gold_rubrics(config, [r["prompt_id"] for r in self.rows])
-        self.proxy = RubricReward(_judge(proxy_judge), normalize=normalize, name="proxy")
+        self.proxy = proxy if proxy is not None else RubricReward(
+            _judge(proxy_judge), normalize=normalize, name="proxy")
         self.gold = RubricReward(_judge(config.gold.judge), normalize=normalize, name="gold") if (
             self.gold_rubrics) else None
         self.pairwise = _pairwise_judge(config.gold.pairwise)
@@ -236,7 +240,7 @@ class OverOptimizationMonitor(TrainerCallback):
                 win_rate = {**result.estimate.as_dict("win_rate"), "win_rate_failures": result.failures}
             return proxy, gold, win_rate
         finally:
-            for judge in (self.proxy.judge, self.gold.judge if self.gold else None, self.pairwise):
+            for judge in (getattr(self.proxy, "judge", None), self.gold.judge if self.gold else None, self.pairwise):
                 if judge is not None:
                     await judge.aclose()
 

@@ -155,7 +155,7 @@ def compare_runs(run_dirs: list[Path], out_prefix: Path) -> list[dict[str, Any]]
         })
     axis.set_xlabel("training step")
     axis.set_ylabel("held-out score")
-    axis.set_title("gold (solid) and proxy (dotted) rubric scores on held-out prompts")
+    axis.set_title("gold (solid) and proxy (dotted) scores on held-out prompts")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7, loc="best")
     figure.tight_layout()
