@@ -53,6 +53,12 @@ def files(tmp_path):
     return rubrics, responses
 
 
+def run_grade(rubrics: Path, responses: Path, out: Path, judge: str | None = None) -> int:
+    """`rubric-rft grade` on these files; its exit status."""
+    arguments = ["grade", "--rubrics", str(rubrics), "--responses", str(responses), "--out", str(out)]
+    return main(arguments + (["--judge", judge] if judge else []))
+
+
 def judge_config(tmp_path: Path, server, **options) -> str:
     config = {
         "backend": "openai",
@@ -70,19 +76,7 @@ def judge_config(tmp_path: Path, server, **options) -> str:
 def test_grade_writes_verdicts_scores_and_agreement(tmp_path, files, judge_server, capsys):
     rubrics, responses = files
     out = tmp_path / "graded.jsonl"
-    status = main(
-        [
-            "grade",
-            "--rubrics",
-            str(rubrics),
-            "--responses",
-            str(responses),
-            "--judge",
-            judge_config(tmp_path, judge_server),
-            "--out",
-            str(out),
-        ]
-    )
+    status = run_grade(rubrics, responses, out, judge=judge_config(tmp_path, judge_server))
     assert status == 0
     records = read_jsonl(out)
     assert [r["response_id"] for r in records] == ["r0", "r1", "r2"]
@@ -105,21 +99,11 @@ def test_grade_writes_verdicts_scores_and_agreement(tmp_path, files, judge_serve
 
 def test_a_rerun_reuses_the_verdict_cache(tmp_path, files, judge_server):
     rubrics, responses = files
-    arguments = [
-        "grade",
-        "--rubrics",
-        str(rubrics),
-        "--responses",
-        str(responses),
-        "--judge",
-        judge_config(tmp_path, judge_server),
-        "--out",
-        str(tmp_path / "graded.jsonl"),
-    ]
-    assert main(arguments) == 0
-    first = read_jsonl(tmp_path / "graded.jsonl")
+    out, judge = tmp_path / "graded.jsonl", judge_config(tmp_path, judge_server)
+    assert run_grade(rubrics, responses, out, judge) == 0
+    first = read_jsonl(out)
     assert (tmp_path / "graded.jsonl.cache.sqlite").exists()
-    assert main(arguments) == 0
+    assert run_grade(rubrics, responses, out, judge) == 0
     assert judge_server.stats.requests == 3  # nothing asked twice
     again = read_jsonl(tmp_path / "graded.jsonl")
     assert [r["score"] for r in again] == [r["score"] for r in first]
@@ -130,19 +114,7 @@ def test_failures_are_reported_never_scored(tmp_path, files, start_judge_server,
     rubrics, responses = files
     server = start_judge_server(fail_first_n=2, fail_status=503)  # one at a time: r0 and r1 fail
     out = tmp_path / "graded.jsonl"
-    status = main(
-        [
-            "grade",
-            "--rubrics",
-            str(rubrics),
-            "--responses",
-            str(responses),
-            "--judge",
-            judge_config(tmp_path, server, max_concurrency=1, max_retries=0),
-            "--out",
-            str(out),
-        ]
-    )
+    status = run_grade(rubrics, responses, out, judge=judge_config(tmp_path, server, max_concurrency=1, max_retries=0))
     assert status == 1
     records = read_jsonl(out)
     failed = [r for r in records if r["error"]]
@@ -163,10 +135,7 @@ def test_rule_only_rubrics_need_no_judge(tmp_path, capsys):
         tmp_path / "a.jsonl",
         [{"prompt_id": "p", "response": "Hello there."}, {"prompt_id": "p", "response": "Hello there, how are you?"}],
     )
-    assert (
-        main(["grade", "--rubrics", str(rubrics), "--responses", str(responses), "--out", str(tmp_path / "o.jsonl")])
-        == 0
-    )
+    assert run_grade(rubrics, responses, tmp_path / "o.jsonl") == 0
     assert [r["score"] for r in read_jsonl(tmp_path / "o.jsonl")] == [1.0, 0.0]
     assert [r["response_id"] for r in read_jsonl(tmp_path / "o.jsonl")] == ["0", "1"]
 
@@ -189,19 +158,8 @@ def test_rule_only_rubrics_need_no_judge(tmp_path, capsys):
 def test_bad_responses_are_named_by_file_and_line(tmp_path, files, record, message, capsys):
     rubrics, _ = files
     responses = write_jsonl(tmp_path / "bad.jsonl", [{"prompt_id": "egg", "response": "fine"}, record])
-    status = main(
-        [
-            "grade",
-            "--rubrics",
-            str(rubrics),
-            "--responses",
-            str(responses),
-            "--judge",
-            '{"backend": "openai", "model": "m", "base_urls": ["http://127.0.0.1:9/v1"]}',
-            "--out",
-            str(tmp_path / "o.jsonl"),
-        ]
-    )
+    judge = '{"backend": "openai", "model": "m", "base_urls": ["http://127.0.0.1:9/v1"]}'
+    status = run_grade(rubrics, responses, tmp_path / "o.jsonl", judge)
     assert status == 1
     err = capsys.readouterr().err
     assert err.startswith(f"{responses}:2: ") and message in err
@@ -210,7 +168,7 @@ def test_bad_responses_are_named_by_file_and_line(tmp_path, files, record, messa
 
 def test_llm_criteria_without_a_judge_is_an_error(tmp_path, files, capsys):
     rubrics, responses = files
-    assert main(["grade", "--rubrics", str(rubrics), "--responses", str(responses), "--out", str(tmp_path / "o")]) == 1
+    assert run_grade(rubrics, responses, tmp_path / "o") == 1
     assert "give a judge config with --judge" in capsys.readouterr().err
 
 
@@ -218,7 +176,7 @@ def test_in_process_judge_gives_an_auc(tmp_path, files, tiny_model_path):
     rubrics, responses = files
     out = tmp_path / "graded.jsonl"
     judge = json.dumps({"backend": "hf", "model": tiny_model_path})
-    main(["grade", "--rubrics", str(rubrics), "--responses", str(responses), "--judge", judge, "--out", str(out)])
+    run_grade(rubrics, responses, out, judge)
     records = read_jsonl(out)
     assert all(0 <= r["criteria"]["water"]["p_yes"] <= 1 for r in records)
     agreement = json.loads((tmp_path / "graded.summary.json").read_text())["agreement"]

@@ -198,6 +198,8 @@ def test_serve_judge_command_waits_for_the_model_then_stops_the_server_on_sigter
     try:
         first_line = process.stdout.readline()
         assert first_line.startswith("judge server ready in "), first_line
+        lines = iter(process.stdout.readline, "")
+        assert any(line.startswith(f"wrote {config_path}") for line in lines)  # the config is written last
         config = load_judge_config(str(config_path))
         assert (config.model, config.base_urls) == ("judge", [f"http://127.0.0.1:{port}/v1"])
         [verdict] = grade_all(
