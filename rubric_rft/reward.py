@@ -108,7 +108,7 @@ class RubricReward:
         return graded
 
     async def grade_one(self, prompt: Any, completion: Any, rubric: Rubric) -> GradedCompletion:
-        """Grade one completion: rule criteria here, llm criteria by the judge (one request)."""
+        """Grade one completion: its rule criteria here, its llm criteria by the judge in one `grade` call."""
         response = completion_text(completion)
         satisfied = grade_rules(rubric.rule_criteria, response)
         probabilities: dict[str, float] = {}

@@ -131,6 +131,9 @@ def test_a_pinned_server_refusing_the_model_name_gives_its_reason_at_once(start_
     assert verdict.retries == 0 and server.stats.requests == 1
     with urllib.request.urlopen(server.base_url.removesuffix("/v1") + "/health") as reply:
         assert json.load(reply) == {"status": "ok"}
+    vllm_like = start_judge_server()
+    with urllib.request.urlopen(vllm_like.base_url.removesuffix("/v1") + "/health") as reply:
+        assert reply.status == 200 and reply.read() == b""  # what `vllm serve` answers
 
 
 def test_our_requests_carry_only_fields_a_transformers_server_accepts(start_judge_server):

@@ -27,7 +27,8 @@ position bias (it answers "A" whatever it is shown), to check that asking both o
 `flavor` picks how the server answers what is not a judge question, as real servers differ: "vllm" (404 with
 an OpenAI error object for an unknown model) or "transformers" (`transformers serve` pinned to one model: a
 request naming another model gets a 400 whose reason is only in FastAPI's `{"detail": ...}`, unknown request
-fields a 422, and `GET /health` answers `{"status": "ok"}`), so clients are tested against both.
+fields a 422, and `GET /health` answers `{"status": "ok"}` where vLLM's is empty), so clients are tested
+against both.
 
 Latency is an `asyncio.sleep` per request, and at most `capacity` requests are processed at once (others
 wait), like a vLLM judge with a bounded batch. Faults are injected by arrival order, each option taking the
@@ -56,7 +57,7 @@ from typing import Literal
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from rubric_rft.testing.proposer import ProposerPolicy, ProposerQuestion, keyword_proposer, read_proposer_question
@@ -231,10 +232,11 @@ class _JudgeApp:
         model = {"id": self.script.model, "object": "model", "created": 0, "owned_by": "rubric-rft"}
         return JSONResponse({"object": "list", "data": [model]})
 
-    async def health(self, request: Request) -> JSONResponse:
-        if self.script.flavor != "transformers":
-            return JSONResponse({"detail": "Not Found"}, status_code=404)
-        return JSONResponse({"status": "ok"})
+    async def health(self, request: Request) -> Response:
+        """vLLM answers 200 with an empty body, `transformers serve` with `{"status": "ok"}`."""
+        if self.script.flavor == "transformers":
+            return JSONResponse({"status": "ok"})
+        return Response(status_code=200)
 
     async def stats_json(self, request: Request) -> JSONResponse:
         return JSONResponse(self.stats.as_json())
