@@ -197,3 +197,15 @@ def test_roc_auc_is_the_fraction_of_correctly_ordered_pairs(seed):
     )
     assert roc_auc(labels, scores) == pytest.approx(expected)
     assert roc_auc([True, True], [0.1, 0.2]) is None
+
+
+def test_a_judge_giving_yes_probabilities_gets_an_auc(tmp_path, files, judge_server):
+    rubrics, responses = files
+    out = tmp_path / "graded.jsonl"
+    judge = judge_config(tmp_path, judge_server, request_shape="yes_no", yes_probability=True)
+    assert run_grade(rubrics, responses, out, judge) == 0
+    assert read_jsonl(out)[0]["criteria"]["water"]["p_yes"] == pytest.approx(0.8 / 0.95)
+    agreement = json.loads((tmp_path / "graded.summary.json").read_text())["agreement"]
+    # 4 true labels (3 at P(yes) 0.84, the missed one at 0.16) against 2 false ones at 0.16: 7 of 8 pairs
+    # ordered, counting the two ties half.
+    assert agreement["auc"] == pytest.approx(7 / 8)

@@ -162,6 +162,31 @@ def test_yes_no_asks_once_per_criterion_for_a_bare_word(start_judge_server, demo
     assert verdict.judge_calls == 3 and all(c.probability is None for c in verdict.criteria.values())
 
 
+def test_yes_probability_comes_from_the_first_token_logprobs(start_judge_server, tmp_path):
+    server = start_judge_server()  # vLLM-like: 0.8 on the word answered, 0.15 on the other
+    cache = str(tmp_path / "verdicts.sqlite")
+    judge = judge_for(server, request_shape="yes_no", yes_probability=True, cache_path=cache)
+    [verdict] = grade(judge, REQUEST)
+    expected = policy_verdicts(REQUEST)
+    assert satisfied(verdict) == expected
+    for cid, result in verdict.criteria.items():
+        assert result.probability == pytest.approx(0.8 / 0.95 if expected[cid] else 0.15 / 0.95)
+    [again] = grade(judge_for(server, request_shape="yes_no", yes_probability=True, cache_path=cache), REQUEST)
+    assert again.cache_hits == 3 and again.criteria == verdict.criteria  # probabilities are cached too
+
+
+def test_a_server_without_logprobs_gives_verdicts_without_probabilities(start_judge_server):
+    server = start_judge_server(flavor="transformers")  # ignores `logprobs`, as transformers serve does
+    [verdict] = grade(judge_for(server, request_shape="yes_no", yes_probability=True), REQUEST)
+    assert satisfied(verdict) == policy_verdicts(REQUEST)
+    assert all(result.probability is None for result in verdict.criteria.values())
+
+
+def test_yes_probability_needs_the_yes_no_shape():
+    with pytest.raises(ValueError, match="yes_probability needs request_shape 'yes_no', not 'batched'"):
+        OpenAIJudgeConfig(model="m", base_urls=["http://x/v1"], yes_probability=True)
+
+
 def test_demonstrations_have_their_own_cache_entries_and_leave_earlier_ones_valid(judge_server, tmp_path):
     cache = {"cache_path": str(tmp_path / "verdicts.sqlite")}
     grade(judge_for(judge_server, **cache), REQUEST)

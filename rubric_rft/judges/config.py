@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from rubric_rft.config_values import load_validated
 
@@ -16,9 +16,7 @@ from rubric_rft.config_values import load_validated
 class _JudgeConfigBase(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    cache_path: str | None = Field(
-        default=None, description="SQLite file of cached verdicts; none disables the cache."
-    )
+    cache_path: str | None = Field(default=None, description="SQLite file of cached verdicts; none disables the cache.")
 
 
 class OpenAIJudgeConfig(_JudgeConfigBase):
@@ -38,6 +36,12 @@ class OpenAIJudgeConfig(_JudgeConfigBase):
         description="Show worked examples of the question answered in the expected format before each question: "
         "small judges (e.g. SmolLM2-135M) then answer in that format instead of prose.",
     )
+    yes_probability: bool = Field(
+        default=False,
+        description="With request_shape yes_no: also request the top log-probabilities of the answer's first token "
+        "and report P(yes) per criterion (vLLM, SGLang and OpenAI give them; servers that ignore the request, "
+        "such as transformers serve, give verdicts only).",
+    )
     max_concurrency: int = Field(default=64, ge=1)
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
@@ -45,6 +49,12 @@ class OpenAIJudgeConfig(_JudgeConfigBase):
     backoff_max_s: float = Field(default=8.0, ge=0)
     temperature: float = Field(default=0.0, ge=0)
     max_tokens: int = Field(default=512, ge=1)
+
+    @model_validator(mode="after")
+    def _yes_probability_needs_yes_no(self) -> OpenAIJudgeConfig:
+        if self.yes_probability and self.request_shape != "yes_no":
+            raise ValueError(f"yes_probability needs request_shape 'yes_no', not {self.request_shape!r}")
+        return self
 
 
 class HFJudgeConfig(_JudgeConfigBase):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import os
 import random
 import time
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 # Statuses worth asking again: the server is busy or broken for now. Any other 4xx is the request's fault.
 RETRYABLE_STATUSES = frozenset({408, 429})
+# First-token candidates asked for with `yes_probability`: enough for the spellings of yes and no to show up.
+TOP_LOGPROBS = 20
 
 
 class JudgeFailure(Exception):
@@ -84,18 +87,18 @@ class OpenAIJudge:
         verdict = Verdict()
         try:
             if self.config.request_shape == "batched":
-                satisfied = await self._grade_batched(request, verdict)
+                criteria = await self._grade_batched(request, verdict)
             else:
-                satisfied = await self._grade_per_criterion(request, verdict)
+                criteria = await self._grade_per_criterion(request, verdict)
         except JudgeFailure as failure:
             verdict.error = f"{self.name}: {failure}"
             logger.warning("judge gave up: %s", verdict.error)
         else:
-            verdict.criteria = {cid: CriterionVerdict(satisfied=value) for cid, value in satisfied.items()}
+            verdict.criteria = criteria
         verdict.latency_s = time.perf_counter() - started
         return verdict
 
-    async def _grade_batched(self, request: GradeRequest, tally: Verdict) -> dict[str, bool]:
+    async def _grade_batched(self, request: GradeRequest, tally: Verdict) -> dict[str, CriterionVerdict]:
         if not request.criteria:
             return {}
         labels = [f"c{i}" for i in range(1, len(request.criteria) + 1)]
@@ -107,9 +110,12 @@ class OpenAIJudge:
         answer = await self.ask(
             self._shown(messages), self._key("batched", request, request.criteria), _in_label_order(labels), tally
         )
-        return {c.id: value for c, value in zip(request.criteria, answer["satisfied"], strict=True)}
+        return {
+            c.id: CriterionVerdict(satisfied=value)
+            for c, value in zip(request.criteria, answer["satisfied"], strict=True)
+        }
 
-    async def _grade_per_criterion(self, request: GradeRequest, tally: Verdict) -> dict[str, bool]:
+    async def _grade_per_criterion(self, request: GradeRequest, tally: Verdict) -> dict[str, CriterionVerdict]:
         outcomes = await asyncio.gather(
             *(self._ask_one_criterion(request, c, tally) for c in request.criteria), return_exceptions=True
         )
@@ -120,7 +126,7 @@ class OpenAIJudge:
                 raise outcome
         return {c.id: outcome for c, outcome in zip(request.criteria, outcomes, strict=True)}
 
-    async def _ask_one_criterion(self, request: GradeRequest, criterion: Criterion, tally: Verdict) -> bool:
+    async def _ask_one_criterion(self, request: GradeRequest, criterion: Criterion, tally: Verdict) -> CriterionVerdict:
         shape = self.config.request_shape
         if shape == "yes_no":
             messages = per_criterion_yes_no_messages(request.prompt, request.response, criterion.text)
@@ -133,8 +139,9 @@ class OpenAIJudge:
             self._key(shape, request, (criterion,)),
             lambda text: {"satisfied": [parse(text)]},
             tally,
+            first_token=_yes_probability if self.config.yes_probability else None,
         )
-        return answer["satisfied"][0]
+        return CriterionVerdict(satisfied=answer["satisfied"][0], probability=answer.get("p_yes"))
 
     def _shown(self, messages: list[dict]) -> list[dict]:
         return demonstrated(messages, self.config.request_shape) if self.config.demonstrations else messages
@@ -145,7 +152,9 @@ class OpenAIJudge:
             model=self.config.model,
             template=TEMPLATE_VERSION,
             shape=shape,
-            **({"demonstrations": True} if self.config.demonstrations else {}),  # keeps earlier caches valid
+            # Options off by default enter the key only when on: caches written before they existed stay valid.
+            **({"demonstrations": True} if self.config.demonstrations else {}),
+            **({"yes_probability": True} if self.config.yes_probability else {}),
             temperature=self.config.temperature,
             prompt=request.prompt,
             response=request.response,
@@ -153,12 +162,20 @@ class OpenAIJudge:
         )
 
     async def ask(
-        self, messages: list[dict], key: str, parse: Callable[[str], dict[str, Any]], tally: CallOutcome
+        self,
+        messages: list[dict],
+        key: str,
+        parse: Callable[[str], dict[str, Any]],
+        tally: CallOutcome,
+        *,
+        first_token: Callable[[list[dict]], dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """The parsed answer to one chat question: from the cache, or asked (and re-asked) until it parses.
 
         `key` must change with everything that determines the answer (see `cache_key`); `parse` turns the answer
         text into a JSON object, which is what gets cached, or raises `MalformedVerdict` to have it asked again.
+        With `first_token`, the top log-probabilities of the answer's first token are requested too and what it
+        makes of them (`[]` when the server gave none) is merged into the answer.
         Raises `JudgeFailure` when retries run out or the request itself is refused; costs are added to `tally`.
         """
         cache = self._open_cache()
@@ -174,8 +191,10 @@ class OpenAIJudge:
                 await asyncio.sleep(self._backoff_s(attempt))
                 logger.debug("judge retry %d after: %s", attempt, last_failure)
             try:
-                text = await self._complete(messages, tally)
+                text, top_logprobs = await self._complete(messages, tally, logprobs=first_token is not None)
                 answer = parse(text)
+                if first_token is not None:
+                    answer.update(first_token(top_logprobs))
             except (_Transient, MalformedVerdict) as problem:
                 last_failure = str(problem) if isinstance(problem, _Transient) else f"malformed answer: {problem}"
                 continue
@@ -184,8 +203,19 @@ class OpenAIJudge:
             return answer
         raise JudgeFailure(f"gave up after {self.config.max_retries + 1} attempts; last failure: {last_failure}")
 
-    async def _complete(self, messages: list[dict], tally: CallOutcome) -> str:
-        """Send one chat request to the next replica; the answer's text, or `_Transient`/`JudgeFailure`."""
+    async def _complete(
+        self, messages: list[dict], tally: CallOutcome, *, logprobs: bool = False
+    ) -> tuple[str, list[dict]]:
+        """Send one chat request to the next replica: the answer's text and, with `logprobs`, the top
+        log-probabilities of its first token (empty when the server gives none); or `_Transient`/`JudgeFailure`."""
+        body = {
+            "model": self.config.model,
+            "messages": messages,
+            "temperature": self.config.temperature,
+            "max_tokens": self.config.max_tokens,
+        }
+        if logprobs:
+            body.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
         resources = self._loop_resources()
         url, client = resources.clients[next(self._next_client) % len(resources.clients)]
         async with resources.in_flight:
@@ -194,16 +224,7 @@ class OpenAIJudge:
                 # `post` with a plain body is the client's documented way to reach an endpoint directly; it keeps
                 # its timeouts and typed errors but skips the per-request transform of typed parameters and
                 # response models, which costs more CPU than the rest of the request on a busy event loop.
-                completion = await client.post(
-                    "/chat/completions",
-                    cast_to=dict,
-                    body={
-                        "model": self.config.model,
-                        "messages": messages,
-                        "temperature": self.config.temperature,
-                        "max_tokens": self.config.max_tokens,
-                    },
-                )
+                completion = await client.post("/chat/completions", cast_to=dict, body=body)
             except openai.APIConnectionError as exc:  # APITimeoutError included
                 raise _Transient(self._transport_failure(exc, url)) from None
             except openai.APIStatusError as exc:
@@ -217,7 +238,7 @@ class OpenAIJudge:
         text = _answer_text(completion)
         if not isinstance(text, str) or not text.strip():
             raise MalformedVerdict("empty answer")
-        return text
+        return text, _first_token_top_logprobs(completion) if logprobs else []
 
     def _transport_failure(self, error: openai.APIConnectionError, url: str) -> str:
         """What went wrong on the way to the server. The aiohttp transport reports a refused or reset connection
@@ -286,6 +307,27 @@ def _status_message(error: openai.APIStatusError) -> str:
     name or an unknown field that way), which the client leaves out of its message."""
     detail = error.body.get("detail") if isinstance(error.body, dict) else None
     return f"{error.message} - {detail}" if detail else error.message
+
+
+def _first_token_top_logprobs(completion: dict) -> list[dict]:
+    """`choices[0].logprobs.content[0].top_logprobs` of a chat completion; [] when any part of it is missing."""
+    try:
+        top = completion["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+    except (KeyError, IndexError, TypeError):
+        return []
+    return top if isinstance(top, list) else []
+
+
+def _yes_probability(top_logprobs: list[dict]) -> dict[str, Any]:
+    """`{"p_yes": P(yes) / (P(yes) + P(no))}` over the first token's top candidates, or `{}` when neither word
+    is among them (or the server gave none): then there is a verdict but no probability."""
+    mass = {"yes": 0.0, "no": 0.0}
+    for candidate in top_logprobs:
+        word = str(candidate.get("token", "")).strip().lower()
+        if word in mass and isinstance(candidate.get("logprob"), (int, float)):
+            mass[word] += math.exp(candidate["logprob"])
+    total = mass["yes"] + mass["no"]
+    return {"p_yes": mass["yes"] / total} if total > 0 else {}
 
 
 def _in_label_order(labels: list[str]) -> Callable[[str], dict[str, Any]]:

@@ -30,6 +30,10 @@ request naming another model gets a 400 whose reason is only in FastAPI's `{"det
 fields a 422, and `GET /health` answers `{"status": "ok"}` where vLLM's is empty), so clients are tested
 against both.
 
+A request with `logprobs` (vllm flavor) gets the top log-probabilities of its answer's first token: for a Yes or
+No answer, 0.8 on the word given and 0.15 on the other (`transformers serve` ignores `logprobs`, so the
+transformers flavor never sends them).
+
 Latency is an `asyncio.sleep` per request, and at most `capacity` requests are processed at once (others
 wait), like a vLLM judge with a bounded batch. Faults are injected by arrival order, each option taking the
 next requests in turn: the first `hang_first_n` hang (until the client gives up), the next `fail_first_n`
@@ -44,6 +48,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import random
 import re
 import signal
@@ -291,7 +296,10 @@ class _JudgeApp:
             content, finish_reason = content[: len(content) // 2], "length"
         elif stage < scripted_answers:
             content = None
-        return JSONResponse(_completion(script.model, body["messages"], content, finish_reason, number))
+        completion = _completion(script.model, body["messages"], content, finish_reason, number)
+        if body.get("logprobs") and script.flavor == "vllm" and content is not None:
+            completion["choices"][0]["logprobs"] = _first_token_logprobs(content)
+        return JSONResponse(completion)
 
     def _refusal(self, body: dict) -> JSONResponse | None:
         """The error a real server of this flavor gives a request it will not serve, or None."""
@@ -330,6 +338,20 @@ class _JudgeApp:
         if self.script.fenced:
             return f"Here is my assessment.\n```json\n{answer}\n```\nEach verdict follows the criterion's wording."
         return answer
+
+
+def _first_token_logprobs(content: str) -> dict:
+    """vLLM's `logprobs` of an answer, first token only: a Yes or No answer puts 0.8 on its word, 0.15 on the
+    other and 0.05 on "Maybe"; anything else puts all the mass on its first word."""
+    first = content.split()[0] if content.split() else content
+    word = first.strip(".,!").capitalize()
+    if word in ("Yes", "No"):
+        other = "No" if word == "Yes" else "Yes"
+        top = [(word, 0.8), (other, 0.15), ("Maybe", 0.05)]
+    else:
+        top = [(first, 1.0)]
+    candidates = [{"token": token, "logprob": math.log(p), "bytes": None} for token, p in top]
+    return {"content": [{"token": top[0][0], "logprob": candidates[0]["logprob"], "top_logprobs": candidates}]}
 
 
 def _error(status: int, message: str) -> JSONResponse:
