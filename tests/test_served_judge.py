@@ -76,7 +76,9 @@ def test_a_wrong_model_name_fails_at_once_with_the_server_reason(served_judge):
 def test_each_request_shape_grades_concurrently(served_judge, shape, calls_per_answer):
     requests = [GradeRequest("How do I boil an egg?", answer, CRITERIA) for answer in ANSWERS]
     started = time.perf_counter()
-    verdicts = grade_all(served_config(served_judge, request_shape=shape), requests)
+    # yes_no also asks for logprobs, which transformers serve ignores: verdicts come back, probabilities do not.
+    options = {"yes_probability": True} if shape == "yes_no" else {}
+    verdicts = grade_all(served_config(served_judge, request_shape=shape, **options), requests)
     wall_s = time.perf_counter() - started
     graded = [v for v in verdicts if v.ok]
     assert len(graded) >= len(verdicts) - 1, [v.error for v in verdicts]  # worked examples keep answers parseable
