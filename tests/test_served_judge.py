@@ -211,8 +211,13 @@ def test_serve_judge_command_waits_for_the_model_then_stops_the_server_on_sigter
         assert verdict.ok, verdict.error
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-    finally:
-        process.kill()
+    finally:  # also when an assertion failed: SIGTERM lets the command stop its server, a SIGKILL would orphan it
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
     with pytest.raises(httpx.ConnectError):  # the server went down with the command
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
 
