@@ -105,8 +105,7 @@ async def grade_responses(
     try:
         return await asyncio.gather(*(one(r) for r in responses))
     finally:
-        if reward.judge is not None:
-            await reward.judge.aclose()
+        await reward.aclose()
 
 
 def graded_record(response: ResponseToGrade, rubric: Rubric, graded: GradedCompletion) -> dict[str, Any]:

@@ -124,8 +124,7 @@ class RubricPairwiseJudge:
         return result
 
     async def aclose(self) -> None:
-        if self.reward.judge is not None:
-            await self.reward.judge.aclose()
+        await self.reward.aclose()
 
 
 # --- configuration ------------------------------------------------------------------------------------------

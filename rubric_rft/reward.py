@@ -126,6 +126,11 @@ class RubricReward:
         score = rubric.score(satisfied, normalize=self.normalize)
         return GradedCompletion(score, satisfied, probabilities, verdict=verdict)
 
+    async def aclose(self) -> None:
+        """Close the judge's clients on the running event loop (a later grade opens them again)."""
+        if self.judge is not None:
+            await self.judge.aclose()
+
     def batch_metrics(self, graded: Sequence[GradedCompletion], wall_s: float) -> dict[str, float]:
         """Metrics for one batch, named for TRL's `log_metric` (averaged by TRL over a logging step)."""
         verdicts = [g.verdict for g in graded if g.verdict is not None]

@@ -53,6 +53,9 @@ class BTReward:
         """`RubricReward.grade`'s shape, for the monitor; the rubrics are not used."""
         return [GradedCompletion(score) for score in self.score(prompts, completions)]
 
+    async def aclose(self) -> None:
+        """Nothing to close: the model runs in-process. (The same lifecycle as `RubricReward`.)"""
+
     def score(self, prompts: Sequence[Any], completions: Sequence[Any]) -> list[float]:
         """σ(r) for each prompt + completion, in input order."""
         return torch.sigmoid(torch.tensor(self.rewards(prompts, completions), dtype=torch.float64)).tolist()

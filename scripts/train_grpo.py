@@ -178,13 +178,11 @@ def _write_samples(output_dir: str, rows: list[dict], before: list[str], after: 
 
 
 async def _grade_once(reward: RubricReward | BTReward, prompts: list, completions: list[str], rubrics: list):
-    """Grade on a fresh event loop, closing the judge's clients (a rubric reward's) on it before the loop ends."""
+    """Grade on a fresh event loop, closing the reward's clients on it before the loop ends."""
     try:
         return await reward.grade(prompts, completions, rubrics)
     finally:
-        judge = getattr(reward, "judge", None)
-        if judge is not None:
-            await judge.aclose()
+        await reward.aclose()
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from rubric_rft.judges.config import OpenAIJudgeConfig, build_judge, load_judge_
 from rubric_rft.reward import RubricReward
 from rubric_rft.rubric import Criterion, Rubric
 from rubric_rft.serving import DEFAULT_JUDGE_MODEL, ServerNotReady, free_port, judge_server, start_judge_server
+from tests.test_openai_judge import grade
 
 pytestmark = [pytest.mark.slow, pytest.mark.served_judge]
 
@@ -43,18 +44,6 @@ def served_config(served, **options) -> OpenAIJudgeConfig:
     return OpenAIJudgeConfig(**served.judge_config(**{**settings, **options}))
 
 
-def grade_all(config: OpenAIJudgeConfig, requests: list[GradeRequest]):
-    judge = build_judge(config)
-
-    async def run():
-        try:
-            return await asyncio.gather(*(judge.grade(r) for r in requests))
-        finally:
-            await judge.aclose()
-
-    return asyncio.run(run())
-
-
 def test_the_server_answers_under_its_served_name(served_judge):
     listing = httpx.get(f"{served_judge.base_url}/models", timeout=10).json()
     assert [model["id"] for model in listing["data"]] == [DEFAULT_JUDGE_MODEL]
@@ -66,7 +55,7 @@ def test_the_server_answers_under_its_served_name(served_judge):
 
 def test_a_wrong_model_name_fails_at_once_with_the_server_reason(served_judge):
     config = served_config(served_judge, model="some-other-model", max_retries=3)
-    (verdict,) = grade_all(config, [GradeRequest("How do I boil an egg?", ANSWERS[0], CRITERIA)])
+    (verdict,) = grade(build_judge(config), GradeRequest("How do I boil an egg?", ANSWERS[0], CRITERIA))
     assert not verdict.ok and verdict.criteria == {}
     assert "HTTP 400" in verdict.error and "pinned" in verdict.error  # FastAPI's `detail`, which the client drops
     assert verdict.retries == 0  # the request is wrong: asking again cannot help
@@ -78,7 +67,7 @@ def test_each_request_shape_grades_concurrently(served_judge, shape, calls_per_a
     started = time.perf_counter()
     # yes_no also asks for logprobs, which transformers serve ignores: verdicts come back, probabilities do not.
     options = {"yes_probability": True} if shape == "yes_no" else {}
-    verdicts = grade_all(served_config(served_judge, request_shape=shape, **options), requests)
+    verdicts = grade(build_judge(served_config(served_judge, request_shape=shape, **options)), *requests)
     wall_s = time.perf_counter() - started
     graded = [v for v in verdicts if v.ok]
     assert len(graded) >= len(verdicts) - 1, [v.error for v in verdicts]  # worked examples keep answers parseable
@@ -204,10 +193,8 @@ def test_serve_judge_command_waits_for_the_model_then_stops_the_server_on_sigter
         assert any(line.startswith(f"wrote {config_path}") for line in lines)  # the config is written last
         config = load_judge_config(str(config_path))
         assert (config.model, config.base_urls) == ("judge", [f"http://127.0.0.1:{port}/v1"])
-        [verdict] = grade_all(
-            OpenAIJudgeConfig(**{**config.model_dump(), "request_shape": "yes_no", "demonstrations": True}),
-            [GradeRequest("How do I boil an egg?", ANSWERS[0], CRITERIA[:1])],
-        )
+        shown = OpenAIJudgeConfig(**{**config.model_dump(), "request_shape": "yes_no", "demonstrations": True})
+        [verdict] = grade(build_judge(shown), GradeRequest("How do I boil an egg?", ANSWERS[0], CRITERIA[:1]))
         assert verdict.ok, verdict.error
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0

@@ -41,8 +41,8 @@ BEST_DIR = "best_gold"
 class OverOptimizationMonitor(TrainerCallback):
     """Held-out proxy-vs-gold evaluations during training, onset detection, and the actions it triggers.
 
-    `proxy` is the training reward when it is not a rubric (anything with `RubricReward.grade`'s shape, e.g. a
-    `BTReward`); otherwise the proxy is a rubric reward built from `proxy_judge`, the training judge config (None
+    `proxy` is the training reward when it is not a rubric (anything with `RubricReward`'s `grade` and `aclose`, e.g.
+    a `BTReward`); otherwise the proxy is a rubric reward built from `proxy_judge`, the training judge config (None
     for rule-only rubrics). `normalize` matches the training reward's. `start_model_path` holds the starting
     weights, loaded for the KL of a model trained without adapters (a PEFT model is its own reference with
     adapters disabled).
@@ -240,9 +240,9 @@ class OverOptimizationMonitor(TrainerCallback):
                 win_rate = {**result.estimate.as_dict("win_rate"), "win_rate_failures": result.failures}
             return proxy, gold, win_rate
         finally:
-            for judge in (getattr(self.proxy, "judge", None), self.gold.judge if self.gold else None, self.pairwise):
-                if judge is not None:
-                    await judge.aclose()
+            for client in (self.proxy, self.gold, self.pairwise):
+                if client is not None:
+                    await client.aclose()
 
     def _keep_if_best(self, record: dict[str, Any], model, tokenizer) -> None:
         gold = record.get(self._gold_metric())
