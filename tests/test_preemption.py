@@ -190,10 +190,12 @@ trainer = GRPOTrainer(
     train_dataset=Dataset.from_dict({"prompt": [f"Count to {i}." for i in range(8)]}),
 )
 trainer.train(resume_from_checkpoint=None if resume == "none" else resume)
-print(json.dumps({
-    "rank": trainer.accelerator.process_index, "triggered": preemption.triggered, "step": trainer.state.global_step,
-    "received": preemption.received.name if preemption.received else None, "stopped_at": preemption.stopped_at_step,
-}), flush=True)
+# A file per rank: the ranks share one stdout, where their lines can interleave with each other's.
+with open(os.path.join(out, f"report{trainer.accelerator.process_index}.json"), "w") as handle:
+    json.dump({
+        "rank": trainer.accelerator.process_index, "triggered": preemption.triggered, "step": trainer.state.global_step,
+        "received": preemption.received.name if preemption.received else None, "stopped_at": preemption.stopped_at_step,
+    }, handle)
 preemption.exit_if_triggered(trainer.accelerator)
 '''
 
@@ -212,9 +214,14 @@ def launch_two_ranks(driver, out, max_steps, model, resume="none"):
     )
 
 
-def rank_reports(stdout: str) -> dict[int, dict]:
-    reports = [json.loads(line) for line in stdout.splitlines() if line.startswith('{"rank"')]
-    return {r["rank"]: r for r in reports}
+def rank_reports(out) -> dict[int, dict]:
+    """Each rank's report, read and removed so that the next launch writes fresh ones."""
+    reports = {}
+    for path in out.glob("report*.json"):
+        report = json.loads(path.read_text())
+        reports[report["rank"]] = report
+        path.unlink()
+    return reports
 
 
 @pytest.mark.slow
@@ -237,7 +244,7 @@ def test_a_signal_on_one_rank_stops_both_at_the_same_step_and_the_checkpoint_res
             run.kill()
     assert run.returncode != 0, "torchrun reports the main process's exit 75"
     assert "exitcode  : 75" in stderr
-    reports = rank_reports(stdout)
+    reports = rank_reports(out)
     assert set(reports) == {0, 1}, stdout + stderr[-3000:]
     step = reports[1]["stopped_at"]
     assert reports[1]["received"] == "SIGUSR1" and reports[0]["received"] is None
@@ -248,4 +255,6 @@ def test_a_signal_on_one_rank_stops_both_at_the_same_step_and_the_checkpoint_res
     resumed = launch_two_ranks(driver, out, step + 1, tiny_model_path, str(out / f"checkpoint-{step}"))
     stdout, stderr = resumed.communicate(timeout=180)
     assert resumed.returncode == 0, stderr[-3000:]
-    assert all(not r["triggered"] and r["step"] == step + 1 for r in rank_reports(stdout).values())
+    reports = rank_reports(out)
+    assert set(reports) == {0, 1}, stdout + stderr[-3000:]
+    assert all(not r["triggered"] and r["step"] == step + 1 for r in reports.values())
