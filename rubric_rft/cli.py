@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections import Counter
@@ -96,6 +97,19 @@ def _convert(args: argparse.Namespace) -> int:
 def _overopt_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", type=Path, nargs="+", help="output directories of runs trained with `monitor:`")
     parser.add_argument("--out", type=Path, required=True, help="PREFIX: writes PREFIX.png and PREFIX.json")
+    parser.add_argument(
+        "--pattern",
+        type=_regex,
+        help="a regular expression (multiline): also report and plot the share of each step's monitor samples "
+        "that match it, e.g. an artifact the proxy may reward: '^- ' for bulleted lists",
+    )
+
+
+def _regex(text: str) -> re.Pattern:
+    try:
+        return re.compile(text, re.MULTILINE)
+    except re.error as error:
+        raise argparse.ArgumentTypeError(f"not a regular expression: {text!r} ({error})") from error
 
 
 def _overopt_report(args: argparse.Namespace) -> int:
@@ -104,7 +118,7 @@ def _overopt_report(args: argparse.Namespace) -> int:
 
     from rubric_rft.monitor.report import compare_runs
 
-    rows = compare_runs(args.runs, args.out)
+    rows = compare_runs(args.runs, args.out, args.pattern)
     table = Table(title="over-optimization monitor, run by run")
     for column in rows[0]:
         table.add_column(column.replace("_", " "), justify="left" if column == "run" else "right")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -116,16 +117,32 @@ def log_summary(run, summary: dict[str, Any], history: list[dict[str, Any]], sam
             run.log({f"overopt/samples_at_{label.removesuffix('_step')}": table})
 
 
-def compare_runs(run_dirs: list[Path], out_prefix: Path) -> list[dict[str, Any]]:
+def pattern_share(samples_path: Path, pattern: re.Pattern) -> dict[int, float]:
+    """Per evaluated step, the share of the monitor's samples in which `pattern` occurs: whether a policy took up
+    a style or marker (an artifact) that the proxy rewards and the gold ignores."""
+    if not samples_path.exists():
+        raise FileNotFoundError(f"{samples_path}: no monitor samples to search for {pattern.pattern!r}")
+    hits: dict[int, list[bool]] = {}
+    for line in samples_path.read_text().splitlines():
+        sample = json.loads(line)
+        hits.setdefault(sample["step"], []).append(pattern.search(sample["response"]) is not None)
+    return {step: sum(found) / len(found) for step, found in sorted(hits.items())}
+
+
+def compare_runs(run_dirs: list[Path], out_prefix: Path, pattern: re.Pattern | None = None) -> list[dict[str, Any]]:
     """Side by side: each run's proxy and gold over steps in one PNG (onsets marked), a JSON of the key figures,
-    and the rows of the table `rubric-rft overopt-report` prints."""
+    and the rows of the table `rubric-rft overopt-report` prints. With `pattern`, also the share of samples that
+    match it, per step (a second panel) and first and last (`pattern_first`, `pattern_last`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = []
-    figure, axis = plt.subplots(figsize=(8, 4.5))
+    if pattern is None:
+        figure, axis = plt.subplots(figsize=(8, 4.5))
+    else:
+        figure, (axis, share_axis) = plt.subplots(2, 1, figsize=(8, 7), sharex=True, height_ratios=(3, 2))
     for color, run_dir in zip(("tab:red", "tab:blue", "tab:green", "tab:purple"), run_dirs, strict=False):
         summary_path = run_dir / "overopt.json"
         if not summary_path.exists():
@@ -153,11 +170,23 @@ def compare_runs(run_dirs: list[Path], out_prefix: Path) -> list[dict[str, Any]]
             "length_last": last.get("completion_length"),
             "monitor_share": summary.get("monitor_share"),
         })
-    axis.set_xlabel("training step")
+        if pattern is not None:
+            shares = pattern_share(run_dir / "overopt_samples.jsonl", pattern)
+            share_axis.plot(list(shares), list(shares.values()), color=color, marker="o", label=name)
+            rows[-1].update(pattern_first=shares[steps[0]], pattern_last=shares[steps[-1]])
     axis.set_ylabel("held-out score")
     axis.set_title("gold (solid) and proxy (dotted) scores on held-out prompts")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7, loc="best")
+    if pattern is None:
+        axis.set_xlabel("training step")
+    else:
+        share_axis.set_xlabel("training step")
+        share_axis.set_ylabel("share of samples")
+        share_axis.set_ylim(-0.05, 1.05)
+        share_axis.set_title(f"held-out samples that match /{pattern.pattern}/", fontsize=9)
+        share_axis.grid(alpha=0.3)
+        share_axis.legend(fontsize=7, loc="best")
     figure.tight_layout()
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out_prefix.with_suffix(".png"), dpi=120)
