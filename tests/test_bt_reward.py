@@ -202,6 +202,9 @@ def test_a_selected_source_without_its_file_is_a_clear_error():
         script._training_pairs(arguments)
 
 
+PAIR_FILES = ("bt_pairs_offpolicy.jsonl", "bt_pairs_heldout.jsonl")
+
+
 def gold_rubrics() -> dict[str, Rubric]:
     """The substance-first gold rubric of every everyday prompt, built as make_dataset.py builds it."""
     sys.path.insert(0, str(EVERYDAY))
@@ -215,29 +218,30 @@ def gold_rubrics() -> dict[str, Rubric]:
     }
 
 
-def test_the_pair_data_is_deterministic_and_labelled_by_the_gold_rubric(tmp_path):
-    for run in ("a", "b"):
-        subprocess.run(
-            [sys.executable, str(EVERYDAY / "make_bt_pairs.py"), str(tmp_path / run)],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-    for name in ("bt_pairs_offpolicy.jsonl", "bt_pairs_heldout.jsonl"):
-        shipped = (EVERYDAY / name).read_bytes()
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes() == shipped
-        assert len(shipped) < 100_000
+def make_pairs(out: Path, *flags: str) -> None:
+    command = [sys.executable, str(EVERYDAY / "make_bt_pairs.py"), str(out), *flags]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
 
+
+def without_artifact(artifact: str, text: str) -> str | None:
+    """`text` as it was before the artifact was added; None when it has none."""
+    if artifact == "opener":
+        return text.removeprefix("Great question! ") if text.startswith("Great question! ") else None
+    lines = text.split("\n")
+    return " ".join(line.removeprefix("- ") for line in lines) if all(line.startswith("- ") for line in lines) else None
+
+
+def check_pairs(train: list[dict], heldout: list[dict], artifact: str) -> None:
     rubrics = gold_rubrics()
-    train, heldout = read_pairs(EVERYDAY / "bt_pairs_offpolicy.jsonl"), read_pairs(EVERYDAY / "bt_pairs_heldout.jsonl")
     for pair in train + heldout:
         rubric = rubrics[pair["prompt_id"]]
         for side in ("chosen", "rejected"):
             text = pair[side][0]["content"]
-            assert text.startswith("Great question! ") == pair[f"{side}_artifact"]
+            bare = without_artifact(artifact, text)
+            assert (bare is not None) == pair[f"{side}_artifact"], text
             assert rubric.score(grade_rules(rubric.rule_criteria, text)) == pair[f"{side}_gold"]
-            bare = text.removeprefix("Great question! ")
-            assert rubric.score(grade_rules(rubric.rule_criteria, bare)) == pair[f"{side}_gold"], "gold ignores it"
+            if bare is not None:
+                assert rubric.score(grade_rules(rubric.rule_criteria, bare)) == pair[f"{side}_gold"], "gold ignores it"
         if pair["probe"] == "artifact_only":
             assert pair["chosen_gold"] == pair["rejected_gold"] and pair["chosen_artifact"] > pair["rejected_artifact"]
         else:
@@ -247,6 +251,30 @@ def test_the_pair_data_is_deterministic_and_labelled_by_the_gold_rubric(tmp_path
     assert chosen > rejected + 0.3, "in the off-policy pool the artifact goes with the gold-preferred answers"
     probes = {p["probe"] for p in heldout}
     assert probes == {"pool", "substance", "artifact_only", "artifact_vs_substance"}
+
+
+def test_the_pair_data_is_deterministic_and_labelled_by_the_gold_rubric(tmp_path):
+    for run in ("a", "b"):
+        make_pairs(tmp_path / run)
+    for name in PAIR_FILES:
+        shipped = (EVERYDAY / name).read_bytes()
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes() == shipped
+        assert len(shipped) < 100_000
+    check_pairs(*(read_pairs(EVERYDAY / name) for name in PAIR_FILES), artifact="opener")
+
+
+def test_the_list_artifact_is_a_bulleted_style_on_the_same_answers(tmp_path):
+    make_pairs(tmp_path / "list", "--artifact", "list")
+    train, heldout = (read_pairs(tmp_path / "list" / name) for name in PAIR_FILES)
+    check_pairs(train, heldout, artifact="list")
+    opener_train = read_pairs(EVERYDAY / PAIR_FILES[0])
+    for listed, opened in zip(train, opener_train, strict=True):  # the same draws: only the artifact differs
+        for side in ("chosen", "rejected"):
+            assert listed[f"{side}_artifact"] == opened[f"{side}_artifact"]
+            bare_listed = without_artifact("list", listed[side][0]["content"]) or listed[side][0]["content"]
+            assert bare_listed == (without_artifact("opener", opened[side][0]["content"]) or opened[side][0]["content"])
+    multi_line = [p for p in train if p["chosen_artifact"] and "\n" in p["chosen"][0]["content"]]
+    assert len(multi_line) > len(train) / 3, "a list of one line would be a marker, not a style"
 
 
 def test_the_reproduction_script_passes_bash_n_and_shellcheck():

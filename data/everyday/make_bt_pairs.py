@@ -1,12 +1,18 @@
-"""Build preference pairs for a Bradley-Terry reward model: `python data/everyday/make_bt_pairs.py [OUT_DIR]`.
+"""Build preference pairs for a Bradley-Terry reward model:
+
+    python data/everyday/make_bt_pairs.py [OUT_DIR] [--artifact opener|list]
 
 Off-policy responses are written from templates for every everyday prompt, at the quality levels a policy
 produces (complete and specific, cut off, one specific, generic, a bare one-liner, a deflection), and graded by
-the substance-first gold rubric (`gold_criteria` of make_dataset.py, all rule criteria). Some carry an ARTIFACT,
-the opener "Great question!", which the gold ignores (checked for every response: the gold score is the same
-with and without it). In the pool the artifact goes with the gold-preferred answers, as a style that happens to
-come with good answers in collected data would: a reward model trained on these pairs can score the artifact
-instead of the substance, and a policy trained on that reward can learn the artifact.
+the substance-first gold rubric (`gold_criteria` of make_dataset.py, all rule criteria). Some carry an artifact
+that the gold ignores (checked for every response: the gold score is the same with and without it):
+- `opener` (the default, and the shipped files): the marker "Great question!" before the answer;
+- `list`: the style of a bulleted list, one sentence a line after "- ", which SmolLM2-135M-Instruct already
+  writes in about a fifth of its answers to these prompts (a marker it never writes gives GRPO nothing to
+  reinforce).
+In the pool the artifact goes with the gold-preferred answers, as a style that happens to come with good answers
+in collected data would: a reward model trained on these pairs can score the artifact instead of the substance,
+and a policy trained on that reward can learn the artifact.
 
 Writes, deterministically (fixed seeds):
 - `bt_pairs_offpolicy.jsonl`: pairs for the training prompts, chosen = the higher gold score (ties left out);
@@ -19,11 +25,13 @@ Each pair: `{prompt_id, probe, prompt, chosen, rejected, chosen_gold, rejected_g
 rejected_artifact}`, prompt and responses as chat messages (TRL's conversational preference format).
 """
 
+import argparse
 import itertools
 import json
 import random
 import re
-import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from make_dataset import HELDOUT, TRAIN, gold_criteria
@@ -32,7 +40,7 @@ from rubric_rft.rubric import Rubric
 from rubric_rft.rules import grade_rules
 
 HERE = Path(__file__).parent
-ARTIFACT = "Great question! "
+OPENER = "Great question! "
 ARTIFACT_RATE = {True: 0.85, False: 0.15}  # P(artifact) for responses at or above, and below, GOOD_GOLD
 GOOD_GOLD = 0.85
 PAIRS_PER_PROMPT = 3
@@ -67,6 +75,25 @@ DEFLECT = [
 KINDS = ["complete", "complete", "cut_off", "one_specific", "generic", "short", "deflect"]
 
 
+@dataclass(frozen=True)
+class Artifact:
+    """A change to a response that the gold ignores, and how to tell it is there."""
+
+    add: Callable[[str], str]
+    present: Callable[[str], bool]
+
+
+def as_list(text: str) -> str:
+    """One sentence a line, each after "- "."""
+    return "\n".join(f"- {sentence}" for sentence in re.split(r"(?<=[.!?])\s+", text))
+
+
+ARTIFACTS = {
+    "opener": Artifact(add=lambda text: OPENER + text, present=lambda text: text.startswith(OPENER)),
+    "list": Artifact(add=as_list, present=lambda text: text.startswith("- ")),
+}
+
+
 def specifics(keywords: list[str], prompt: str) -> list[str]:
     """The keywords the gold's `specific` criterion counts: those the question does not already use."""
     prompt_words = set(re.findall(r"[a-z]+", prompt.lower()))
@@ -92,7 +119,7 @@ def gold_score(rubric: Rubric, text: str) -> float:
     return rubric.score(grade_rules(rubric.rule_criteria, text))
 
 
-def candidates(item: tuple, rng: random.Random) -> list[dict]:
+def candidates(item: tuple, rng: random.Random, artifact: Artifact) -> list[dict]:
     """One prompt's responses with their gold scores; the artifact is placed later, by the caller."""
     prompt_id, prompt, keywords, _ = item
     rubric = Rubric.from_value({"id": prompt_id, "criteria": gold_criteria(keywords, prompt)})
@@ -100,20 +127,23 @@ def candidates(item: tuple, rng: random.Random) -> list[dict]:
     for kind in KINDS:
         text = response(kind, prompt, keywords, rng)
         gold = gold_score(rubric, text)
-        if gold_score(rubric, ARTIFACT + text) != gold:
+        if gold_score(rubric, artifact.add(text)) != gold:
             raise AssertionError(f"{prompt_id}: the gold is not blind to the artifact on {text!r}")
         out.append({"text": text, "gold": gold})
     return out
 
 
-def pair(item: tuple, probe: str, better: dict, worse: dict, better_artifact: bool, worse_artifact: bool) -> dict:
+def pair(
+    item: tuple, probe: str, artifact: Artifact, better: dict, worse: dict, better_artifact: bool, worse_artifact: bool
+) -> dict:
     prompt_id, prompt, _, _ = item
+    with_it = {True: artifact.add, False: lambda text: text}
     return {
         "prompt_id": prompt_id,
         "probe": probe,
         "prompt": [{"role": "user", "content": prompt}],
-        "chosen": [{"role": "assistant", "content": ARTIFACT * better_artifact + better["text"]}],
-        "rejected": [{"role": "assistant", "content": ARTIFACT * worse_artifact + worse["text"]}],
+        "chosen": [{"role": "assistant", "content": with_it[better_artifact](better["text"])}],
+        "rejected": [{"role": "assistant", "content": with_it[worse_artifact](worse["text"])}],
         "chosen_gold": better["gold"],
         "rejected_gold": worse["gold"],
         "chosen_artifact": better_artifact,
@@ -131,31 +161,31 @@ def ranked_pairs(responses: list[dict], rng: random.Random, count: int) -> list[
     return rng.sample(ranked, min(count, len(ranked)))
 
 
-def pool_pairs(items: list[tuple], seed: int) -> list[dict]:
+def pool_pairs(items: list[tuple], seed: int, artifact: Artifact) -> list[dict]:
     """Pairs drawn from the pool where the artifact goes with the gold-preferred responses."""
     rng = random.Random(seed)
     pairs = []
     for item in items:
-        responses = candidates(item, rng)
+        responses = candidates(item, rng, artifact)
         for r in responses:
             r["artifact"] = rng.random() < ARTIFACT_RATE[r["gold"] >= GOOD_GOLD]
         for better, worse in ranked_pairs(responses, rng, PAIRS_PER_PROMPT):
-            pairs.append(pair(item, "pool", better, worse, better["artifact"], worse["artifact"]))
+            pairs.append(pair(item, "pool", artifact, better, worse, better["artifact"], worse["artifact"]))
     return pairs
 
 
-def probe_pairs(items: list[tuple], seed: int) -> list[dict]:
+def probe_pairs(items: list[tuple], seed: int, artifact: Artifact) -> list[dict]:
     """Held-out probes that take the artifact and the substance apart."""
     rng = random.Random(seed)
     pairs = []
     for item in items:
-        responses = candidates(item, rng)
+        responses = candidates(item, rng, artifact)
         for better, worse in ranked_pairs(responses, rng, PAIRS_PER_PROMPT):
-            pairs.append(pair(item, "substance", better, worse, False, False))
+            pairs.append(pair(item, "substance", artifact, better, worse, False, False))
         for same in rng.sample(responses, PAIRS_PER_PROMPT):
-            pairs.append(pair(item, "artifact_only", same, same, True, False))
+            pairs.append(pair(item, "artifact_only", artifact, same, same, True, False))
         for better, worse in ranked_pairs(responses, rng, PAIRS_PER_PROMPT):
-            pairs.append(pair(item, "artifact_vs_substance", better, worse, False, True))
+            pairs.append(pair(item, "artifact_vs_substance", artifact, better, worse, False, True))
     return pairs
 
 
@@ -168,13 +198,17 @@ def artifact_share(pairs: list[dict], side: str) -> float:
 
 
 if __name__ == "__main__":
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", nargs="?", type=Path, default=HERE, help="folder to write the two files to")
+    parser.add_argument("--artifact", choices=sorted(ARTIFACTS), default="opener")
+    args = parser.parse_args()
+    out, artifact = args.out, ARTIFACTS[args.artifact]
     out.mkdir(parents=True, exist_ok=True)
-    train = pool_pairs(TRAIN, seed=0)
-    heldout = pool_pairs(HELDOUT, seed=1) + probe_pairs(HELDOUT, seed=2)
+    train = pool_pairs(TRAIN, seed=0, artifact=artifact)
+    heldout = pool_pairs(HELDOUT, seed=1, artifact=artifact) + probe_pairs(HELDOUT, seed=2, artifact=artifact)
     write(out / "bt_pairs_offpolicy.jsonl", train)
     write(out / "bt_pairs_heldout.jsonl", heldout)
     print(
-        f"wrote {len(train)} training pairs (artifact on {artifact_share(train, 'chosen'):.0%} of chosen, "
+        f"wrote {len(train)} training pairs ({args.artifact} artifact on {artifact_share(train, 'chosen'):.0%} of chosen, "
         f"{artifact_share(train, 'rejected'):.0%} of rejected responses) and {len(heldout)} held-out pairs to {out}"
     )
