@@ -31,7 +31,6 @@ import json
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from make_dataset import HELDOUT, TRAIN, gold_criteria
@@ -75,12 +74,7 @@ DEFLECT = [
 KINDS = ["complete", "complete", "cut_off", "one_specific", "generic", "short", "deflect"]
 
 
-@dataclass(frozen=True)
-class Artifact:
-    """A change to a response that the gold ignores, and how to tell it is there."""
-
-    add: Callable[[str], str]
-    present: Callable[[str], bool]
+Artifact = Callable[[str], str]  # a response with the artifact added
 
 
 def as_list(text: str) -> str:
@@ -88,10 +82,7 @@ def as_list(text: str) -> str:
     return "\n".join(f"- {sentence}" for sentence in re.split(r"(?<=[.!?])\s+", text))
 
 
-ARTIFACTS = {
-    "opener": Artifact(add=lambda text: OPENER + text, present=lambda text: text.startswith(OPENER)),
-    "list": Artifact(add=as_list, present=lambda text: text.startswith("- ")),
-}
+ARTIFACTS: dict[str, Artifact] = {"opener": lambda text: OPENER + text, "list": as_list}
 
 
 def specifics(keywords: list[str], prompt: str) -> list[str]:
@@ -127,7 +118,7 @@ def candidates(item: tuple, rng: random.Random, artifact: Artifact) -> list[dict
     for kind in KINDS:
         text = response(kind, prompt, keywords, rng)
         gold = gold_score(rubric, text)
-        if gold_score(rubric, artifact.add(text)) != gold:
+        if gold_score(rubric, artifact(text)) != gold:
             raise AssertionError(f"{prompt_id}: the gold is not blind to the artifact on {text!r}")
         out.append({"text": text, "gold": gold})
     return out
@@ -137,7 +128,7 @@ def pair(
     item: tuple, probe: str, artifact: Artifact, better: dict, worse: dict, better_artifact: bool, worse_artifact: bool
 ) -> dict:
     prompt_id, prompt, _, _ = item
-    with_it = {True: artifact.add, False: lambda text: text}
+    with_it = {True: artifact, False: lambda text: text}
     return {
         "prompt_id": prompt_id,
         "probe": probe,
