@@ -52,7 +52,7 @@ def resolve_model(name_or_path: str) -> str:
     if local.is_dir():
         return _found(name_or_path, local, "local folder")
     if name_or_path == TINY_MODEL_ID:
-        return _found(name_or_path, _built(cache_dir() / "tiny-llama", build_tiny_model), "tiny test model")
+        return _found(name_or_path, _built(cache_dir() / "tiny-llama-hd32", build_tiny_model), "tiny test model")
     snapshot = _from_hub_cache(name_or_path)
     if snapshot is not None:
         return _found(name_or_path, snapshot, "Hugging Face cache")
@@ -193,8 +193,8 @@ def build_tiny_model(folder: Path, seed: int = 0) -> None:
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        num_attention_heads=2,  # head_dim 32: the smallest vLLM's CPU attention kernels take
+        num_key_value_heads=2,
         max_position_embeddings=max_positions,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,

@@ -35,6 +35,7 @@ from rubric_rft.preemption import CheckpointOnSignal
 from rubric_rft.reward import RubricReward
 from rubric_rft.reward_config import BTRewardConfig, load_reward_config
 from rubric_rft.reward_model import BTReward
+from rubric_rft.rollouts import RolloutSettingsError, check_rollout_settings, use_cpu_weight_reload
 from rubric_rft.rubric import write_json_records
 from rubric_rft.sampling import generate_answers
 from rubric_rft.tracking import MetricsJsonlCallback, configure_wandb, log_samples_to_wandb
@@ -66,6 +67,7 @@ class RubricArguments:
 
 def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: ModelConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    check_rollout_settings(training_args)  # before anything loads: vLLM server mode needs CUDA
     _use_every_cpu_core(training_args)
     preemption = CheckpointOnSignal()  # SIGUSR1/SIGTERM: checkpoint at the end of the step, then stop
     preemption.install()  # now: a signal that comes while models and data load is kept, not lost
@@ -86,6 +88,7 @@ def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: Mo
         peft_config=get_peft_config(model_args),
         callbacks=callbacks,
     )
+    use_cpu_weight_reload(trainer)  # colocated vLLM on the CPU: weights reach it through vLLM's own reload
     checkpoint = _checkpoint_to_resume(training_args)
     if monitor is not None and checkpoint is not None:
         monitor.restore(checkpoint)
@@ -190,4 +193,7 @@ if __name__ == "__main__":
     if "--config" not in argv:
         argv = ["--config", str(DEFAULT_CONFIG), *argv]
     parser = TrlParser((RubricArguments, GRPOConfig, ModelConfig))
-    main(*parser.parse_args_and_config(args=argv))
+    try:
+        main(*parser.parse_args_and_config(args=argv))
+    except RolloutSettingsError as exc:
+        sys.exit(f"error: {exc}")

@@ -1,0 +1,100 @@
+"""GRPO step time with rollouts from `model.generate` and from colocated vLLM, side by side in one run.
+
+    python benchmarks/rollout_engines.py                 # SmolLM2-135M-Instruct + LoRA, 8 x 64 tokens, 8 steps each
+    python benchmarks/rollout_engines.py --steps 12 --rounds 2 --compile
+
+Each engine trains the CPU default (configs/cpu_default.yaml: SmolLM2 with LoRA r=16, 8 completions of up to 64
+tokens a step, a rules-only rubric) through scripts/train_grpo.py in a fresh process, with the same seed; the rounds
+alternate the engines so that a slow spell of a shared machine falls on both. The step times are TRL's own
+(`step_time` in the log history). vLLM's first step also traces (and with --compile, compiles) the model, so it is
+reported apart as warm-up; the steady state is the mean of the later steps. The last line is
+`vllm_speedup: X` = generate's steady step time / vLLM's (above 1: vLLM is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VLLM_FLAGS = ["--use_vllm", "true", "--vllm_mode", "colocate"]  # the rest as configs/cpu_vllm.yaml has it
+ENGINES = {
+    "generate": ([], {}),
+    "vllm": (VLLM_FLAGS, {"VLLM_CPU_CI_ENV": "1"}),  # vLLM's switch for dynamo + eager instead of inductor
+    "vllm (inductor)": (VLLM_FLAGS, {"VLLM_CPU_CI_ENV": "0"}),
+}
+
+
+@dataclass
+class Run:
+    engine: str
+    wall_s: float
+    step_times: list[float]
+
+    @property
+    def steady_s(self) -> float:
+        return statistics.mean(self.step_times[1:])
+
+    @property
+    def startup_s(self) -> float:
+        """Everything that is not a training step: imports, model and engine load, saving."""
+        return self.wall_s - sum(self.step_times)
+
+
+def train(engine: str, steps: int, workdir: Path) -> Run:
+    flags, env = ENGINES[engine]
+    output_dir = workdir / engine.replace(" ", "_").strip("()")
+    command = [
+        sys.executable, str(ROOT / "scripts" / "train_grpo.py"), "--config", str(ROOT / "configs" / "cpu_vllm.yaml"),
+        *flags, "--max_steps", str(steps), "--output_dir", str(output_dir), "--report_to", "none",
+        "--num_samples", "0", "--save_strategy", "no",
+    ]
+    if engine == "generate":
+        command += ["--use_vllm", "false"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+    wall_s = time.perf_counter() - started
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    return Run(engine, wall_s, [entry["step_time"] for entry in history if "step_time" in entry])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=8, help="GRPO steps per run (the first is warm-up)")
+    parser.add_argument("--rounds", type=int, default=1, help="runs per engine, alternating")
+    parser.add_argument("--compile", action="store_true", help="also vLLM with inductor compilation (minutes)")
+    args = parser.parse_args()
+    engines = [name for name in ENGINES if args.compile or name != "vllm (inductor)"]
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for round_index in range(args.rounds):
+            for engine in engines:
+                run = train(engine, args.steps, Path(workdir) / str(round_index))
+                runs.append(run)
+                steps = " ".join(f"{t:.1f}" for t in run.step_times)
+                print(f"{engine:16s} round {round_index}: step times (s) {steps}", flush=True)
+    print(f"\n{'engine':16s} {'start-up s':>10s} {'first step s':>12s} {'steady step s':>13s} {'wall s':>7s}")
+    steady = {}
+    for engine in engines:
+        mine = [run for run in runs if run.engine == engine]
+        steady[engine] = statistics.mean(run.steady_s for run in mine)
+        print(
+            f"{engine:16s} {statistics.mean(r.startup_s for r in mine):10.1f} "
+            f"{statistics.mean(r.step_times[0] for r in mine):12.1f} {steady[engine]:13.2f} "
+            f"{statistics.mean(r.wall_s for r in mine):7.1f}"
+        )
+    if "vllm (inductor)" in steady:
+        print(f"vllm_inductor_speedup: {steady['generate'] / steady['vllm (inductor)']:.2f}")
+    print(f"vllm_speedup: {steady['generate'] / steady['vllm']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
