@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from rubric_rft.rubric import describe_validation_error
+from rubric_rft.rubric import describe_validation_error, parse_json
 
 
 def read_mapping(value: str | dict[str, Any], what: str) -> tuple[dict[str, Any], str]:
@@ -20,7 +20,7 @@ def read_mapping(value: str | dict[str, Any], what: str) -> tuple[dict[str, Any]
         text = value.strip()
         if text.startswith("{"):
             try:
-                value = json.loads(text)
+                value = parse_json(text)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{what}: not valid JSON: {exc}") from None
         else:

@@ -45,6 +45,7 @@ from rubric_rft.rubric import (
     _drop_nulls,
     describe_validation_error,
     iter_json_records,
+    parse_json,
 )
 
 PitfallPhrasing = Literal["mentions", "avoids"]
@@ -151,7 +152,7 @@ class _DatasetRow(_Lenient):
     def _parse(cls, value: Any) -> Any:
         if isinstance(value, str):
             try:
-                value = json.loads(value)
+                value = parse_json(value)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"rubric text is not valid JSON: {exc.msg}") from None
         return _drop_nulls(value)

@@ -210,7 +210,7 @@ class Rubric(_Strict):
         if isinstance(value, Rubric):
             return value
         if isinstance(value, str):
-            value = json.loads(value)
+            value = parse_json(value)
         return cls.model_validate(_drop_nulls(value))
 
 
@@ -265,6 +265,34 @@ def write_json_records(records: list[dict[str, Any]], path: str | Path) -> None:
         path.write_text("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
+MAX_JSON_DEPTH = 64  # a rubric, a dataset row or a config is a few levels deep
+
+
+def parse_json(text: str) -> Any:
+    """`json.loads` for records and configs. A document nested deeper than `MAX_JSON_DEPTH` is invalid JSON here
+    (a `json.JSONDecodeError`, which callers turn into file:line messages): Python's parser, and every recursive
+    walk after it, would otherwise end in a `RecursionError`."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        value = None
+    else:
+        if _depth_at_most(value, MAX_JSON_DEPTH):
+            return value
+    raise json.JSONDecodeError(f"nested more than {MAX_JSON_DEPTH} levels deep", text, 0)
+
+
+def _depth_at_most(value: Any, limit: int) -> bool:
+    """Whether `value` nests at most `limit` objects and arrays; a walk without recursion."""
+    level = [value]
+    for _ in range(limit + 1):
+        level = [child for item in level if isinstance(item, (dict, list))
+                 for child in (item.values() if isinstance(item, dict) else item)]
+        if not level:
+            return True
+    return False
+
+
 def iter_json_records(path: Path):
     """Yield `(location, record)` for each record of a JSON or JSONL file; `location` is `file:line` for JSONL.
 
@@ -274,7 +302,7 @@ def iter_json_records(path: Path):
         raise RubricFileError(f"{path}: no such file")
     if path.suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = parse_json(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError:
             raise RubricFileError(f"{path}: not UTF-8 text") from None
         except json.JSONDecodeError as exc:
@@ -290,7 +318,7 @@ def iter_json_records(path: Path):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = parse_json(line)
             except json.JSONDecodeError as exc:
                 raise RubricFileError(f"{path}:{line_number}: invalid JSON: {exc.msg}") from None
             if not isinstance(record, dict):

@@ -89,6 +89,25 @@ def test_validate_reports_unreadable_files(tmp_path, capsys, content, expected):
     assert capsys.readouterr().err == f"{path}{expected}\n"
 
 
+GOOD_RUBRIC = '{"id": "r", "criteria": [{"id": "c", "text": "Answers.", "weight": 1}]}'
+
+
+@pytest.mark.parametrize(
+    ("name", "bad_line"),
+    [
+        ("past the parser", '{"a": ' * 5000 + "1" + "}" * 5000),  # RecursionError inside json itself
+        ("parsed, then walked", '{"prompt_id": "p", "prompt": "Hi", "rubric": {"id": "r", "criteria": [{"id": "c", '
+         '"text": "Answers.", "weight": 1}], "meta": ' + '{"a": ' * 980 + "1" + "}" * 980 + "}}"),
+        ("an array", "[" * 100_000 + "]" * 100_000),
+    ],
+)
+def test_validate_reports_a_deeply_nested_line_as_invalid_json_at_its_line(tmp_path, capsys, name, bad_line):
+    path = tmp_path / "deep.jsonl"
+    path.write_text(f"{GOOD_RUBRIC}\n{bad_line}\n")
+    assert main(["validate", str(path)]) == 1
+    assert capsys.readouterr().err == f"{path}:2: invalid JSON: nested more than 64 levels deep\n"
+
+
 def test_validate_reports_missing_files_and_directories(tmp_path, capsys):
     assert main(["validate", str(tmp_path / "absent.jsonl")]) == 1
     assert capsys.readouterr().err == f"{tmp_path / 'absent.jsonl'}: no such file\n"

@@ -22,7 +22,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from rubric_rft.data import render_prompt
 from rubric_rft.formats import Key, Prompt, _prompt_key, read_records
-from rubric_rft.rubric import Rubric, RubricFileError, describe_validation_error, iter_json_records
+from rubric_rft.rubric import Rubric, RubricFileError, describe_validation_error, iter_json_records, parse_json
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def read_appended(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = parse_json(line)
         except json.JSONDecodeError as exc:
             if number == len(lines):  # no newline after it: cut off mid-write
                 break
