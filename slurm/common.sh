@@ -171,6 +171,32 @@ finish() {
   exit "$rc"
 }
 
+# rollout_server_command MODEL HOST PORT TP: sets ROLLOUT_SERVER_CMD to the vLLM server that generates the policy's
+# rollouts, tensor-parallel over TP GPUs, with ROLLOUT_GPU_MEMORY_UTILIZATION (0.9) and ROLLOUT_MAX_MODEL_LEN (4096)
+# from the environment; run it with CUDA_VISIBLE_DEVICES set, or as an srun step. It is vLLM's own `vllm serve`, as
+# TRL 1.16 documents it (it deprecates `trl vllm-serve`, which now only runs this command):
+#   * VLLM_SERVER_DEV_MODE=1 exposes the weight-transfer and /reset_prefix_cache endpoints TRL's client calls;
+#   * --weight-transfer-config: the NCCL engine that loads the policy's weights after every step;
+#   * --logprobs-mode processed_logprobs: logprobs after temperature scaling, which TRL's importance-sampling
+#     correction compares with the trainer's; --max-logprobs -1: no cap on logprobs per token.
+# TRL adds --enable-scale-out too on vLLM >= 0.30: only multimodal prompts use what it enables.
+ROLLOUT_SERVER_CMD=()
+rollout_server_command() {
+  local model="$1" host="$2" port="$3" tp="$4"
+  [[ -n "$model" ]] || die "no model for the rollout server"
+  # shellcheck disable=SC2034 # run by the sbatch scripts
+  ROLLOUT_SERVER_CMD=(
+    env VLLM_SERVER_DEV_MODE=1 vllm serve "$model"
+    --host "$host" --port "$port"
+    --tensor-parallel-size "$tp"
+    --gpu-memory-utilization "${ROLLOUT_GPU_MEMORY_UTILIZATION:-0.9}"
+    --max-model-len "${ROLLOUT_MAX_MODEL_LEN:-4096}"
+    --weight-transfer-config '{"backend": "nccl"}'
+    --logprobs-mode processed_logprobs
+    --max-logprobs -1
+  )
+}
+
 # start_judge_replicas MODEL HOST FIRST_PORT TP LOG_PREFIX GPU...: one `vllm serve` of the judge MODEL per TP of
 # the GPUs given, on ports FIRST_PORT, FIRST_PORT+1, ...; appends their pids to SERVER_PIDS and their base URLs
 # (http://HOST:PORT/v1) to JUDGE_BASE_URLS. A judge needs its own plain `vllm serve`: the rollout server's

@@ -1,15 +1,19 @@
 """The scale path's files, checked as far as a CPU machine allows: shell and Dockerfile lint, config parsing with
 the trainer's own parsers, the Slurm scripts run end to end against stand-ins for Slurm, vLLM and the launcher
-(GPU split, health waits, overrides passed to the trainer, signal forwarding, requeue, resume), and the clear
-error that `use_vllm` gives without vLLM."""
+(GPU split, the servers' command lines as vLLM's own parser reads them, the rollout server's against TRL's,
+health waits, overrides passed to the trainer, signal forwarding, requeue, resume), and the clear error that
+`use_vllm` gives without vLLM."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
+import io
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -228,7 +232,8 @@ import http.server, json, os, sys
 name, args = sys.argv[1], sys.argv[2:]
 port = int(args[args.index("--port") + 1]) if "--port" in args else 8000
 record = {"argv": args, "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
-          "has_api_key": bool(os.environ.get("VLLM_API_KEY"))}
+          "has_api_key": bool(os.environ.get("VLLM_API_KEY")),
+          "dev_mode": os.environ.get("VLLM_SERVER_DEV_MODE") == "1"}
 with open(os.path.join(os.environ["STUB_LOG"], f"{name}-{port}.json"), "w") as handle:
     json.dump(record, handle)
 
@@ -349,7 +354,7 @@ def ports_closed(*ports: int, within_s: float = 10.0) -> bool:
 
 class SlurmStandIn:
     """A submit directory (the repository's files linked in) and PATH stand-ins for srun, scontrol, nvidia-smi,
-    trl, vllm and accelerate, recording what they were asked to do under `log`."""
+    vllm and accelerate, recording what they were asked to do under `log`."""
 
     def __init__(self, root: Path) -> None:
         self.submit = root / "submit"
@@ -362,7 +367,6 @@ class SlurmStandIn:
         (root / "server.py").write_text(textwrap.dedent(SERVER_STUB))
         (root / "worker.py").write_text(textwrap.dedent(WORKER_STUB))
         self.stub_dir = root
-        self._script("trl", f'#!/bin/sh\nexec python "{root}/server.py" trl "$@"\n')
         self._script("vllm", f'#!/bin/sh\nexec python "{root}/server.py" vllm "$@"\n')
         self._script("accelerate", LAUNCHER_STUB)
         self._script("srun", SRUN_STUB)
@@ -375,7 +379,7 @@ class SlurmStandIn:
         path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
     def env(self, **settings: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "WANDB_", "CUDA_VISIBLE"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "WANDB_", "CUDA_VISIBLE", "VLLM_"))}
         env.update(
             PATH=f"{self.bin}:{env['PATH']}", SLURM_SUBMIT_DIR=str(self.submit), STUB_LOG=str(self.log),
             STUB_DIR=str(self.stub_dir), HEALTH_POLL_S="0.2", SERVER_TIMEOUT="60",
@@ -424,6 +428,55 @@ def help_flags(command: list[str]) -> set[str]:
     return set(re.findall(r"--[a-zA-Z0-9_-]+", text))
 
 
+@pytest.fixture(scope="session")
+def vllm_serve_parser():
+    """vLLM's own `vllm serve` argument parser, built once: importing vLLM takes ~10 s."""
+    pytest.importorskip("vllm", reason="the servers' command lines are checked with vLLM's own parser")
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    return make_arg_parser(FlexibleArgumentParser())
+
+
+def vllm_serve_args(parser, argv: list[str]):
+    """What `vllm serve` makes of `argv` (what follows `vllm`): an unknown flag or a bad value fails the test."""
+    assert argv[0] == "serve", argv
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            return parser.parse_args(argv[1:])
+    except SystemExit:
+        pytest.fail(f"vllm serve {shlex.join(argv[1:])}\n{errors.getvalue().strip().splitlines()[-1]}")
+
+
+# What the rollout server leaves to vLLM although `trl vllm-serve` sets it, and why.
+LEFT_TO_VLLM = {
+    "enable_scale_out": "TRL adds it on vLLM >= 0.30 for multimodal prompts only; older vLLMs lack the flag",
+    "model_impl": "`trl vllm-serve`'s own default (vllm); TRL's documented command leaves it to vLLM (auto)",
+}
+
+
+def check_rollout_server(parser, record: dict, model: str, **settings) -> None:
+    """The rollout server runs in vLLM's dev mode, and vLLM reads its command line as it reads the one the installed
+    TRL's deprecated `trl vllm-serve` runs (build_command) for the same settings, but for LEFT_TO_VLLM: so every flag
+    TRL imposes is there, with TRL's value."""
+    from trl.scripts.vllm_serve import ScriptArguments, build_command
+
+    assert record["dev_mode"], "VLLM_SERVER_DEV_MODE=1 exposes the endpoints TRL's client calls"
+    ours = vllm_serve_args(parser, record["argv"])
+    trl_command = build_command(ScriptArguments(model=model, **settings))
+    theirs = vllm_serve_args(parser, trl_command[trl_command.index("serve") :])
+    differ = {dest: (getattr(ours, dest), trl) for dest, trl in vars(theirs).items() if getattr(ours, dest) != trl}
+    assert differ.keys() <= LEFT_TO_VLLM.keys(), f"(ours, trl vllm-serve's): {differ}"
+
+
+def check_judge_replica(parser, record: dict, model: str) -> None:
+    """A judge replica: a plain `vllm serve` of the judge (no dev mode), named as the trainer's requests name it."""
+    assert not record["dev_mode"], "dev mode is for the rollout server only"
+    args = vllm_serve_args(parser, record["argv"])
+    assert args.model_tag == model and args.served_model_name == [model] and args.enable_prefix_caching
+
+
 def training_argv(accelerate_record: dict) -> tuple[list[str], list[str]]:
     """(accelerate launch's own arguments, scripts/train_grpo.py's arguments)."""
     argv = accelerate_record["argv"]
@@ -438,8 +491,9 @@ def slurm(tmp_path):
 
 
 @pytest.mark.slow
-def test_single_node_script_splits_gpus_forwards_usr1_requeues_and_resumes(slurm):
-    rollout_port, judge_port = free_ports(1), free_ports(2)
+def test_single_node_script_splits_gpus_forwards_usr1_requeues_and_resumes(slurm, request):
+    rollout_port = free_ports(3)
+    judge_port = rollout_port + 1
     config = yaml.safe_load((ROOT / "configs/gpu/zero3_vllm_server.yaml").read_text())
     env = slurm.env(
         SLURM_JOB_ID="4242", SLURM_JOB_NAME="rft", STUB_GPUS="8", STUB_WORKER_WAIT="60",
@@ -453,10 +507,9 @@ def test_single_node_script_splits_gpus_forwards_usr1_requeues_and_resumes(slurm
     assert ports_closed(rollout_port, judge_port, judge_port + 1), "servers stopped on exit"
 
     # GPU split: 0 rollouts, 1-2 judge replicas, 3-7 training
-    rollout = slurm.record(f"trl-{rollout_port}.json")
-    assert rollout["argv"][0] == "vllm-serve" and rollout["cuda"] == "0"
-    assert rollout["argv"][rollout["argv"].index("--model") + 1] == config["model_name_or_path"]
-    assert flags_in(rollout["argv"]) <= help_flags(["trl", "vllm-serve", "--help"])
+    rollout = slurm.record(f"vllm-{rollout_port}.json")
+    assert rollout["argv"][:2] == ["serve", config["model_name_or_path"]] and rollout["cuda"] == "0"
+    assert rollout["dev_mode"]
     judges = [slurm.record(f"vllm-{judge_port + i}.json") for i in range(2)]
     assert [j["cuda"] for j in judges] == ["1", "2"] and not any(j["has_api_key"] for j in judges)
     for judge in judges:
@@ -491,6 +544,13 @@ def test_single_node_script_splits_gpus_forwards_usr1_requeues_and_resumes(slurm
     assert train_args[-2:] == ["--resume_from_checkpoint", "true"]
     assert parse_training_args(train_args)[1].resume_from_checkpoint == "true"
 
+    # the servers' command lines, as vLLM reads them (last: without vLLM installed, the test stops here, skipped)
+    parser = request.getfixturevalue("vllm_serve_parser")
+    check_rollout_server(parser, rollout, config["model_name_or_path"], host="127.0.0.1", port=rollout_port,
+                         tensor_parallel_size=1, gpu_memory_utilization=0.9, max_model_len=4096)
+    for judge in judges:
+        check_judge_replica(parser, judge, config["judge"]["model"])
+
 
 @pytest.mark.slow
 def test_single_node_script_with_an_external_judge_and_no_rollout_server(slurm):
@@ -523,7 +583,7 @@ def test_single_node_script_with_an_external_judge_and_no_rollout_server(slurm):
             server.kill()
             server.wait()
     assert result.returncode == 0, result.stdout
-    assert not list(slurm.log.glob("trl-*.json")) and not list(slurm.log.glob("vllm-*.json"))
+    assert not list(slurm.log.glob("vllm-*.json"))
     launch = slurm.record("accelerate-0.json")
     assert launch["env"]["CUDA_VISIBLE_DEVICES"] == "0"
     accelerate_args, train_args = training_argv(launch)
@@ -535,12 +595,14 @@ def test_single_node_script_with_an_external_judge_and_no_rollout_server(slurm):
 
 
 @pytest.mark.slow
-def test_multinode_script_assigns_roles_and_every_training_node_gets_the_signal(slurm):
-    rollout_port, judge_port = free_ports(1), free_ports(2)
+def test_multinode_script_assigns_roles_and_every_training_node_gets_the_signal(slurm, request):
+    rollout_port = free_ports(3)
+    judge_port = rollout_port + 1
     config = yaml.safe_load((ROOT / "configs/gpu/multinode.yaml").read_text())
     env = slurm.env(
         SLURM_JOB_ID="4343", SLURM_JOB_NAME="rft-mn", SLURM_JOB_NODELIST="n[0-3]", STUB_GPUS="2",
         STUB_NODES="localhost localhost localhost localhost", GPUS_PER_NODE="2", ROLLOUT_TP="2",
+        ROLLOUT_GPU_MEMORY_UTILIZATION="0.85", ROLLOUT_MAX_MODEL_LEN="2048",
         ROLLOUT_PORT=str(rollout_port), JUDGE_FIRST_PORT=str(judge_port), STUB_WORKER_WAIT="60",
         OUTPUT_DIR="outputs/mn",
     )
@@ -551,11 +613,15 @@ def test_multinode_script_assigns_roles_and_every_training_node_gets_the_signal(
 
     steps = sorted(line.split(" --")[0] for line in (slurm.log / "srun.log").read_text().splitlines())
     # one step per server node, and one training task on each of the 2 training nodes
-    assert steps == ["1 bash slurm/judge_node.sh", "1 trl vllm-serve", "2 bash slurm/train_node.sh"]
-    rollout = slurm.record(f"trl-{rollout_port}.json")
-    assert rollout["argv"][rollout["argv"].index("--tensor_parallel_size") + 1] == "2"
-    assert flags_in(rollout["argv"]) <= help_flags(["trl", "vllm-serve", "--help"])
-    assert [slurm.record(f"vllm-{judge_port + i}.json")["cuda"] for i in range(2)] == ["0", "1"]
+    assert steps == [
+        "1 bash slurm/judge_node.sh",
+        f"1 env VLLM_SERVER_DEV_MODE=1 vllm serve {config['model_name_or_path']}",
+        "2 bash slurm/train_node.sh",
+    ]
+    rollout = slurm.record(f"vllm-{rollout_port}.json")
+    assert rollout["argv"][rollout["argv"].index("--tensor-parallel-size") + 1] == "2" and rollout["dev_mode"]
+    judges = [slurm.record(f"vllm-{judge_port + i}.json") for i in range(2)]
+    assert [j["cuda"] for j in judges] == ["0", "1"]
 
     accelerate_flags = help_flags(["accelerate", "launch", "--help"])
     for rank in (0, 1):
@@ -573,6 +639,13 @@ def test_multinode_script_assigns_roles_and_every_training_node_gets_the_signal(
         judge = load_judge_config(script_args.judge)
         assert judge.base_urls == [f"http://localhost:{judge_port + i}/v1" for i in range(2)]
         assert judge.max_concurrency == config["judge"]["max_concurrency"]
+
+    # the servers' command lines, as vLLM reads them (last: without vLLM installed, the test stops here, skipped)
+    parser = request.getfixturevalue("vllm_serve_parser")
+    check_rollout_server(parser, rollout, config["model_name_or_path"], host="0.0.0.0", port=rollout_port,
+                         tensor_parallel_size=2, gpu_memory_utilization=0.85, max_model_len=2048)
+    for replica in judges:
+        check_judge_replica(parser, replica, config["judge"]["model"])
 
 
 def run_common(snippet: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -609,7 +682,7 @@ def test_judge_json_keeps_the_config_settings_and_replaces_the_urls():
 
 
 @pytest.mark.slow
-def test_judge_job_publishes_its_urls_keeps_the_key_off_the_command_line_and_requeues(slurm):
+def test_judge_job_publishes_its_urls_keeps_the_key_off_the_command_line_and_requeues(slurm, request):
     first = free_ports(2)
     env = slurm.env(
         SLURM_JOB_ID="555", SLURM_JOB_NAME="judge", STUB_GPUS="2", JUDGE_MODEL="Qwen/Qwen2.5-7B-Instruct",
@@ -643,3 +716,6 @@ def test_judge_job_publishes_its_urls_keeps_the_key_off_the_command_line_and_req
         assert replica["cuda"] == gpu and replica["has_api_key"]
         assert "sk-judge-secret" not in " ".join(replica["argv"])
     assert "sk-judge-secret" not in output
+    parser = request.getfixturevalue("vllm_serve_parser")  # last: skipped without vLLM
+    for port in (first, first + 1):
+        check_judge_replica(parser, slurm.record(f"vllm-{port}.json"), "Qwen/Qwen2.5-7B-Instruct")
