@@ -17,15 +17,14 @@ rubric scores), with `monitor:` the over-optimization monitor's `overopt.*` file
 
 import asyncio
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
 
+from rubric_rft.cpu_launch import plain_cpu_device_for_cpu_ranks, use_every_cpu_core
 from rubric_rft.data import load_prompt_dataset, render_prompt
 from rubric_rft.judges.config import build_judge, load_judge_config
 from rubric_rft.models import resolve_model
@@ -68,7 +67,7 @@ class RubricArguments:
 def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: ModelConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     check_rollout_settings(training_args)  # before anything loads: vLLM server mode needs CUDA
-    _use_every_cpu_core(training_args)
+    use_every_cpu_core(training_args.use_cpu)
     preemption = CheckpointOnSignal()  # SIGUSR1/SIGTERM: checkpoint at the end of the step, then stop
     preemption.install()  # now: a signal that comes while models and data load is kept, not lost
     configure_wandb(training_args.report_to, training_args.output_dir)
@@ -101,13 +100,6 @@ def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: Mo
     trainer.save_state()
     if trainer.accelerator.is_main_process and heldout:
         _write_samples(training_args.output_dir, heldout, before, after, reward)
-
-
-def _use_every_cpu_core(training_args: GRPOConfig) -> None:
-    """`accelerate launch` without `--cpu` starts a lone process with OMP_NUM_THREADS=1; on CPU that would leave
-    all cores but one idle. Several processes keep the thread count they were given."""
-    if training_args.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        torch.set_num_threads(len(os.sched_getaffinity(0)))
 
 
 def _reward(script_args: RubricArguments) -> RubricReward | BTReward:
@@ -189,6 +181,7 @@ async def _grade_once(reward: RubricReward | BTReward, prompts: list, completion
 
 
 if __name__ == "__main__":
+    plain_cpu_device_for_cpu_ranks()  # before parsing: it builds accelerate's state
     argv = sys.argv[1:]
     if "--config" not in argv:
         argv = ["--config", str(DEFAULT_CONFIG), *argv]
