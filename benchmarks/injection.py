@@ -40,13 +40,11 @@ from rich.table import Table
 from tqdm.auto import tqdm
 
 from rubric_rft.data import render_prompt
-from rubric_rft.judges.base import CallOutcome
-from rubric_rft.judges.cache import cache_key
-from rubric_rft.judges.config import HFJudgeConfig, OpenAIJudgeConfig
-from rubric_rft.judges.hf_local import HFJudge
-from rubric_rft.judges.openai_compat import JudgeFailure, OpenAIJudge
+from rubric_rft.judges.hf_local import HFJudge, HFJudgeConfig
+from rubric_rft.judges.openai_compat import OpenAIJudgeConfig
 from rubric_rft.judges.parsing import parse_yes_no
 from rubric_rft.judges.prompts import WORKED_EXAMPLES, demonstrated, per_criterion_yes_no_messages
+from rubric_rft.llm.client import ChatClient
 from rubric_rft.rubric import Rubric, RubricFileError, iter_json_records
 from rubric_rft.serving import DEFAULT_JUDGE_MODEL, judge_server
 from rubric_rft.stats import bootstrap_mean
@@ -159,29 +157,21 @@ def grade_in_process(config: HFJudgeConfig, items: list[Item], bar: tqdm) -> dic
 async def grade_served(config: OpenAIJudgeConfig, items: list[Item], bar: tqdm) -> dict[str, Grades]:
     """The yes verdict (1.0 or 0.0; None when the answer did not parse or the request failed) per item, variant
     and template."""
-    judge = OpenAIJudge(config)
-
-    async def verdict(template: Template, item: Item, edit: Callable[[str], str]) -> float | None:
+    async def verdict(client: ChatClient, template: Template, item: Item, edit: Callable[[str], str]) -> float | None:
         messages = template.demonstrated(template.messages(item.prompt, edit(item.response), item.criterion))
-        key = cache_key(model=config.model, messages=messages, max_tokens=config.max_tokens)
-        try:
-            answer = await judge.ask(messages, key, lambda text: {"yes": parse_yes_no(text)}, CallOutcome())
-        except JudgeFailure:
-            return None
-        finally:
-            bar.update()
-        return float(answer["yes"])
+        key = dict(messages=messages, max_tokens=config.max_tokens)
+        asked = await client.ask(messages, lambda text: {"yes": parse_yes_no(text)}, key)
+        bar.update()
+        return float(asked.value["yes"]) if asked.ok else None
 
-    try:
+    async with ChatClient(config) as client:
         grades = {}
         for template in TEMPLATES:
             grades[template.name] = {}
             for variant, edit in VARIANTS.items():
-                values = await asyncio.gather(*(verdict(template, item, edit) for item in items))
+                values = await asyncio.gather(*(verdict(client, template, item, edit) for item in items))
                 grades[template.name][variant] = list(values)
         return grades
-    finally:
-        await judge.aclose()
 
 
 def summarise(judge: str, template: str, items: list[Item], grades: Grades) -> dict:

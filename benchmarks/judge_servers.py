@@ -29,7 +29,8 @@ from pathlib import Path
 from rubric_rft.data import render_prompt
 from rubric_rft.grading import load_responses
 from rubric_rft.judges.base import GradeRequest
-from rubric_rft.judges.config import OpenAIJudgeConfig, build_judge
+from rubric_rft.judges.openai_compat import OpenAIJudgeConfig
+from rubric_rft.judges.registry import build_judge
 from rubric_rft.rubric import Criterion
 from rubric_rft.rubricgen.records import load_rubric_rows
 from rubric_rft.serving import DEFAULT_JUDGE_MODEL, judge_server

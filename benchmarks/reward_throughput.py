@@ -25,9 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 
-from rubric_rft.judges.config import OpenAIJudgeConfig, build_judge
+from rubric_rft.judges.openai_compat import OpenAIJudgeConfig
 from rubric_rft.judges.parsing import parse_batched
 from rubric_rft.judges.prompts import batched_messages
+from rubric_rft.judges.registry import build_judge
 from rubric_rft.reward import RubricReward
 from rubric_rft.rubric import Criterion, Rubric
 

@@ -150,7 +150,7 @@ def _grade(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from rubric_rft.grading import agreement, grade_responses, graded_record, load_responses, summarize
-    from rubric_rft.judges.config import build_judge, load_judge_config
+    from rubric_rft.judges.registry import build_judge, load_judge_config
     from rubric_rft.reward import RubricReward
     from rubric_rft.rubricgen.records import load_rubric_rows, replace_file
 

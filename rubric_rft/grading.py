@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, ValidationError
 from scipy.stats import rankdata
 
+from rubric_rft.llm.costs import Costs
 from rubric_rft.reward import GradedCompletion, RubricReward
 from rubric_rft.rubric import Rubric, RubricFileError, describe_validation_error, iter_json_records
 from rubric_rft.rubricgen.records import PromptRow
@@ -119,16 +120,16 @@ def graded_record(response: ResponseToGrade, rubric: Rubric, graded: GradedCompl
         if response.labels and criterion.id in response.labels:
             entry["label"] = response.labels[criterion.id]
         criteria[criterion.id] = entry
-    verdict = graded.verdict
+    costs = graded.verdict or Costs()
     return {
         "prompt_id": response.prompt_id,
         "response_id": response.response_id,
         "score": graded.score,
         "error": graded.error,
         "criteria": criteria,
-        "judge_calls": verdict.judge_calls if verdict else 0,
-        "retries": verdict.retries if verdict else 0,
-        "cache_hits": verdict.cache_hits if verdict else 0,
+        "judge_calls": costs.calls,
+        "retries": costs.retries,
+        "cache_hits": costs.cache_hits,
     }
 
 

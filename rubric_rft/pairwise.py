@@ -18,14 +18,14 @@ from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-from rubric_rft.config_values import load_validated
+from rubric_rft.config_values import load_validated, read_mapping
 from rubric_rft.data import render_prompt
-from rubric_rft.judges.base import CallOutcome
-from rubric_rft.judges.cache import cache_key
-from rubric_rft.judges.config import JudgeConfig, OpenAIJudgeConfig, build_judge, load_judge_config
-from rubric_rft.judges.openai_compat import JudgeFailure, OpenAIJudge
 from rubric_rft.judges.parsing import parse_pairwise
 from rubric_rft.judges.prompts import PAIRWISE_TEMPLATE_VERSION, pairwise_messages
+from rubric_rft.judges.registry import build_judge, load_judge_config
+from rubric_rft.llm.client import ChatClient
+from rubric_rft.llm.costs import CallOutcome, Costs
+from rubric_rft.llm.endpoint import ChatEndpointConfig, load_endpoint, without_judge_settings
 from rubric_rft.reward import RubricReward, as_rubric
 from rubric_rft.rubric import Rubric
 from rubric_rft.stats import Estimate, bootstrap_mean
@@ -57,40 +57,30 @@ class PairwiseJudge(Protocol):
 
 
 class LLMPairwiseJudge:
-    """A judge behind any OpenAI-compatible endpoint, asked through `OpenAIJudge.ask` (its cache, retries,
-    replicas and concurrency bound). The rubric is not shown: a gold judge weighs the answers as a whole."""
+    """A judge behind any OpenAI-compatible endpoint, asked through a `ChatClient` (its cache, retries, replicas
+    and concurrency bound). The rubric is not shown: a gold judge weighs the answers as a whole."""
 
-    def __init__(self, config: OpenAIJudgeConfig) -> None:
+    def __init__(self, config: ChatEndpointConfig) -> None:
         self.config = config
-        self.name = f"openai:{config.model}"
-        self._judge = OpenAIJudge(config)
+        self.client = ChatClient(config)
+        self.name = self.client.name
 
     def __repr__(self) -> str:
         return f"LLMPairwiseJudge(model={self.config.model!r}, base_urls={self.config.base_urls!r})"
 
     async def compare(self, prompt: str, first: str, second: str, rubric: Rubric | None = None) -> PairVerdict:
-        verdict = PairVerdict()
-        key = cache_key(
-            backend="openai",
-            model=self.config.model,
-            template=PAIRWISE_TEMPLATE_VERSION,
-            shape="pairwise",
-            temperature=self.config.temperature,
-            prompt=prompt,
-            responses=[first, second],
-        )
+        key = dict(template=PAIRWISE_TEMPLATE_VERSION, shape="pairwise", prompt=prompt, responses=[first, second])
         messages = pairwise_messages(prompt, first, second)
-        try:
-            answer = await self._judge.ask(messages, key, lambda text: {"winner": parse_pairwise(text)}, verdict)
-        except JudgeFailure as failure:
-            verdict.error = f"{self.name}: {failure}"
-            logger.warning("pairwise judge gave up: %s", verdict.error)
+        asked = await self.client.ask(messages, lambda text: {"winner": parse_pairwise(text)}, key)
+        verdict = PairVerdict(error=asked.error).add(asked)
+        if asked.ok:
+            verdict.preference = PREFERENCE[asked.value["winner"]]
         else:
-            verdict.preference = PREFERENCE[answer["winner"]]
+            logger.warning("pairwise judge gave up: %s", verdict.error)
         return verdict
 
     async def aclose(self) -> None:
-        await self._judge.aclose()
+        await self.client.aclose()
 
 
 class RubricPairwiseJudge:
@@ -105,14 +95,7 @@ class RubricPairwiseJudge:
         if rubric is None:
             return PairVerdict(error=f"{self.name}: no rubric to compare the responses by (set the item's rubric)")
         graded = await self.reward.grade([prompt, prompt], [first, second], [rubric, rubric])
-        verdicts = [g.verdict for g in graded if g.verdict is not None]
-        result = PairVerdict(
-            judge_calls=sum(v.judge_calls for v in verdicts),
-            retries=sum(v.retries for v in verdicts),
-            cache_hits=sum(v.cache_hits for v in verdicts),
-            prompt_tokens=sum(v.prompt_tokens for v in verdicts),
-            completion_tokens=sum(v.completion_tokens for v in verdicts),
-        )
+        result = PairVerdict().add(Costs.total(g.verdict for g in graded))
         labelled = zip(("first", "second"), graded, strict=True)
         errors = [f"grading the {which} response: {g.error}" for which, g in labelled if g.error]
         if errors:
@@ -136,32 +119,37 @@ class RubricPairwiseConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     backend: Literal["rubric"] = "rubric"
-    judge: JudgeConfig | None = Field(
+    judge: Any = Field(
         default=None, description="Judge config for the rubric's llm criteria: a mapping or a YAML/JSON path."
     )
 
     @field_validator("judge", mode="before")
     @classmethod
-    def _judge_from_path(cls, value: Any) -> Any:
-        return load_judge_config(value) if isinstance(value, str) else value
+    def _parsed_judge(cls, value: Any) -> Any:
+        return None if value is None else load_judge_config(value)
 
 
-PairwiseJudgeConfig = Annotated[OpenAIJudgeConfig | RubricPairwiseConfig, Field(discriminator="backend")]
+PairwiseJudgeConfig = Annotated[ChatEndpointConfig | RubricPairwiseConfig, Field(discriminator="backend")]
 _adapter: TypeAdapter[PairwiseJudgeConfig] = TypeAdapter(PairwiseJudgeConfig)
 
 
-def load_pairwise_judge(value: str | dict[str, Any] | BaseModel) -> OpenAIJudgeConfig | RubricPairwiseConfig:
-    """Parse a pairwise judge config (`backend: openai` or `backend: rubric`) from a dict, a JSON string, or a
-    YAML/JSON file path; errors name the file and the field."""
-    if isinstance(value, (OpenAIJudgeConfig, RubricPairwiseConfig)):
+def load_pairwise_judge(value: str | dict[str, Any] | BaseModel) -> ChatEndpointConfig | RubricPairwiseConfig:
+    """Parse a pairwise judge config (`backend: openai`, an endpoint, or `backend: rubric`) from a dict, a JSON
+    string, or a YAML/JSON file path; errors name the file and the field."""
+    if isinstance(value, RubricPairwiseConfig) or type(value) is ChatEndpointConfig:
         return value
-    return load_validated(value, _adapter, "pairwise judge config")[0]
+    if isinstance(value, BaseModel):
+        return load_endpoint(value, "pairwise judge config")
+    mapping, source = read_mapping(value, "pairwise judge config")
+    if mapping.get("backend") == "openai":
+        mapping = without_judge_settings(mapping, source)
+    return load_validated(mapping, _adapter, source)[0]
 
 
-def build_pairwise_judge(config: OpenAIJudgeConfig | RubricPairwiseConfig) -> PairwiseJudge:
+def build_pairwise_judge(config: ChatEndpointConfig | RubricPairwiseConfig) -> PairwiseJudge:
     """Instantiate the judge a config names. Rubric scores are raw weighted sums: clipping at zero would tie two
     responses that trip pitfalls by different amounts."""
-    if isinstance(config, OpenAIJudgeConfig):
+    if isinstance(config, ChatEndpointConfig):
         return LLMPairwiseJudge(config)
     judge = build_judge(config.judge) if config.judge is not None else None
     return RubricPairwiseJudge(RubricReward(judge, normalize=False))
@@ -213,9 +201,7 @@ class WinRateResult:
     position_consistency: float
     num_prompts: int
     pairs: list[PairOutcome] = field(default_factory=list)
-    judge_calls: int = 0
-    judge_retries: int = 0
-    judge_cache_hits: int = 0
+    costs: Costs = field(default_factory=Costs)
 
     def as_dict(self, with_pairs: bool = True) -> dict[str, Any]:
         summary = {
@@ -228,9 +214,9 @@ class WinRateResult:
             "losses": self.losses,
             "failures": self.failures,
             "position_consistency": self.position_consistency,
-            "judge_calls": self.judge_calls,
-            "judge_retries": self.judge_retries,
-            "judge_cache_hits": self.judge_cache_hits,
+            "judge_calls": self.costs.calls,
+            "judge_retries": self.costs.retries,
+            "judge_cache_hits": self.costs.cache_hits,
         }
         if with_pairs:
             summary["pairs"] = [asdict(pair) | {"consistent": pair.consistent} for pair in self.pairs]
@@ -274,9 +260,7 @@ async def win_rate(
         position_consistency=sum(bool(o.consistent) for o in scored) / len(scored),
         num_prompts=len(per_prompt),
         pairs=outcomes,
-        judge_calls=sum(v.judge_calls for v in verdicts),
-        judge_retries=sum(v.retries for v in verdicts),
-        judge_cache_hits=sum(v.cache_hits for v in verdicts),
+        costs=Costs.total(verdicts),
     )
 
 

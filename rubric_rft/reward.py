@@ -18,6 +18,7 @@ from typing import Any
 
 from rubric_rft.data import completion_text, render_prompt
 from rubric_rft.judges.base import GradeRequest, Judge, Verdict
+from rubric_rft.llm.costs import Costs
 from rubric_rft.rubric import Rubric
 from rubric_rft.rules import grade_rules
 
@@ -139,14 +140,15 @@ class RubricReward:
             "rubric/grading_wall_s": wall_s,
         }
         if verdicts:
+            costs = Costs.total(verdicts)
             metrics.update(
                 {
-                    "rubric/judge_calls": float(sum(v.judge_calls for v in verdicts)),
-                    "rubric/judge_retries": float(sum(v.retries for v in verdicts)),
-                    "rubric/judge_cache_hits": float(sum(v.cache_hits for v in verdicts)),
+                    "rubric/judge_calls": float(costs.calls),
+                    "rubric/judge_retries": float(costs.retries),
+                    "rubric/judge_cache_hits": float(costs.cache_hits),
                     "rubric/judge_latency_s": sum(v.latency_s for v in verdicts) / len(verdicts),
-                    "rubric/judge_prompt_tokens": float(sum(v.prompt_tokens for v in verdicts)),
-                    "rubric/judge_completion_tokens": float(sum(v.completion_tokens for v in verdicts)),
+                    "rubric/judge_prompt_tokens": float(costs.prompt_tokens),
+                    "rubric/judge_completion_tokens": float(costs.completion_tokens),
                 }
             )
         outcomes = [(cid, ok) for g in graded if g.error is None for cid, ok in g.satisfied.items()]

@@ -48,7 +48,7 @@ def main() -> int:
     console.print(table)
     console.print(
         f"{args.out}: {summary.skipped} already there, {len(summary.errors)} failed "
-        f"({summary.judge_calls} requests, {summary.retries} retries, {summary.cache_hits} cached)"
+        f"({summary.costs.calls} requests, {summary.costs.retries} retries, {summary.costs.cache_hits} cached)"
     )
     if summary.errors:
         console.print(f"failed requests: {errors_path(args.out)} (a rerun tries them again)")

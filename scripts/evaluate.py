@@ -186,7 +186,7 @@ def _print_summary(args: EvalArguments, result: WinRateResult, out: Path) -> Non
     table.add_row("failed pairs (left out)", str(result.failures))
     table.add_row("position consistency", f"{result.position_consistency:.3f}")
     table.add_row("prompts", str(result.num_prompts))
-    table.add_row("judge calls (retries)", f"{result.judge_calls} ({result.judge_retries})")
+    table.add_row("judge calls (retries)", f"{result.costs.calls} ({result.costs.retries})")
     console = Console()
     console.print(table)
     console.print(f"report: {out}")

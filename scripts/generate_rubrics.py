@@ -17,8 +17,9 @@ import sys
 
 from rich.console import Console
 
+from rubric_rft.llm.endpoint import load_endpoint
 from rubric_rft.rubricgen.generate import generate_rubrics
-from rubric_rft.rubricgen.proposer import RubricProposer, load_endpoint
+from rubric_rft.rubricgen.proposer import RubricProposer
 from rubric_rft.rubricgen.records import errors_path, load_prompts
 
 
@@ -33,7 +34,7 @@ def parse_args() -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace):
-    proposer = RubricProposer(load_endpoint(args.proposer), max_criteria=args.max_criteria)
+    proposer = RubricProposer(load_endpoint(args.proposer, "proposer config"), max_criteria=args.max_criteria)
     try:
         return await generate_rubrics(
             load_prompts(args.prompts), proposer, args.out, use_reference=not args.no_reference
@@ -49,7 +50,8 @@ def main() -> int:
     console = Console()
     console.print(
         f"{args.out}: {summary.written} rubrics written, {summary.resumed} already there, {len(summary.errors)} "
-        f"failed ({summary.judge_calls} proposer calls, {summary.retries} retries, {summary.cache_hits} cached)"
+        f"failed ({summary.costs.calls} proposer calls, {summary.costs.retries} retries, "
+        f"{summary.costs.cache_hits} cached)"
     )
     for prompt_id, error in summary.errors.items():
         console.print(f"[red]{prompt_id}[/red]: {error}", highlight=False)

@@ -20,9 +20,10 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from rubric_rft.judges.config import build_judge, load_judge_config
+from rubric_rft.judges.registry import build_judge, load_judge_config
+from rubric_rft.llm.endpoint import load_endpoint
 from rubric_rft.rubricgen.gold import build_gold
-from rubric_rft.rubricgen.proposer import RubricProposer, load_endpoint
+from rubric_rft.rubricgen.proposer import RubricProposer
 from rubric_rft.rubricgen.records import load_candidates, load_rubric_rows
 from rubric_rft.rubricgen.refine import RefineConfig, RefineResult, refine_rubrics
 from rubric_rft.rubricgen.selection import SelectionConfig
@@ -52,7 +53,7 @@ def parse_args() -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace, config: RefineConfig) -> RefineResult:
-    proposer = RubricProposer(load_endpoint(args.proposer))
+    proposer = RubricProposer(load_endpoint(args.proposer, "proposer config"))
     judge = build_judge(load_judge_config(args.judge)) if args.judge else None
     gold = build_gold(args.gold, args.gold_rubrics)
     try:

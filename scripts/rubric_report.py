@@ -18,7 +18,7 @@ import sys
 
 from rich.console import Console
 
-from rubric_rft.judges.config import build_judge, load_judge_config
+from rubric_rft.judges.registry import build_judge, load_judge_config
 from rubric_rft.rubricgen.gold import build_gold
 from rubric_rft.rubricgen.records import load_candidates, load_rubric_rows
 from rubric_rft.rubricgen.report import (

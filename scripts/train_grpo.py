@@ -26,7 +26,7 @@ from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
 
 from rubric_rft.cpu_launch import plain_cpu_device_for_cpu_ranks, use_every_cpu_core
 from rubric_rft.data import load_prompt_dataset, render_prompt
-from rubric_rft.judges.config import build_judge, load_judge_config
+from rubric_rft.judges.registry import build_judge, load_judge_config
 from rubric_rft.models import resolve_model
 from rubric_rft.monitor.callback import OverOptimizationMonitor
 from rubric_rft.monitor.config import load_monitor_config

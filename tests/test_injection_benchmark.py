@@ -11,8 +11,8 @@ from tqdm.auto import tqdm
 
 from rubric_rft.cli import main as cli_main
 from rubric_rft.judges.base import GradeRequest
-from rubric_rft.judges.config import HFJudgeConfig, OpenAIJudgeConfig
-from rubric_rft.judges.hf_local import HFJudge
+from rubric_rft.judges.hf_local import HFJudge, HFJudgeConfig
+from rubric_rft.judges.openai_compat import OpenAIJudgeConfig
 from rubric_rft.judges.prompts import per_criterion_yes_no_messages
 from rubric_rft.rubric import Criterion, Rubric
 from rubric_rft.testing.judge_server import read_question

@@ -13,9 +13,11 @@ import urllib.request
 import pytest
 
 from rubric_rft.judges.base import GradeRequest, Judge, Verdict
-from rubric_rft.judges.cache import VerdictCache
-from rubric_rft.judges.config import OpenAIJudgeConfig, build_judge
-from rubric_rft.judges.openai_compat import OpenAIJudge
+from rubric_rft.judges.openai_compat import OpenAIJudge, OpenAIJudgeConfig
+from rubric_rft.judges.registry import build_judge
+from rubric_rft.llm.cache import AnswerCache
+from rubric_rft.llm.client import ChatClient
+from rubric_rft.llm.endpoint import ChatEndpointConfig
 from rubric_rft.rubric import Criterion
 from rubric_rft.testing.judge_server import DEFAULT_MODEL, default_policy
 
@@ -57,7 +59,7 @@ def test_batched_grades_all_criteria_in_one_call(judge_server):
     [verdict] = grade(judge_for(judge_server), REQUEST)
     assert satisfied(verdict) == policy_verdicts(REQUEST)
     assert satisfied(verdict)["water"] is True and satisfied(verdict)["milk"] is False
-    assert (verdict.judge_calls, verdict.retries, verdict.cache_hits) == (1, 0, 0)
+    assert (verdict.calls, verdict.retries, verdict.cache_hits) == (1, 0, 0)
     assert verdict.prompt_tokens > 0 and verdict.completion_tokens > 0 and verdict.latency_s > 0
     assert judge_server.stats.requests == 1
 
@@ -65,7 +67,7 @@ def test_batched_grades_all_criteria_in_one_call(judge_server):
 def test_per_criterion_asks_once_per_criterion(judge_server):
     [verdict] = grade(judge_for(judge_server, request_shape="per_criterion"), REQUEST)
     assert satisfied(verdict) == policy_verdicts(REQUEST)
-    assert verdict.judge_calls == 3 and judge_server.stats.requests == 3
+    assert verdict.calls == 3 and judge_server.stats.requests == 3
 
 
 @pytest.mark.parametrize("shape", ["batched", "per_criterion"])
@@ -96,7 +98,7 @@ def test_transient_failures_are_retried_and_counted(start_judge_server, status):
     server = start_judge_server(fail_first_n=2, fail_status=status)
     [verdict] = grade(judge_for(server), REQUEST)
     assert satisfied(verdict) == policy_verdicts(REQUEST)
-    assert (verdict.judge_calls, verdict.retries) == (3, 2)
+    assert (verdict.calls, verdict.retries) == (3, 2)
     assert server.stats.status_counts == {status: 2, 200: 1}
 
 
@@ -105,7 +107,7 @@ def test_persistent_failure_is_an_error_verdict(start_judge_server):
     [verdict] = grade(judge_for(server, max_retries=2), REQUEST)
     assert not verdict.ok and verdict.criteria == {}
     assert "gave up after 3 attempts" in verdict.error and "HTTP 500" in verdict.error
-    assert (verdict.judge_calls, verdict.retries) == (3, 2)
+    assert (verdict.calls, verdict.retries) == (3, 2)
 
 
 @pytest.mark.parametrize("status", [400, 401, 404])
@@ -113,7 +115,7 @@ def test_request_errors_fail_at_once(start_judge_server, status):
     server = start_judge_server(fail_first_n=1, fail_status=status)
     [verdict] = grade(judge_for(server), REQUEST)
     assert f"HTTP {status}" in verdict.error and verdict.criteria == {}
-    assert (verdict.judge_calls, verdict.retries, server.stats.requests) == (1, 0, 1)
+    assert (verdict.calls, verdict.retries, server.stats.requests) == (1, 0, 1)
 
 
 def test_an_unknown_model_is_reported_with_the_server_reason_at_once(judge_server):
@@ -161,7 +163,7 @@ def test_yes_no_asks_once_per_criterion_for_a_bare_word(start_judge_server, demo
     server = start_judge_server()
     [verdict] = grade(judge_for(server, request_shape="yes_no", demonstrations=demonstrations), REQUEST)
     assert satisfied(verdict) == policy_verdicts(REQUEST)
-    assert verdict.judge_calls == 3 and all(c.probability is None for c in verdict.criteria.values())
+    assert verdict.calls == 3 and all(c.probability is None for c in verdict.criteria.values())
 
 
 def test_yes_probability_comes_from_the_first_token_logprobs(start_judge_server, tmp_path):
@@ -202,7 +204,7 @@ def test_per_criterion_fails_when_any_criterion_fails(start_judge_server):
     server = start_judge_server(fail_first_n=1, fail_status=503)
     [verdict] = grade(judge_for(server, request_shape="per_criterion", max_retries=0), REQUEST)
     assert verdict.criteria == {} and "criterion '" in verdict.error and "HTTP 503" in verdict.error
-    assert verdict.judge_calls == 3
+    assert verdict.calls == 3
 
 
 def test_a_timeout_is_retried(start_judge_server):
@@ -249,7 +251,7 @@ def test_cached_verdicts_cost_no_request_and_survive_a_new_judge(judge_server, t
     for judge in (judge_for(judge_server, **config), judge_for(judge_server, **config)):
         [again] = grade(judge, REQUEST)
         assert satisfied(again) == satisfied(first)
-        assert (again.cache_hits, again.judge_calls) == (calls, 0)
+        assert (again.cache_hits, again.calls) == (calls, 0)
     assert judge_server.stats.requests == calls
     grade(judge_for(judge_server, **config), GradeRequest(REQUEST.prompt, "Another answer.", CRITERIA))
     assert judge_server.stats.requests == 2 * calls
@@ -259,9 +261,9 @@ def test_failed_grades_are_not_cached(start_judge_server, tmp_path):
     server = start_judge_server(malformed_first_n=1)
     path = tmp_path / "verdicts.sqlite"
     [failed] = grade(judge_for(server, max_retries=0, cache_path=str(path)), REQUEST)
-    assert not failed.ok and len(VerdictCache(path)) == 0
+    assert not failed.ok and len(AnswerCache(path)) == 0
     [graded] = grade(judge_for(server, max_retries=0, cache_path=str(path)), REQUEST)
-    assert graded.ok and graded.cache_hits == 0 and len(VerdictCache(path)) == 1
+    assert graded.ok and graded.cache_hits == 0 and len(AnswerCache(path)) == 1
 
 
 def test_requests_spread_round_robin_over_base_urls(start_judge_server):
@@ -305,11 +307,11 @@ def test_build_judge_gives_a_judge():
 
 
 def test_backoff_is_full_jitter_under_an_exponential_ceiling():
-    judge = OpenAIJudge(
-        OpenAIJudgeConfig(model="m", base_urls=["http://127.0.0.1:9/v1"], backoff_initial_s=0.5, backoff_max_s=3)
+    client = ChatClient(
+        ChatEndpointConfig(model="m", base_urls=["http://127.0.0.1:9/v1"], backoff_initial_s=0.5, backoff_max_s=3)
     )
     for attempt, ceiling in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 3.0), (9, 3.0)]:
-        delays = [judge._backoff_s(attempt) for _ in range(200)]
+        delays = [client._backoff_s(attempt) for _ in range(200)]
         assert all(0 <= d <= ceiling for d in delays) and max(delays) > ceiling / 2
 
 

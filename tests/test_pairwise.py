@@ -6,8 +6,9 @@ import json
 import pytest
 
 from rubric_rft.data import render_prompt
-from rubric_rft.judges.config import OpenAIJudgeConfig
-from rubric_rft.judges.openai_compat import OpenAIJudge
+from rubric_rft.judges.openai_compat import OpenAIJudgeConfig
+from rubric_rft.llm.client import ChatClient
+from rubric_rft.llm.endpoint import ChatEndpointConfig
 from rubric_rft.pairwise import (
     LLMPairwiseJudge,
     PairItem,
@@ -101,7 +102,7 @@ def test_both_orders_are_asked_and_combined(start_judge_server):
     seen = []
     server = start_judge_server(pair_policy=recording(more_words_wins, seen))
     result = run_win_rate(llm_judge(server), items_for(PAIRS))
-    assert server.stats.requests == 2 * len(PAIRS) and result.judge_calls == 2 * len(PAIRS)
+    assert server.stats.requests == 2 * len(PAIRS) and result.costs.calls == 2 * len(PAIRS)
     assert sorted((a, b) for _, a, b in seen) == sorted([*PAIRS, *((b, a) for a, b in PAIRS)])
     outcomes = [expected_outcome(c, b) for c, b in PAIRS]
     assert [p.outcome for p in result.pairs] == outcomes
@@ -161,7 +162,7 @@ def test_a_malformed_answer_without_retries_is_a_failure(start_judge_server):
 def test_retries_recover_and_are_counted(start_judge_server):
     server = start_judge_server(fail_first_n=2, fail_status=503)
     result = run_win_rate(llm_judge(server), items_for(PAIRS))
-    assert result.failures == 0 and result.judge_retries == 2
+    assert result.failures == 0 and result.costs.retries == 2
     assert [p.outcome for p in result.pairs] == [expected_outcome(c, b) for c, b in PAIRS]
 
 
@@ -218,19 +219,26 @@ def test_bad_items_and_judges_are_reported():
 def test_the_llm_judge_compares_one_order_and_caches_it(judge_server, tmp_path):
     cache = {"cache_path": str(tmp_path / "pairs.sqlite")}
     verdict = compare(llm_judge(judge_server, **cache), *PAIRS[0])
-    assert (verdict.preference, verdict.error, verdict.judge_calls, verdict.cache_hits) == (1.0, None, 1, 0)
+    assert (verdict.preference, verdict.error, verdict.calls, verdict.cache_hits) == (1.0, None, 1, 0)
     assert verdict.prompt_tokens > 0
     again = compare(llm_judge(judge_server, **cache), *PAIRS[0])
-    assert (again.preference, again.judge_calls, again.cache_hits) == (1.0, 0, 1)
+    assert (again.preference, again.calls, again.cache_hits) == (1.0, 0, 1)
     swapped = compare(llm_judge(judge_server, **cache), *reversed(PAIRS[0]))
-    assert (swapped.preference, swapped.judge_calls) == (0.0, 1)
+    assert (swapped.preference, swapped.calls) == (0.0, 1)
     assert judge_server.stats.requests == 2
 
 
-def test_the_llm_judge_shares_the_grading_judge_machinery(judge_server):
+def test_the_llm_judge_asks_through_the_chat_client(judge_server):
     judge = llm_judge(judge_server)
-    assert isinstance(judge, PairwiseJudge) and isinstance(judge._judge, OpenAIJudge)
+    assert isinstance(judge, PairwiseJudge) and isinstance(judge.client, ChatClient)
     assert judge.name == f"openai:{DEFAULT_MODEL}"
+
+
+def test_a_judge_config_works_as_a_pairwise_endpoint_and_its_judge_settings_are_ignored(caplog):
+    endpoint = {"backend": "openai", "model": "m", "base_urls": ["http://127.0.0.1:9/v1"], "request_shape": "yes_no"}
+    config = load_pairwise_judge(endpoint)
+    assert type(config) is ChatEndpointConfig and config.model == "m"
+    assert "request_shape only matter to a judge; ignored here" in caplog.text
 
 
 # --- rubric judge -------------------------------------------------------------------------------------------
@@ -268,7 +276,7 @@ def test_a_gold_rubric_as_the_win_rate_judge(judge_server):
     assert [p.outcome for p in result.pairs] == expected and len(set(expected)) > 1
     assert result.position_consistency == 1.0
     # each order grades both responses: one batched call per response
-    assert result.judge_calls == judge_server.stats.requests == 4 * len(PAIRS)
+    assert result.costs.calls == judge_server.stats.requests == 4 * len(PAIRS)
 
 
 def test_a_failed_grade_fails_the_rubric_comparison(start_judge_server):
@@ -278,7 +286,7 @@ def test_a_failed_grade_fails_the_rubric_comparison(start_judge_server):
     )
     verdict = compare(judge, *PAIRS[0], rubric=Rubric.from_value(LLM_RUBRIC))
     assert verdict.preference is None and "grading the first response" in verdict.error
-    assert "grading the second response" in verdict.error and verdict.judge_calls == 2
+    assert "grading the second response" in verdict.error and verdict.calls == 2
 
 
 # --- configuration ------------------------------------------------------------------------------------------
@@ -286,7 +294,7 @@ def test_a_failed_grade_fails_the_rubric_comparison(start_judge_server):
 
 def test_configs_load_from_a_dict_json_and_files(tmp_path):
     openai = {"backend": "openai", "model": "m", "base_urls": ["http://127.0.0.1:9/v1"], "max_retries": 1}
-    assert load_pairwise_judge(openai) == load_pairwise_judge(json.dumps(openai)) == OpenAIJudgeConfig(**openai)
+    assert load_pairwise_judge(openai) == load_pairwise_judge(json.dumps(openai)) == ChatEndpointConfig(**openai)
     judge_file = tmp_path / "judge.yaml"
     judge_file.write_text("backend: openai\nmodel: m\nbase_urls: ['http://127.0.0.1:9/v1']\n")
     gold = tmp_path / "gold.yaml"
@@ -302,7 +310,7 @@ def test_configs_load_from_a_dict_json_and_files(tmp_path):
         ({"backend": "openai", "model": "m"}, r"openai\.base_urls: Field required"),
         ({"backend": "openai", "model": "m", "base_urls": ["u"], "max_retry": 1}, r"openai\.max_retry: Extra inputs"),
         ({"backend": "rubric", "rubric_path": "x"}, r"rubric\.rubric_path: Extra inputs"),
-        ({"backend": "rubric", "judge": {"backend": "openai", "model": "m"}}, r"rubric\.judge\.openai\.base_urls"),
+        ({"backend": "rubric", "judge": {"backend": "openai", "model": "m"}}, r"judge: .*openai\.base_urls: Field"),
         ({"backend": "gpt"}, r"backend.*'openai', 'rubric'"),
         ({"model": "m"}, r"'backend'"),
         ([1], r"expected a mapping, got list"),

@@ -43,10 +43,10 @@ class ScriptedJudge:
         self.requests.append(request)
         await asyncio.sleep(0)
         if "FAIL" in request.response:
-            return Verdict(error="judge unreachable after 3 retries", judge_calls=4, retries=3)
+            return Verdict(error="judge unreachable after 3 retries", calls=4, retries=3)
         return Verdict(
             criteria={c.id: CriterionVerdict(c.id in request.response) for c in request.criteria},
-            judge_calls=1,
+            calls=1,
             prompt_tokens=10,
             completion_tokens=5,
             latency_s=0.01,

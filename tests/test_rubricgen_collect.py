@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from rubric_rft.judges.config import OpenAIJudgeConfig
+from rubric_rft.llm.endpoint import ChatEndpointConfig
 from rubric_rft.rubric import RubricFileError
 from rubric_rft.rubricgen.records import PromptRow, errors_path, load_candidates, read_appended
 from rubric_rft.rubricgen.responses import ChatSource, JsonlSource, PolicySource, collect_responses, load_source
@@ -70,7 +70,7 @@ def test_every_source_is_tagged_and_rewrites_see_earlier_sources(start_judge_ser
         "index": 1,
     }
     assert candidates[("egg", "improve/chef", 4)].response == "Simmer nine minutes."
-    assert (summary.skipped, summary.errors, summary.judge_calls) == (0, [], 9)
+    assert (summary.skipped, summary.errors, summary.costs.calls) == (0, [], 9)
     assert server.stats.requests == 9 and not errors_path(out).exists()
 
 
@@ -104,14 +104,14 @@ def test_samples_of_a_chat_model_are_cached_by_index(start_judge_server, tmp_pat
     source = {"type": "openai", "samples": 2, "endpoint": endpoint(server, cache_path=str(tmp_path / "c.sqlite"))}
     collect([source], tmp_path / "a.jsonl")
     summary = collect([source], tmp_path / "b.jsonl")
-    assert summary.cache_hits == 4 and server.stats.requests == 4
+    assert summary.costs.cache_hits == 4 and server.stats.requests == 4
     assert {c.generator for c in load_candidates(tmp_path / "b.jsonl")} == {DEFAULT_MODEL}
 
 
 def test_sources_are_validated_and_name_the_field(tmp_path):
     assert isinstance(load_source({"type": "jsonl", "path": "x.jsonl"}), JsonlSource)
     config = load_source({"type": "openai", "endpoint": {"model": "m", "base_urls": ["http://127.0.0.1:9/v1"]}})
-    assert isinstance(config, ChatSource) and isinstance(config.endpoint, OpenAIJudgeConfig)
+    assert isinstance(config, ChatSource) and isinstance(config.endpoint, ChatEndpointConfig)
     path = tmp_path / "policy.yaml"
     path.write_text("type: policy\nmodel: rubric-rft/tiny-llama\nsamples: 2\ntemperature: 1.0\n")
     assert load_source(str(path)) == PolicySource(model="rubric-rft/tiny-llama", samples=2, temperature=1.0)

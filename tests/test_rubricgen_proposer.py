@@ -6,8 +6,8 @@ import json
 import pytest
 
 from rubric_rft.data import load_prompt_dataset
-from rubric_rft.judges.config import OpenAIJudgeConfig
 from rubric_rft.judges.parsing import MalformedVerdict
+from rubric_rft.llm.endpoint import ChatEndpointConfig, load_endpoint
 from rubric_rft.rubric import Criterion, Rubric
 from rubric_rft.rubricgen.edits import AddEdit, EditError, Refinement, apply_edits, next_version
 from rubric_rft.rubricgen.generate import generate_rubrics
@@ -21,7 +21,7 @@ from rubric_rft.rubricgen.prompts import (
     refinement_messages,
     rewrite_messages,
 )
-from rubric_rft.rubricgen.proposer import RubricProposer, load_endpoint
+from rubric_rft.rubricgen.proposer import RubricProposer
 from rubric_rft.rubricgen.records import PromptRow, errors_path, load_prompts, read_appended
 from rubric_rft.testing.judge_server import DEFAULT_MODEL, read_question
 from rubric_rft.testing.proposer import ProposerQuestion, keyword_proposer, read_proposer_question
@@ -41,9 +41,9 @@ GOOD_CRITERIA = {
 }
 
 
-def endpoint(server, **options) -> OpenAIJudgeConfig:
+def endpoint(server, **options) -> ChatEndpointConfig:
     settings = {"timeout_s": 5.0, "backoff_initial_s": 0.01, "backoff_max_s": 0.05, **options}
-    return OpenAIJudgeConfig(model=DEFAULT_MODEL, base_urls=[server.base_url], **settings)
+    return ChatEndpointConfig(model=DEFAULT_MODEL, base_urls=[server.base_url], **settings)
 
 
 def run_generation(server, rows, out, **options):
@@ -228,7 +228,7 @@ def test_a_refinement_without_edits_is_valid():
 def test_endpoint_configs_need_no_backend_and_name_bad_fields(tmp_path):
     config = load_endpoint({"model": "m", "base_urls": ["http://127.0.0.1:9/v1"]})
     assert config.backend == "openai" and load_endpoint(json.dumps(config.model_dump())) == config
-    with pytest.raises(ValueError, match=r"proposer config: max_retry: Extra inputs"):
+    with pytest.raises(ValueError, match=r"endpoint config: max_retry: Extra inputs"):
         load_endpoint({"model": "m", "base_urls": ["u"], "max_retry": 1})
 
 
@@ -249,7 +249,7 @@ def test_rubrics_are_generated_for_every_prompt_as_training_rows(judge_server, t
     )
     out = tmp_path / "rubrics.jsonl"
     summary = run_generation(judge_server, rows, out)
-    assert (summary.written, summary.resumed, summary.errors, summary.judge_calls) == (2, 0, {}, 2)
+    assert (summary.written, summary.resumed, summary.errors, summary.costs.calls) == (2, 0, {}, 2)
     dataset = load_prompt_dataset(str(out))
     assert dataset["prompt_id"] == ["egg", rows[1].prompt_id] and len(rows[1].prompt_id) == 12
     egg = Rubric.from_value(dataset[0]["rubric"])
@@ -276,7 +276,7 @@ def test_a_malformed_answer_is_asked_again(start_judge_server, tmp_path, fault):
     server = start_judge_server(**{fault: 1})
     rows = prompt_rows(tmp_path, [{"prompt_id": "egg", "prompt": "How do I boil an egg?"}])
     summary = run_generation(server, rows, tmp_path / "rubrics.jsonl", max_concurrency=1)
-    assert (summary.written, summary.retries, summary.judge_calls, summary.errors) == (1, 1, 2, {})
+    assert (summary.written, summary.costs.retries, summary.costs.calls, summary.errors) == (1, 1, 2, {})
 
 
 def test_answers_that_do_not_validate_are_asked_again(start_judge_server, tmp_path):
@@ -290,7 +290,7 @@ def test_answers_that_do_not_validate_are_asked_again(start_judge_server, tmp_pa
     server = start_judge_server(proposer=lambda question: next(answers))
     rows = prompt_rows(tmp_path, [{"prompt_id": "egg", "prompt": "How do I boil an egg?"}])
     summary = run_generation(server, rows, tmp_path / "rubrics.jsonl")
-    assert (summary.written, summary.retries) == (1, 2)
+    assert (summary.written, summary.costs.retries) == (1, 2)
 
 
 def test_persistently_malformed_answers_are_reported_then_retried_on_a_rerun(start_judge_server, tmp_path):
@@ -334,7 +334,7 @@ def test_cached_proposer_answers_cost_nothing(judge_server, tmp_path):
     cache = str(tmp_path / "proposer.sqlite")
     run_generation(judge_server, rows, tmp_path / "a.jsonl", cache_path=cache)
     summary = run_generation(judge_server, rows, tmp_path / "b.jsonl", cache_path=cache)
-    assert (summary.cache_hits, summary.judge_calls, judge_server.stats.requests) == (1, 0, 1)
+    assert (summary.costs.cache_hits, summary.costs.calls, judge_server.stats.requests) == (1, 0, 1)
     assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from rubric_rft.data import load_prompt_dataset
-from rubric_rft.judges.config import OpenAIJudgeConfig, build_judge
+from rubric_rft.judges.registry import build_judge
+from rubric_rft.llm.endpoint import ChatEndpointConfig
 from rubric_rft.pairwise import LLMPairwiseJudge
 from rubric_rft.rubric import Rubric
 from rubric_rft.rubricgen.generate import generate_rubrics
@@ -108,9 +109,9 @@ def world(prompt_ids=("tea", "egg", "rice")) -> tuple[list[PromptRow], list[Cand
     return rows, candidates
 
 
-def endpoint(server, **options) -> OpenAIJudgeConfig:
+def endpoint(server, **options) -> ChatEndpointConfig:
     settings = {"timeout_s": 5.0, "backoff_initial_s": 0.01, "backoff_max_s": 0.05, **options}
-    return OpenAIJudgeConfig(model=DEFAULT_MODEL, base_urls=[server.base_url], **settings)
+    return ChatEndpointConfig(model=DEFAULT_MODEL, base_urls=[server.base_url], **settings)
 
 
 def adds_fresh(question) -> str:

@@ -29,7 +29,8 @@ import pytest
 import yaml
 from trl import GRPOConfig, ModelConfig, TrlParser
 
-from rubric_rft.judges.config import OpenAIJudgeConfig, load_judge_config
+from rubric_rft.judges.openai_compat import OpenAIJudgeConfig
+from rubric_rft.judges.registry import load_judge_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SHELL_SCRIPTS = sorted([*ROOT.glob("slurm/*.sbatch"), *ROOT.glob("slurm/*.sh"), *ROOT.glob("scripts/*.sh")])

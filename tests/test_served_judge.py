@@ -19,7 +19,8 @@ import psutil
 import pytest
 
 from rubric_rft.judges.base import GradeRequest
-from rubric_rft.judges.config import OpenAIJudgeConfig, build_judge, load_judge_config
+from rubric_rft.judges.openai_compat import OpenAIJudgeConfig
+from rubric_rft.judges.registry import build_judge, load_judge_config
 from rubric_rft.reward import RubricReward
 from rubric_rft.rubric import Criterion, Rubric
 from rubric_rft.serving import DEFAULT_JUDGE_MODEL, ServerNotReady, free_port, judge_server, start_judge_server
@@ -111,7 +112,7 @@ def test_each_request_shape_grades_concurrently(served_judge, shape, calls_per_a
             else:
                 assert result.probability is None
     for verdict in verdicts:
-        assert verdict.judge_calls == calls_per_answer + verdict.retries
+        assert verdict.calls == calls_per_answer + verdict.retries
         assert verdict.ok or (verdict.criteria == {} and "malformed" in verdict.error)
     # The requests overlapped: their latencies add up to more than the time they all took.
     assert sum(v.latency_s for v in verdicts) > 1.5 * wall_s

@@ -10,7 +10,8 @@ import pytest
 from trl import GRPOConfig, GRPOTrainer
 
 from rubric_rft.data import load_prompt_dataset
-from rubric_rft.judges.config import OpenAIJudgeConfig, build_judge
+from rubric_rft.judges.openai_compat import OpenAIJudgeConfig
+from rubric_rft.judges.registry import build_judge
 from rubric_rft.reward import RubricReward
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from rubric_rft.llm.costs import CallOutcome
 from rubric_rft.rubric import Criterion
 
 
@@ -34,25 +35,6 @@ class CriterionVerdict:
 
 
 @dataclass
-class CallOutcome:
-    """What asking a model cost (calls, retries, cache hits, tokens) and, in `error`, why it gave no answer.
-
-    Verdicts, pairwise verdicts and proposer answers all carry it, so cost accounting reads the same everywhere.
-    """
-
-    error: str | None = None
-    judge_calls: int = 0
-    retries: int = 0
-    cache_hits: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-@dataclass
 class Verdict(CallOutcome):
     """The judge's answer to one `GradeRequest`.
 
@@ -67,10 +49,21 @@ class Verdict(CallOutcome):
 @runtime_checkable
 class Judge(Protocol):
     """An async judge. Implementations bound their own concurrency, retry, cache, and never raise on a
-    failed grade: they return a `Verdict` with `error` set."""
+    failed grade: they return a `Verdict` with `error` set. `aclose` releases what the running event loop holds and
+    may be called any number of times; a later `grade` opens what it needs again."""
 
     name: str
 
     async def grade(self, request: GradeRequest) -> Verdict: ...
 
     async def aclose(self) -> None: ...
+
+
+class ClosingJudge:
+    """`async with judge:` closes the judge when the block ends, on the loop that used it."""
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.aclose()

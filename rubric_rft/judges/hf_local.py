@@ -11,47 +11,70 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from rubric_rft.judges.base import CriterionVerdict, GradeRequest, Verdict
-from rubric_rft.judges.cache import VerdictCache, cache_key
-from rubric_rft.judges.config import HFJudgeConfig
+from rubric_rft.judges.base import ClosingJudge, CriterionVerdict, GradeRequest, Verdict
 from rubric_rft.judges.prompts import TEMPLATE_VERSION, per_criterion_yes_no_messages
+from rubric_rft.judges.registry import register_backend
+from rubric_rft.llm.cache import AnswerCache, cache_key
 from rubric_rft.models import resolve_model
 
 YES_WORDS = ("Yes", "yes", "YES")
 NO_WORDS = ("No", "no", "NO")
 
 
-class HFJudge:
-    """Judge backend for `HFJudgeConfig`; the model is loaded on first use."""
+class HFJudgeConfig(BaseModel):
+    """A transformers causal LM loaded in-process; P(yes) per criterion from its next-token distribution."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    backend: Literal["hf"] = "hf"
+    model: str
+    cache_path: str | None = Field(default=None, description="SQLite file of cached verdicts; none disables the cache.")
+    device: str = "cpu"
+    batch_size: int = Field(default=8, ge=1)
+    max_length: int = Field(default=2048, ge=64, description="Prompt tokens kept (left-truncated).")
+    threshold: float = Field(default=0.5, gt=0, lt=1, description="P(yes) at or above which a criterion is met.")
+
+
+class JudgeModelError(RuntimeError):
+    """The judge's model cannot be loaded: the run stops at the start instead of failing every grade."""
+
+
+@register_backend
+class HFJudge(ClosingJudge):
+    """Judge backend `hf`. The model is loaded when the judge is built, so a model that cannot load stops the run
+    at its start, with the model's path in the message."""
+
+    Config = HFJudgeConfig
 
     def __init__(self, config: HFJudgeConfig) -> None:
         self.config = config
         self.name = f"hf:{config.model}"
-        self._cache = VerdictCache(config.cache_path) if config.cache_path else None
-        self._model = None
-        self._tokenizer = None
-        self._load_lock = threading.Lock()
+        self._cache = AnswerCache(config.cache_path) if config.cache_path else None
         self._forward_lock = threading.Lock()
+        try:
+            self._load()
+        except Exception as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+            raise JudgeModelError(f"judge model {config.model!r} cannot be loaded: {problem}") from exc
 
     def _load(self) -> None:
-        with self._load_lock:
-            if self._model is not None:
-                return
-            path = resolve_model(self.config.model)
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            tokenizer.padding_side = "left"
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = tokenizer.eos_token
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(self.config.device).eval()
-            self._yes_ids = _first_token_ids(tokenizer, YES_WORDS)
-            self._no_ids = _first_token_ids(tokenizer, NO_WORDS)
-            if set(self._yes_ids) & set(self._no_ids):
-                raise ValueError(f"{self.config.model}: the tokenizer does not tell 'yes' from 'no' by first token")
-            self._tokenizer, self._model = tokenizer, model
+        path = resolve_model(self.config.model)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(self.config.device).eval()
+        self._yes_ids = _first_token_ids(tokenizer, YES_WORDS)
+        self._no_ids = _first_token_ids(tokenizer, NO_WORDS)
+        if set(self._yes_ids) & set(self._no_ids):
+            raise ValueError(f"{path}: the tokenizer does not tell 'yes' from 'no' by first token")
+        self._tokenizer, self._model = tokenizer, model
 
     async def grade(self, request: GradeRequest) -> Verdict:
         started = time.perf_counter()
@@ -73,7 +96,7 @@ class HFJudge:
             except Exception as exc:  # a failed forward pass is a failed grade, reported, never a score
                 error = f"{self.name}: {type(exc).__name__}: {exc}"
                 return Verdict(error=error, latency_s=time.perf_counter() - started)
-            verdict.judge_calls += len(todo)
+            verdict.calls += len(todo)
             for (criterion, key), p_yes in zip(todo, computed, strict=True):
                 probabilities[criterion.id] = p_yes
                 if self._cache is not None:
@@ -99,7 +122,6 @@ class HFJudge:
     def p_yes(self, conversations: list[list[dict]]) -> list[float]:
         """P(yes) against P(no) for the first answer token of each chat message list, as `grade` reads it; for
         measuring other judge templates with the same model and the same reading."""
-        self._load()
         results: list[float] = []
         with self._forward_lock, torch.no_grad():
             for start in range(0, len(conversations), self.config.batch_size):
@@ -124,6 +146,7 @@ class HFJudge:
         return results
 
     async def aclose(self) -> None:
+        """Close the cache connection (the next grade opens it again); the model stays loaded."""
         if self._cache is not None:
             self._cache.close()
 

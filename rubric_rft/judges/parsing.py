@@ -13,6 +13,8 @@ import json
 import re
 from typing import Any, Literal
 
+from rubric_rft.llm.client import MalformedAnswer
+
 Winner = Literal["A", "B", "tie"]
 
 TRUE_WORDS = frozenset({"yes", "y", "true", "1", "met", "satisfied", "pass", "passed"})
@@ -36,7 +38,7 @@ _INVALID = "invalid JSON object"
 _NO_EXPECTED_KEY = "none of the expected keys in the JSON object"
 
 
-class MalformedVerdict(ValueError):
+class MalformedVerdict(MalformedAnswer):
     """The judge's answer could not be read as a verdict; the message says why, briefly."""
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from rubric_rft.data import load_prompt_dataset, render_prompt
-from rubric_rft.judges.config import build_judge, load_judge_config
+from rubric_rft.judges.registry import build_judge, load_judge_config
 from rubric_rft.monitor import report
 from rubric_rft.monitor.config import MonitorConfig
 from rubric_rft.monitor.onset import Evaluation, detect_onset

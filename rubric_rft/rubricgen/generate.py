@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from rubric_rft.llm.costs import Costs
 from rubric_rft.rubricgen.proposer import RubricProposer
 from rubric_rft.rubricgen.records import Appender, PromptRow, read_appended, replace_file, write_errors
 
@@ -24,9 +25,7 @@ class GenerationSummary:
     written: int = 0
     resumed: int = 0
     errors: dict[str, str] = field(default_factory=dict)
-    judge_calls: int = 0
-    retries: int = 0
-    cache_hits: int = 0
+    costs: Costs = field(default_factory=Costs)
 
 
 async def generate_rubrics(
@@ -50,9 +49,7 @@ async def generate_rubrics(
         async def one(row: PromptRow) -> None:
             reference = row.reference if use_reference else None
             asked = await proposer.generate(row.text, row.prompt_id, row.prompt_id, reference)
-            summary.judge_calls += asked.judge_calls
-            summary.retries += asked.retries
-            summary.cache_hits += asked.cache_hits
+            summary.costs.add(asked)
             if asked.ok:
                 record = PromptRow(row.prompt_id, row.prompt, row.reference, asked.value).as_row()
                 appender.write(record)

@@ -1,6 +1,6 @@
 """The proposer: an LLM behind any OpenAI-compatible endpoint that writes, refines and rewrites.
 
-Every question goes through `OpenAIJudge.ask` (its cache, retries, replicas and concurrency bound), with a parser
+Every question goes through a `ChatClient` (its cache, retries, replicas and concurrency bound), with a parser
 that validates the answer, so a malformed answer is asked again and a cached answer costs nothing on a rerun.
 A question that still fails comes back as an `Asked` with `error` set, never as a made-up rubric.
 """
@@ -9,16 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import TypeAdapter
-
-from rubric_rft.config_values import load_validated
-from rubric_rft.judges.base import CallOutcome
-from rubric_rft.judges.cache import cache_key
-from rubric_rft.judges.config import OpenAIJudgeConfig
-from rubric_rft.judges.openai_compat import JudgeFailure, OpenAIJudge
+from rubric_rft.llm.client import Asked, ChatClient
+from rubric_rft.llm.endpoint import ChatEndpointConfig
 from rubric_rft.rubric import Rubric
 from rubric_rft.rubricgen.edits import Refinement
 from rubric_rft.rubricgen.parsing import parse_generated, parse_refinement
@@ -38,34 +32,16 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass
-class Asked(CallOutcome, Generic[T]):
-    """The outcome of one proposer question: `value` is None exactly when `error` says why."""
-
-    value: T | None = None
-
-
-_ENDPOINT: TypeAdapter[OpenAIJudgeConfig] = TypeAdapter(OpenAIJudgeConfig)
-
-
-def load_endpoint(value: str | dict[str, Any] | OpenAIJudgeConfig, what: str = "proposer config") -> OpenAIJudgeConfig:
-    """An OpenAI-compatible endpoint config (`OpenAIJudgeConfig`, `backend` optional) from a dict, a JSON string or
-    a YAML/JSON path; errors name the file and the field."""
-    if isinstance(value, OpenAIJudgeConfig):
-        return value
-    return load_validated(value, _ENDPOINT, what, defaults={"backend": "openai"})[0]
-
-
 class RubricProposer:
     """Writes rubrics (`generate`), edits them from preferred pairs (`refine`) and improves answers (`rewrite`)."""
 
-    def __init__(self, config: OpenAIJudgeConfig, *, max_criteria: int = 12) -> None:
+    def __init__(self, config: ChatEndpointConfig, *, max_criteria: int = 12) -> None:
         if max_criteria < 1:
             raise ValueError(f"max_criteria must be at least 1, got {max_criteria}")
         self.config = config
         self.max_criteria = max_criteria
-        self.name = f"openai:{config.model}"
-        self._llm = OpenAIJudge(config)
+        self.client = ChatClient(config)
+        self.name = self.client.name
 
     def __repr__(self) -> str:
         return f"RubricProposer(model={self.config.model!r}, base_urls={self.config.base_urls!r})"
@@ -106,29 +82,22 @@ class RubricProposer:
             rewrite_messages(prompt, draft), key, lambda text: {"text": text.strip()}, lambda a: a["text"]
         )
 
-    def _key(self, template: str, **parts: Any) -> str:
-        return cache_key(
-            backend="openai",
-            model=self.config.model,
-            template=template,
-            temperature=self.config.temperature,
-            **parts,
-        )
+    def _key(self, template: str, **parts: Any) -> dict[str, Any]:
+        return dict(template=template, **parts)
 
     async def _ask(
         self,
         messages: list[dict],
-        key: str,
+        key: dict[str, Any],
         parse: Callable[[str], dict[str, Any]],
         build: Callable[[dict[str, Any]], T],
     ) -> Asked[T]:
-        asked: Asked[T] = Asked()
-        try:
-            asked.value = build(await self._llm.ask(messages, key, parse, asked))
-        except JudgeFailure as failure:
-            asked.error = f"{self.name}: {failure}"
+        asked = await self.client.ask(messages, parse, key)
+        if asked.ok:
+            asked.value = build(asked.value)
+        else:
             logger.warning("proposer gave up: %s", asked.error)
         return asked
 
     async def aclose(self) -> None:
-        await self._llm.aclose()
+        await self.client.aclose()

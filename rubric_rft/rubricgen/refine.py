@@ -239,7 +239,7 @@ async def _refine_prompt(
         for better, worse in directed
     ]
     asked = await proposer.refine(row.text, rubric, shown)
-    record["proposer_calls"] = asked.judge_calls
+    record["proposer_calls"] = asked.calls
     if not asked.ok:
         return finish("error", error=asked.error)
     refinement = asked.value

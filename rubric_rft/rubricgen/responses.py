@@ -4,7 +4,7 @@ Refinement needs great *and diverse* responses: a policy's own samples rarely re
 off-policy models and rewrites ("improve this answer") supply it. Sources (one config each, `type`):
 
 - `policy`: a local transformers model, greedy (`temperature: 0`) or sampled;
-- `openai`: any OpenAI-compatible chat model (an `OpenAIJudgeConfig` under `endpoint`), `samples` answers each;
+- `openai`: any OpenAI-compatible chat model (a `ChatEndpointConfig` under `endpoint`), `samples` answers each;
 - `rewrite`: a model asked to improve the responses of other generators (`of`; default: every generator that
   is not itself a rewrite); a rewrite of generator G's answer #i is generator `{name}/{G}`, index i;
 - `jsonl`: responses already collected, `{prompt_id, response, generator?, index?, label?}` per line.
@@ -28,11 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from tqdm.auto import tqdm
 
 from rubric_rft.config_values import load_validated
-from rubric_rft.judges.cache import cache_key
-from rubric_rft.judges.config import OpenAIJudgeConfig
-from rubric_rft.judges.openai_compat import JudgeFailure, OpenAIJudge
+from rubric_rft.llm.client import ChatClient
+from rubric_rft.llm.costs import Costs
+from rubric_rft.llm.endpoint import ChatEndpointConfig, load_endpoint
 from rubric_rft.rubric import RubricFileError, describe_validation_error, iter_json_records
-from rubric_rft.rubricgen.proposer import Asked, RubricProposer, load_endpoint
+from rubric_rft.rubricgen.proposer import RubricProposer
 from rubric_rft.rubricgen.records import Appender, Candidate, PromptRow, load_candidates, write_errors
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class PolicySource(_Strict):
 
 
 class _EndpointSource(_Strict):
-    endpoint: OpenAIJudgeConfig
+    endpoint: ChatEndpointConfig
 
     @field_validator("endpoint", mode="before")
     @classmethod
@@ -126,9 +126,7 @@ class CollectSummary:
     written: Counter[str] = field(default_factory=Counter)
     skipped: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
-    judge_calls: int = 0
-    retries: int = 0
-    cache_hits: int = 0
+    costs: Costs = field(default_factory=Costs)
 
 
 class _Collector:
@@ -150,11 +148,6 @@ class _Collector:
         self.appender.write(candidate.model_dump(mode="json", exclude_none=True))
         self.candidates[candidate.key] = candidate
         self.summary.written[candidate.generator] += 1
-
-    def count(self, asked: Asked | _Tally) -> None:
-        self.summary.judge_calls += asked.judge_calls
-        self.summary.retries += asked.retries
-        self.summary.cache_hits += asked.cache_hits
 
     def bar(self, total: int, what: str) -> tqdm:
         return tqdm(total=total, desc=what, unit="response", disable=not self.progress)
@@ -272,49 +265,26 @@ def _sampled(model, tokenizer, messages: list[list[dict]], source: PolicySource,
     return [[t.strip() for t in decoded[i : i + source.samples]] for i in range(0, len(decoded), source.samples)]
 
 
-@dataclass
-class _Tally:
-    judge_calls: int = 0
-    retries: int = 0
-    cache_hits: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
 async def _ask_chat(source: ChatSource, prompts: list[PromptRow], collector: _Collector) -> None:
     """Each prompt's messages as they are, once per sample; the sample index is part of the cache key."""
-    model = OpenAIJudge(source.endpoint)
     rows = {row.prompt_id: row for row in prompts}
     keys = [(row.prompt_id, source.generator, index) for row in prompts for index in range(source.samples)]
     todo = [(rows[prompt_id], index) for prompt_id, _, index in collector.missing(keys)]
 
-    async def one(row: PromptRow, index: int, bar: tqdm) -> None:
-        tally = _Tally()
-        key = cache_key(
-            backend="openai",
-            model=source.endpoint.model,
-            shape=RESPONSE_SHAPE,
-            temperature=source.endpoint.temperature,
-            max_tokens=source.endpoint.max_tokens,
-            prompt=row.prompt,
-            index=index,
-        )
-        try:
-            answer = await model.ask(row.prompt, key, lambda text: {"text": text.strip()}, tally)
-        except JudgeFailure as failure:
-            _failed(collector, row.prompt_id, source.generator, index, f"{model.name}: {failure}")
+    async def one(client: ChatClient, row: PromptRow, index: int, bar: tqdm) -> None:
+        key = dict(shape=RESPONSE_SHAPE, max_tokens=source.endpoint.max_tokens, prompt=row.prompt, index=index)
+        asked = await client.ask(row.prompt, lambda text: {"text": text.strip()}, key)
+        if asked.ok:
+            answer = asked.value["text"]
+            collector.add(Candidate(prompt_id=row.prompt_id, generator=source.generator, index=index, response=answer))
         else:
-            collector.add(
-                Candidate(prompt_id=row.prompt_id, generator=source.generator, index=index, response=answer["text"])
-            )
-        collector.count(tally)
+            _failed(collector, row.prompt_id, source.generator, index, asked.error)
+        collector.summary.costs.add(asked)
         bar.update()
 
-    try:
+    async with ChatClient(source.endpoint) as client:
         with collector.bar(len(todo), f"answering ({source.generator})") as bar:
-            await asyncio.gather(*(one(row, index, bar) for row, index in todo))
-    finally:
-        await model.aclose()
+            await asyncio.gather(*(one(client, row, index, bar) for row, index in todo))
 
 
 async def _rewrite(source: RewriteSource, prompts: list[PromptRow], collector: _Collector) -> None:
@@ -346,7 +316,7 @@ async def _rewrite(source: RewriteSource, prompts: list[PromptRow], collector: _
             )
         else:
             _failed(collector, draft.prompt_id, generator, draft.index, asked.error)
-        collector.count(asked)
+        collector.summary.costs.add(asked)
         bar.update()
 
     try:

@@ -35,7 +35,7 @@ async def grade_responses(judge: Judge | None, prompt: str, rubric: Rubric, resp
     )
     grades = []
     for g in graded:
-        calls = g.verdict.judge_calls if g.verdict is not None else 0
+        calls = g.verdict.calls if g.verdict is not None else 0
         if g.error is not None:
             grades.append(Grade(None, None, error=g.error, judge_calls=calls))
         else:

@@ -1,0 +1,1 @@
+"""Asking models: one chat client (cache, retries, replicas, concurrency, costs) and what it counts."""

@@ -1,0 +1,256 @@
+"""`ChatClient`: ask a chat model a question and get its parsed answer, whatever it takes.
+
+Everything that talks to an OpenAI-compatible endpoint goes through here: the judge, the pairwise judge, the
+proposer and response collection. The client owns the answer cache, retries with backoff, the replicas (requests
+alternate between base URLs), the concurrency bound and the cost counts, and it never raises for a failed
+question: the `Asked` it returns has `error` set instead, so a failure is counted and reported, never scored.
+
+HTTP clients and the concurrency semaphore belong to one event loop, so they are created lazily inside the
+coroutine and re-created when the running loop changes (TRL awaits rewards on its own background loop; tests and
+the monitor call `asyncio.run` repeatedly). `aclose` may be called any number of times; a later `ask` opens
+everything again. Retries are ours (`max_retries=0` on the openai client) so that each one is counted and a
+malformed answer is re-asked like a failed request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import openai
+
+from rubric_rft.llm.cache import AnswerCache, cache_key
+from rubric_rft.llm.costs import CallOutcome
+from rubric_rft.llm.endpoint import ChatEndpointConfig
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Statuses worth asking again: the server is busy or broken for now. Any other 4xx is the request's fault.
+RETRYABLE_STATUSES = frozenset({408, 429})
+# First-token candidates asked for with `first_token`: enough for the spellings of yes and no to show up.
+TOP_LOGPROBS = 20
+
+
+@dataclass
+class Asked(CallOutcome, Generic[T]):
+    """The outcome of one question: `value` is None exactly when `error` says why."""
+
+    value: T | None = None
+
+
+class MalformedAnswer(ValueError):
+    """An answer that does not parse; `ask` asks the question again."""
+
+
+class _Refused(Exception):
+    """A request the server refused for good (a non-retryable HTTP error)."""
+
+
+class _Transient(Exception):
+    """A failure worth retrying: timeout, connection error, 408/429/5xx."""
+
+
+@dataclass
+class _LoopResources:
+    """What must be created on the event loop that uses it."""
+
+    loop: asyncio.AbstractEventLoop
+    clients: list[tuple[str, openai.AsyncOpenAI]]  # (base URL, client), base URLs alternating
+    in_flight: asyncio.Semaphore
+
+
+class ChatClient:
+    """Asks the model of a `ChatEndpointConfig`; `async with ChatClient(config) as client:` closes it after."""
+
+    def __init__(self, config: ChatEndpointConfig) -> None:
+        self.config = config
+        self.name = f"openai:{config.model}"
+        self._api_key = _read_api_key(config.api_key_env)
+        self._next_client = itertools.count()
+        self._jitter = random.Random()
+        self._resources: _LoopResources | None = None
+        self._cache = AnswerCache(config.cache_path) if config.cache_path else None
+
+    def __repr__(self) -> str:
+        return f"ChatClient(model={self.config.model!r}, base_urls={self.config.base_urls!r})"
+
+    async def __aenter__(self) -> ChatClient:
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.aclose()
+
+    async def ask(
+        self,
+        messages: list[dict],
+        parse: Callable[[str], dict[str, Any]],
+        key: dict[str, Any],
+        *,
+        first_token: Callable[[list[dict]], dict[str, Any]] | None = None,
+    ) -> Asked[dict[str, Any]]:
+        """The parsed answer to one chat question: from the cache, or asked (and re-asked) until it parses.
+
+        `parse` turns the answer text into a JSON object, which is what gets cached, or raises `MalformedAnswer`
+        to have the question asked again. `key` holds everything besides the model and temperature that determines
+        the answer (template version, prompt, ...): the cache key is made of them. With `first_token`, the top
+        log-probabilities of the answer's first token are requested too, and what it makes of them (`[]` when the
+        server gave none) is merged into the answer.
+        """
+        asked: Asked[dict[str, Any]] = Asked()
+        full_key = cache_key(backend="openai", model=self.config.model, temperature=self.config.temperature, **key)
+        cached = self._cache.get(full_key) if self._cache is not None else None
+        if cached is not None:
+            asked.cache_hits += 1
+            asked.value = cached
+            return asked
+        last_failure = ""
+        for attempt in range(self.config.max_retries + 1):
+            if attempt:
+                asked.retries += 1
+                await asyncio.sleep(self._backoff_s(attempt))
+                logger.debug("retry %d after: %s", attempt, last_failure)
+            try:
+                text, top_logprobs = await self._complete(messages, asked, logprobs=first_token is not None)
+                answer = parse(text)
+                if first_token is not None:
+                    answer.update(first_token(top_logprobs))
+            except _Refused as refused:
+                asked.error = f"{self.name}: {refused}"
+                return asked
+            except (_Transient, MalformedAnswer) as problem:
+                last_failure = str(problem) if isinstance(problem, _Transient) else f"malformed answer: {problem}"
+                continue
+            if self._cache is not None:
+                self._cache.put(full_key, answer)
+            asked.value = answer
+            return asked
+        asked.error = (
+            f"{self.name}: gave up after {self.config.max_retries + 1} attempts; last failure: {last_failure}"
+        )
+        return asked
+
+    async def _complete(
+        self, messages: list[dict], costs: CallOutcome, *, logprobs: bool = False
+    ) -> tuple[str, list[dict]]:
+        """Send one chat request to the next replica: the answer's text and, with `logprobs`, the top
+        log-probabilities of its first token (empty when the server gives none); or `_Transient`/`_Refused`."""
+        body = {
+            "model": self.config.model,
+            "messages": messages,
+            "temperature": self.config.temperature,
+            "max_tokens": self.config.max_tokens,
+        }
+        if logprobs:
+            body.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
+        resources = self._loop_resources()
+        url, client = resources.clients[next(self._next_client) % len(resources.clients)]
+        async with resources.in_flight:
+            costs.calls += 1
+            try:
+                # `post` with a plain body is the client's documented way to reach an endpoint directly; it keeps
+                # its timeouts and typed errors but skips the per-request transform of typed parameters and
+                # response models, which costs more CPU than the rest of the request on a busy event loop.
+                completion = await client.post("/chat/completions", cast_to=dict, body=body)
+            except openai.APIConnectionError as exc:  # APITimeoutError included
+                raise _Transient(self._transport_failure(exc, url)) from None
+            except openai.APIStatusError as exc:
+                message = f"HTTP {exc.status_code} from {url}: {_status_message(exc)}"
+                if exc.status_code in RETRYABLE_STATUSES or exc.status_code >= 500:
+                    raise _Transient(message) from None
+                raise _Refused(message) from None
+        usage = completion.get("usage") if isinstance(completion, dict) else None
+        costs.prompt_tokens += (usage or {}).get("prompt_tokens") or 0
+        costs.completion_tokens += (usage or {}).get("completion_tokens") or 0
+        text = _answer_text(completion)
+        if not isinstance(text, str) or not text.strip():
+            raise MalformedAnswer("empty answer")
+        return text, _first_token_top_logprobs(completion) if logprobs else []
+
+    def _transport_failure(self, error: openai.APIConnectionError, url: str) -> str:
+        """What went wrong on the way to the server. The aiohttp transport reports a refused or reset connection
+        (a server that is down or died mid-request) as a timeout, so the cause chain decides, not the type."""
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, ConnectionError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            return f"connection error at {url}: {type(cause).__name__}: {cause}"
+        if isinstance(error, openai.APITimeoutError):
+            return f"timed out after {self.config.timeout_s:g} s at {url}"
+        return f"connection error at {url}: {error}"
+
+    def _backoff_s(self, attempt: int) -> float:
+        """Exponential backoff with full jitter: uniform in [0, min(max, initial * 2^(attempt-1))]."""
+        ceiling = min(self.config.backoff_max_s, self.config.backoff_initial_s * 2 ** (attempt - 1))
+        return self._jitter.uniform(0, ceiling)
+
+    def _loop_resources(self) -> _LoopResources:
+        loop = asyncio.get_running_loop()
+        if self._resources is None or self._resources.loop is not loop:
+            # Clients of a previous loop are dropped, not closed: their connections belong to that loop.
+            clients = [
+                (
+                    url,
+                    openai.AsyncOpenAI(
+                        base_url=url,
+                        api_key=self._api_key,
+                        max_retries=0,
+                        timeout=self.config.timeout_s,
+                        http_client=openai.DefaultAioHttpClient(),  # aiohttp: far less CPU per request than httpx
+                    ),
+                )
+                for url in self.config.base_urls
+            ]
+            self._resources = _LoopResources(loop, clients, asyncio.Semaphore(self.config.max_concurrency))
+        return self._resources
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients of the running loop and the cache connection; safe to call again, and a later
+        `ask` opens them again."""
+        resources, self._resources = self._resources, None
+        if resources is not None and resources.loop is asyncio.get_running_loop():
+            await asyncio.gather(*(client.close() for _, client in resources.clients))
+        if self._cache is not None:
+            self._cache.close()
+
+
+def _read_api_key(env_var: str | None) -> str:
+    """The key from the named variable; "EMPTY" when none is configured (what vLLM expects)."""
+    if env_var is None:
+        return "EMPTY"
+    key = os.environ.get(env_var)
+    if not key:
+        raise ValueError(f"endpoint config sets api_key_env={env_var!r}, but that environment variable is not set")
+    return key
+
+
+def _status_message(error: openai.APIStatusError) -> str:
+    """The client's message, plus the `detail` of a FastAPI error body (`transformers serve` answers a wrong model
+    name or an unknown field that way), which the client leaves out of its message."""
+    detail = error.body.get("detail") if isinstance(error.body, dict) else None
+    return f"{error.message} - {detail}" if detail else error.message
+
+
+def _first_token_top_logprobs(completion: dict) -> list[dict]:
+    """`choices[0].logprobs.content[0].top_logprobs` of a chat completion; [] when any part of it is missing."""
+    try:
+        top = completion["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+    except (KeyError, IndexError, TypeError):
+        return []
+    return top if isinstance(top, list) else []
+
+
+def _answer_text(completion: Any) -> Any:
+    """`choices[0].message.content` of a chat completion body, or None when any part of it is missing."""
+    choices = completion.get("choices") if isinstance(completion, dict) else None
+    if not choices or not isinstance(choices[0], dict):
+        return None
+    message = choices[0].get("message")
+    return message.get("content") if isinstance(message, dict) else None
