@@ -94,7 +94,8 @@ class _Message(_Lenient):
 Prompt = Annotated[list[_Message], BeforeValidator(_messages), Field(min_length=1)]
 
 
-def _prompt_key(prompt: list[_Message]) -> str:
+def prompt_key(prompt: list[_Message]) -> str:
+    """A short stable id for a prompt that comes without one: the hash of its messages."""
     canonical = json.dumps([m.model_dump() for m in prompt], ensure_ascii=False, sort_keys=True)
     return hashlib.sha1(canonical.encode()).hexdigest()[:12]
 
@@ -127,7 +128,7 @@ class _ImportedRecord(_Lenient):
         return None
 
     def to_row(self, pitfall_phrasing: PitfallPhrasing) -> dict[str, Any]:
-        key = self.prompt_id or self.id or _prompt_key(self.prompt)
+        key = self.prompt_id or self.id or prompt_key(self.prompt)
         rubric = Rubric(id=key, prompt_id=key, criteria=self.to_criteria(pitfall_phrasing))
         return _row(key, self.prompt, rubric, self.reference())
 

@@ -4,17 +4,20 @@ TRL awaits async reward functions on its own event loop, so every completion of 
 concurrently; the judge bounds how many requests are in flight. Rule criteria are checked in-process and
 never cost a judge call. A completion whose llm criteria could not be graded after the judge's retries gets
 `None`, which TRL masks out of its group, and is counted in the logged metrics: never a made-up score.
+
+Criterion pass rates are logged pooled (by kind, for positive criteria and for pitfalls): ids such as `c1` repeat
+across prompts and name unrelated criteria, so a series per id would merge them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rubric_rft.data import completion_text, render_prompt
 from rubric_rft.judges.base import GradeRequest, Judge, Verdict
@@ -22,9 +25,8 @@ from rubric_rft.llm.costs import Costs
 from rubric_rft.rubric import Rubric
 from rubric_rft.rules import grade_rules
 
-# Per-criterion pass rates are logged by criterion id while a batch has at most this many distinct ids;
-# beyond that, ids are prompt-specific and only the aggregates mean anything.
-MAX_PER_CRITERION_METRICS = 32
+if TYPE_CHECKING:
+    from rubric_rft.rubric_store import RubricStore
 
 
 @dataclass
@@ -36,6 +38,7 @@ class GradedCompletion:
     probabilities: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     verdict: Verdict | None = None
+    rubric: Rubric | None = None
 
 
 @lru_cache(maxsize=4096)
@@ -51,8 +54,9 @@ def as_rubric(value: Any) -> Rubric:
 class RubricReward:
     """Async TRL reward function: `reward_funcs=[RubricReward(judge)]`.
 
-    Reads each row's rubric from the dataset column `rubric_column`. `judge` may be None when every
-    criterion is a rule. `normalize=False` returns the raw weighted sum instead of a score in [0, 1].
+    Reads each row's rubric from the dataset column `rubric_column`, or, given a `store`, looks it up there by the
+    row's `prompt_id` (so a rubric may change during training). `judge` may be None when every criterion is a
+    rule. `normalize=False` returns the raw weighted sum instead of a score in [0, 1].
     """
 
     def __init__(
@@ -62,9 +66,11 @@ class RubricReward:
         rubric_column: str = "rubric",
         normalize: bool = True,
         name: str = "rubric_reward",
+        store: RubricStore | None = None,
     ) -> None:
         self.judge = judge
         self.rubric_column = rubric_column
+        self.store = store
         self.normalize = normalize
         self.__name__ = name
         self.totals: Counter[str] = Counter()
@@ -76,18 +82,26 @@ class RubricReward:
         log_metric: Callable[[str, float], None] | None = None,
         **columns: Any,
     ) -> list[float | None]:
-        if self.rubric_column not in columns:
-            available = sorted(k for k in columns if k not in {"trainer_state", "log_extra", "completion_ids"})
-            raise ValueError(
-                f"RubricReward needs a '{self.rubric_column}' column in the training dataset; "
-                f"the columns passed to the reward were {available}"
-            )
         started = time.perf_counter()
-        graded = await self.grade(prompts, completions, columns[self.rubric_column])
+        graded = await self.grade(prompts, completions, self._rubrics(columns))
         if log_metric is not None:
             for name, value in self.batch_metrics(graded, time.perf_counter() - started).items():
                 log_metric(name, value)
         return [g.score for g in graded]
+
+    def _rubrics(self, columns: dict[str, Any]) -> Sequence[Any]:
+        """Each row's rubric: from the store by `prompt_id` when there is one, else from the rubric column."""
+        column = self.rubric_column if self.store is None else "prompt_id"
+        if column not in columns:
+            available = sorted(k for k in columns if k not in {"trainer_state", "log_extra", "completion_ids"})
+            source = "" if self.store is None else " to look rubrics up in its store"
+            raise ValueError(
+                f"RubricReward needs a '{column}' column in the training dataset{source}; "
+                f"the columns passed to the reward were {available}"
+            )
+        if self.store is None:
+            return columns[column]
+        return [self.store.rubric_for(prompt_id) for prompt_id in columns[column]]
 
     async def grade(
         self, prompts: Sequence[Any], completions: Sequence[Any], rubrics: Sequence[Any]
@@ -119,13 +133,13 @@ class RubricReward:
                 GradeRequest(render_prompt(prompt), response, tuple(rubric.llm_criteria))
             )
             if not verdict.ok:
-                return GradedCompletion(score=None, error=verdict.error, verdict=verdict)
+                return GradedCompletion(score=None, error=verdict.error, verdict=verdict, rubric=rubric)
             for criterion_id, result in verdict.criteria.items():
                 satisfied[criterion_id] = result.satisfied
                 if result.probability is not None:
                     probabilities[criterion_id] = result.probability
         score = rubric.score(satisfied, normalize=self.normalize)
-        return GradedCompletion(score, satisfied, probabilities, verdict=verdict)
+        return GradedCompletion(score, satisfied, probabilities, verdict=verdict, rubric=rubric)
 
     async def aclose(self) -> None:
         """Close the judge's clients on the running event loop (a later grade opens them again)."""
@@ -151,12 +165,28 @@ class RubricReward:
                     "rubric/judge_completion_tokens": float(costs.completion_tokens),
                 }
             )
-        outcomes = [(cid, ok) for g in graded if g.error is None for cid, ok in g.satisfied.items()]
-        if outcomes:
-            metrics["rubric/pass_rate"] = sum(ok for _, ok in outcomes) / len(outcomes)
-            ids = {cid for cid, _ in outcomes}
-            if len(ids) <= MAX_PER_CRITERION_METRICS:
-                for cid in sorted(ids):
-                    results = [ok for c, ok in outcomes if c == cid]
-                    metrics[f"rubric/pass_rate/{cid}"] = sum(results) / len(results)
+        metrics.update({f"rubric/{name}": value for name, value in criterion_stats(graded).items()})
         return metrics
+
+
+def criterion_stats(graded: Sequence[GradedCompletion]) -> dict[str, float]:
+    """Criterion pass rates of the graded completions, pooled so that they read the same for any number of prompts.
+
+    `pass_rate` over every criterion, `pass_rate/kind/{llm,rule}`, `pass_rate/positive` and `pass_rate/pitfall`
+    (negative weight: passing means the bad thing happened, so lower is better), and `saturation`, the share of
+    graded completions whose positive criteria all passed (a rubric that no longer separates good answers).
+    """
+    pools: dict[str, list[bool]] = defaultdict(list)
+    saturated = []
+    for g in graded:
+        if g.error is not None or g.rubric is None:
+            continue
+        for criterion in g.rubric.criteria:
+            passed = bool(g.satisfied[criterion.id])
+            sign = "positive" if criterion.weight > 0 else "pitfall"
+            for pool in ("pass_rate", f"pass_rate/kind/{criterion.kind}", f"pass_rate/{sign}"):
+                pools[pool].append(passed)
+        saturated.append(all(g.satisfied[c.id] for c in g.rubric.criteria if c.weight > 0))
+    if not saturated:
+        return {}
+    return {**{pool: sum(v) / len(v) for pool, v in pools.items()}, "saturation": sum(saturated) / len(saturated)}

@@ -200,6 +200,22 @@ class Rubric(_Strict):
             return raw
         return min(1.0, max(0.0, raw / self.total_positive_weight))
 
+    def next_version(self, criteria: list[Criterion], reason: str | None) -> Rubric:
+        """The rubric that replaces this one: version + 1, its parent this rubric, the reason for the change kept.
+
+        Ids follow the shipped datasets' convention, `{prompt_id}-v{version}`.
+        """
+        version = self.version + 1
+        prompt_id = self.prompt_id or self.id
+        return Rubric(
+            id=f"{prompt_id}-v{version}",
+            prompt_id=self.prompt_id,
+            criteria=criteria,
+            version=version,
+            parent=self.id,
+            reason=reason,
+        )
+
     @classmethod
     def from_value(cls, value: str | Mapping[str, Any] | Rubric) -> Rubric:
         """Build a rubric from a dataset cell: a `Rubric`, its JSON text, or a dict.

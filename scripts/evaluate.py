@@ -28,9 +28,9 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
 
 from rubric_rft.data import load_prompt_dataset, render_prompt
+from rubric_rft.generation import generate
 from rubric_rft.models import resolve_model
 from rubric_rft.pairwise import PairItem, WinRateResult, build_pairwise_judge, load_pairwise_judge, win_rate
-from rubric_rft.sampling import generate_answers
 
 logger = logging.getLogger("evaluate")
 
@@ -143,7 +143,8 @@ def _answers(model, tokenizer, prompts: list, args: EvalArguments, who: str) -> 
     with tqdm(total=len(prompts), desc=f"answering ({who})", unit="prompt") as bar:
         for start in range(0, len(prompts), args.batch_size):
             batch = prompts[start : start + args.batch_size]
-            answers += generate_answers(model, tokenizer, batch, args.max_new_tokens, args.batch_size)
+            answered = generate(model, tokenizer, batch, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+            answers += answered.texts
             bar.update(len(batch))
     return answers
 

@@ -26,6 +26,7 @@ from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
 
 from rubric_rft.cpu_launch import plain_cpu_device_for_cpu_ranks, use_every_cpu_core
 from rubric_rft.data import load_prompt_dataset, render_prompt
+from rubric_rft.generation import generate_on_every_rank
 from rubric_rft.judges.registry import build_judge, load_judge_config
 from rubric_rft.models import resolve_model
 from rubric_rft.monitor.callback import OverOptimizationMonitor
@@ -36,7 +37,7 @@ from rubric_rft.reward_config import BTRewardConfig, load_reward_config
 from rubric_rft.reward_model import BTReward
 from rubric_rft.rollouts import RolloutSettingsError, check_rollout_settings, use_cpu_weight_reload
 from rubric_rft.rubric import write_json_records
-from rubric_rft.sampling import generate_answers
+from rubric_rft.rubric_store import RubricStore, RubricStoreCallback
 from rubric_rft.tracking import MetricsJsonlCallback, configure_wandb, log_samples_to_wandb
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "cpu_default.yaml"
@@ -47,17 +48,17 @@ class RubricArguments:
     dataset_path: str = field(metadata={"help": "Training prompts with rubrics: JSON/JSONL/Parquet file or hub id."})
     dataset_split: str = field(default="train", metadata={"help": "Split, for hub datasets."})
     heldout_path: str | None = field(default=None, metadata={"help": "Held-out prompts for before/after samples."})
-    judge: str | None = field(
+    judge: dict | str | None = field(
         default=None,
         metadata={"help": "Judge for llm criteria: a mapping in the YAML, a JSON string, or a judge YAML path."},
     )
     normalize_reward: bool = field(default=True, metadata={"help": "Score in [0, 1]; false: raw weighted sum."})
     num_samples: int = field(default=4, metadata={"help": "Held-out prompts answered before and after training."})
-    monitor: str | None = field(
+    monitor: dict | str | None = field(
         default=None,
         metadata={"help": "Over-optimization monitor: a mapping in the YAML, a JSON string, or a YAML path."},
     )
-    reward: str | None = field(
+    reward: dict | str | None = field(
         default=None,
         metadata={"help": "The training reward, {type: rubric} (default) or {type: bt, model: PATH}: a mapping in "
                   "the YAML, a JSON string, or a YAML path."},
@@ -73,9 +74,12 @@ def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: Mo
     configure_wandb(training_args.report_to, training_args.output_dir)
     model_path = resolve_model(model_args.model_name_or_path)
     train_dataset = load_prompt_dataset(script_args.dataset_path, script_args.dataset_split)
-    reward = _reward(script_args)
+    reward = _reward(script_args, train_dataset)
+    store = reward.store if isinstance(reward, RubricReward) else None
 
     callbacks = [MetricsJsonlCallback(training_args.output_dir), preemption]
+    if store is not None:
+        callbacks.append(RubricStoreCallback(store))
     monitor = _monitor(script_args, training_args, model_path, reward)
     if monitor is not None:
         callbacks.append(monitor)
@@ -89,6 +93,8 @@ def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: Mo
     )
     use_cpu_weight_reload(trainer)  # colocated vLLM on the CPU: weights reach it through vLLM's own reload
     checkpoint = _checkpoint_to_resume(training_args)
+    if store is not None and checkpoint is not None:
+        store.restore(checkpoint)  # a checkpoint saved without a store keeps the dataset's rubrics
     if monitor is not None and checkpoint is not None:
         monitor.restore(checkpoint)
     heldout = _heldout_rows(script_args)
@@ -102,12 +108,14 @@ def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: Mo
         _write_samples(training_args.output_dir, heldout, before, after, reward)
 
 
-def _reward(script_args: RubricArguments) -> RubricReward | BTReward:
+def _reward(script_args: RubricArguments, train_dataset) -> RubricReward | BTReward:
+    """A rubric reward reads each prompt's rubric from a store built from the training data, by `prompt_id`."""
     config = load_reward_config(script_args.reward)
     if isinstance(config, BTRewardConfig):
         return BTReward(config.model, batch_size=config.batch_size)
     judge = build_judge(load_judge_config(script_args.judge)) if script_args.judge else None
-    return RubricReward(judge, normalize=script_args.normalize_reward)
+    store = RubricStore.from_rows(train_dataset.select_columns(["prompt_id", "rubric"]), script_args.dataset_path)
+    return RubricReward(judge, normalize=script_args.normalize_reward, store=store)
 
 
 def _monitor(script_args: RubricArguments, training_args: GRPOConfig, model_path: str, reward):
@@ -124,6 +132,7 @@ def _monitor(script_args: RubricArguments, training_args: GRPOConfig, model_path
         max_new_tokens=training_args.max_completion_length,
         start_model_path=model_path,
         title=training_args.run_name,
+        rubric_store=reward.store if isinstance(reward, RubricReward) else None,
     )
 
 
@@ -148,10 +157,20 @@ def _heldout_rows(script_args: RubricArguments) -> list[dict]:
 
 
 def _answer(trainer: GRPOTrainer, rows: list[dict], max_new_tokens: int) -> list[str]:
-    if not rows or not trainer.accelerator.is_main_process:
+    """Greedy held-out answers. Called on every rank: under ZeRO-3 no rank can generate alone, so each answers its
+    share (batches of at most 8, small enough that every rank has one) and every rank gets all the answers."""
+    if not rows:
         return []
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    return generate_answers(model, trainer.processing_class, [r["prompt"] for r in rows], max_new_tokens)
+    per_rank = -(-len(rows) // trainer.accelerator.num_processes)
+    return generate_on_every_rank(
+        trainer.model_wrapped,
+        trainer.processing_class,
+        [r["prompt"] for r in rows],
+        accelerator=trainer.accelerator,
+        gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
+        max_new_tokens=max_new_tokens,
+        batch_size=min(8, per_rank),
+    ).texts
 
 
 def _write_samples(output_dir: str, rows: list[dict], before: list[str], after: list[str], reward) -> None:

@@ -75,12 +75,12 @@ def tiny_answers(model_path: str, prompts: list, max_new_tokens: int, adapter: P
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rubric_rft.sampling import generate_answers
+    from rubric_rft.generation import generate
 
     model = AutoModelForCausalLM.from_pretrained(model_path)
     if adapter is not None:
         model = PeftModel.from_pretrained(model, adapter)
-    return generate_answers(model, AutoTokenizer.from_pretrained(model_path), prompts, max_new_tokens)
+    return generate(model, AutoTokenizer.from_pretrained(model_path), prompts, max_new_tokens=max_new_tokens).texts
 
 
 @pytest.mark.slow

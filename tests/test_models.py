@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rubric_rft import models
+from rubric_rft.generation import generate
 from rubric_rft.models import SMOLLM2_ID, TINY_MODEL_ID, build_tiny_model, resolve_model
-from rubric_rft.sampling import generate_answers
 
 
 def test_tiny_model_loads_with_auto_classes_and_chats(tiny_model_path):
@@ -165,5 +165,6 @@ def test_smollm2_converted_from_gguf_matches_the_gguf_and_answers(smollm2_path):
     with torch.no_grad():
         assert torch.allclose(model(**inputs).logits, gguf_model(**inputs).logits, atol=1e-4)
 
-    [answer] = generate_answers(model, tokenizer, [[{"role": "user", "content": "What is the capital of France?"}]], 16)
+    [answer] = generate(model, tokenizer, [[{"role": "user", "content": "What is the capital of France?"}]],
+                        max_new_tokens=16).texts
     assert len(answer.split()) >= 3 and sum(c.isalpha() for c in answer) > len(answer) / 2

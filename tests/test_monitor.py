@@ -1,5 +1,6 @@
 """The over-optimization monitor inside real TRL GRPO runs on the tiny model: outputs, resume, actions, errors."""
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -11,6 +12,9 @@ from trl import GRPOTrainer
 from rubric_rft.data import completion_text, load_prompt_dataset
 from rubric_rft.monitor.callback import STATE_FILE, OverOptimizationMonitor
 from rubric_rft.monitor.config import MonitorConfig, load_monitor_config
+from rubric_rft.monitor.scoring import summarize
+from rubric_rft.reward import RubricReward
+from rubric_rft.rubric import Rubric
 from tests.test_training import tiny_grpo_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +72,8 @@ def test_the_monitor_records_every_evaluation_and_keeps_the_best(tmp_path, tiny_
         assert 0 <= record["gold_ci_low"] <= record["gold"] <= record["gold_ci_high"] <= 1
         assert record["proxy_failures"] == record["gold_failures"] == 0
         assert 0 < record["completion_length"] <= 8
-        diagnostics = {"pass_rate/concise", "pass_rate/on_topic", "saturated_criteria", "within_group_reward_std"}
+        diagnostics = {"pass_rate", "pass_rate/kind/rule", "saturation", "saturated_criteria",
+                       "within_group_reward_std"}
         assert diagnostics <= set(record)
     # LoRA starts as the identity: no divergence at step 0; a large learning rate moves the policy
     assert history[0]["kl"] == 0.0 and history[-1]["kl"] > 0.0
@@ -174,3 +179,18 @@ def test_restoring_from_a_checkpoint_without_monitor_state_is_a_clear_error(tmp_
     monitor = OverOptimizationMonitor(monitor_config(), str(tmp_path))
     with pytest.raises(FileNotFoundError, match="no monitor state in this checkpoint"):
         monitor.restore(tmp_path)
+
+
+def test_criterion_statistics_keep_criteria_of_different_prompts_apart():
+    """Imported criteria are numbered c1..cN in every rubric: `c1` of one prompt says nothing about another's."""
+    first, second = (Rubric.model_validate({"id": p, "prompt_id": p, "criteria": [
+        {"id": "c1", "text": f"Says {word}.", "weight": 1, "kind": "rule",
+         "check": {"type": "contains", "any_of": [word]}},
+    ]}) for p, word in (("a", "yes"), ("b", "no")))
+    texts = ["yes", "yes", "no", "maybe"]  # a.c1 passes in both samples, b.c1 in one of two
+    proxy = asyncio.run(RubricReward(None).grade(["q"] * 4, texts, [first, first, second, second]))
+    record = summarize(0, ["a", "a", "b", "b"], proxy, None, None, [0.0] * 4, [1] * 4, seed=0)
+    assert not [key for key in record if key.startswith("pass_rate/c")]
+    assert record["pass_rate"] == record["pass_rate/kind/rule"] == record["pass_rate/positive"] == 3 / 4
+    assert record["saturated_criteria"] == 1 / 2  # a.c1 always passes, b.c1 half the time
+    assert record["saturation"] == 3 / 4

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from test_training import PROMPTS, write_dataset
 
+from rubric_rft.data import load_prompt_dataset
 from rubric_rft.models import TINY_MODEL_ID
+from rubric_rft.rubric_store import RubricStore
 
 ROOT = Path(__file__).resolve().parent.parent
 PER_DEVICE = 4  # completions per process per step
@@ -73,12 +75,17 @@ def test_two_cpu_processes_grade_each_completion_once_log_once_and_resume(
     assert len(metrics) == len(state["log_history"])
     assert len((out / "samples.jsonl").read_text().splitlines()) == 2
     assert (out / "checkpoint-2" / "trainer_state.json").exists()
+    # the rubric store: written by the main process alone, once per checkpoint, the dataset's rubrics
+    assert first.stderr.count("rubric store: saved 4 prompts") == 2
+    dataset_rubrics = RubricStore.from_rows(load_prompt_dataset(str(data))).current()
+    assert RubricStore.from_checkpoint(out / "checkpoint-2").current() == dataset_rubrics
 
     # the 2-process checkpoint resumes (in 2 processes), through the script's `true` = last checkpoint
-    launch(out, data, server.base_url, cache, "--max_steps", "3", "--num_samples", "0",
-           "--resume_from_checkpoint", "true")
+    resumed = launch(out, data, server.base_url, cache, "--max_steps", "3", "--num_samples", "0",
+                     "--resume_from_checkpoint", "true")
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 3
+    assert resumed.stderr.count("rubric store: resumed 4 prompts") == PROCESSES, "every rank reads the store"
     assert [e["step"] for e in state["log_history"] if "reward" in e] == [1, 2, 3]
     assert server.stats.requests == completions + heldout + PER_DEVICE * PROCESSES
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -9,12 +9,12 @@ from hypothesis import strategies as st
 
 from rubric_rft.judges.parsing import (
     TIE_WORDS,
-    MalformedVerdict,
     parse_batched,
     parse_pairwise,
     parse_single,
     parse_yes_no,
 )
+from rubric_rft.llm.answers import MalformedAnswer
 
 LABELS = ["c1", "c2"]
 
@@ -74,12 +74,12 @@ def test_tolerated_forms(text):
     ],
 )
 def test_errors(text, reason):
-    with pytest.raises(MalformedVerdict, match=reason):
+    with pytest.raises(MalformedAnswer, match=reason):
         parse_batched(text, LABELS)
 
 
 def test_malformed_verdict_is_a_value_error():
-    assert issubclass(MalformedVerdict, ValueError)
+    assert issubclass(MalformedAnswer, ValueError)
 
 
 def test_labels_must_be_distinct_after_normalisation():
@@ -115,7 +115,7 @@ def test_parse_single(text, expected):
     ],
 )
 def test_parse_single_errors(text, reason):
-    with pytest.raises(MalformedVerdict, match=reason):
+    with pytest.raises(MalformedAnswer, match=reason):
         parse_single(text)
 
 
@@ -185,7 +185,7 @@ json_like_text = st.text(st.sampled_from(list("{}[]\":,' \n`cC12yesnotrufalYN.")
 def test_arbitrary_text_gives_exact_labels_or_malformed_verdict(text):
     try:
         result = parse_batched(text, LABELS)
-    except MalformedVerdict:
+    except MalformedAnswer:
         return
     assert set(result) == set(LABELS)
     squeezed = "".join(text.split()).lower()
@@ -195,7 +195,7 @@ def test_arbitrary_text_gives_exact_labels_or_malformed_verdict(text):
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(st.text(max_size=60), json_like_text))
 def test_arbitrary_text_gives_a_bool_or_malformed_verdict_for_single(text):
-    with contextlib.suppress(MalformedVerdict):
+    with contextlib.suppress(MalformedAnswer):
         assert isinstance(parse_single(text), bool)
 
 
@@ -251,7 +251,7 @@ def test_parse_pairwise(text, expected):
     ],
 )
 def test_parse_pairwise_errors(text, reason):
-    with pytest.raises(MalformedVerdict, match=reason):
+    with pytest.raises(MalformedAnswer, match=reason):
         parse_pairwise(text)
 
 
@@ -297,7 +297,7 @@ pairwise_like_text = st.text(st.sampled_from(list("{}[]\":,' \n`*wineroABbtTdawq
 def test_arbitrary_text_gives_a_stated_winner_or_malformed_verdict(text):
     try:
         winner = parse_pairwise(text)
-    except MalformedVerdict:
+    except MalformedAnswer:
         return
     lowered = text.lower()
     if winner == "tie":
@@ -324,5 +324,5 @@ def test_parse_yes_no_reads_the_first_word(text, expected):
 
 @pytest.mark.parametrize("text", ["The criterion is satisfied", "Yesterday it was", "", "1", "Nope"])
 def test_parse_yes_no_rejects_answers_that_do_not_start_with_yes_or_no(text):
-    with pytest.raises(MalformedVerdict, match="does not start with yes or no"):
+    with pytest.raises(MalformedAnswer, match="does not start with yes or no"):
         parse_yes_no(text)

@@ -102,9 +102,11 @@ def test_failed_grade_is_none_and_counted():
     assert logged["rubric/failure_rate"] == [pytest.approx(1 / 3)]
     assert logged["rubric/judge_retries"] == [3.0]
     assert logged["rubric/judge_calls"] == [1 + 4 + 1]
-    # pass rates count graded completions only: both are short, one of the two mentions water
-    assert logged["rubric/pass_rate/short"] == [1.0]
-    assert logged["rubric/pass_rate/water"] == [0.5]
+    # pass rates count graded completions only: "water steep" satisfies water, short and steep; "tea" only short
+    assert logged["rubric/pass_rate"] == [pytest.approx(4 / 10)]
+    assert logged["rubric/pass_rate/kind/rule"] == [pytest.approx(3 / 6)]
+    assert logged["rubric/pass_rate/pitfall"] == [0.0]
+    assert logged["rubric/saturation"] == [0.5]
     assert reward.totals["failures"] == 1 and reward.totals["completions"] == 3
 
 
@@ -138,3 +140,37 @@ def test_rubric_given_as_dict_with_arrow_nulls():
     as_dict = Rubric.model_validate_json(MIXED).model_dump()  # parent/reason/check fields are None
     scores = run(RubricReward(ScriptedJudge()), [completion("water steep")], rubric=as_dict)
     assert scores == [pytest.approx(1.0)]
+
+
+def two_prompt_rubrics() -> tuple[str, str]:
+    """Two prompts whose imported criteria are both numbered c1, c2, with different kinds and signs."""
+    first = {"id": "a", "prompt_id": "a", "criteria": [
+        {"id": "c1", "text": "Mentions water.", "weight": 1, "kind": "rule",
+         "check": {"type": "contains", "any_of": ["water"]}},
+        {"id": "c2", "text": "Says how long to steep.", "weight": 2},
+    ]}
+    second = {"id": "b", "prompt_id": "b", "criteria": [
+        {"id": "c1", "text": "Is rude.", "weight": -1},
+        {"id": "c2", "text": "At most 3 words.", "weight": 1, "kind": "rule",
+         "check": {"type": "word_count", "max": 3}},
+    ]}
+    return tuple(Rubric.model_validate(r).model_dump_json() for r in (first, second))
+
+
+def test_pass_rates_pool_by_kind_and_sign_never_by_bare_criterion_id():
+    logged: dict[str, list[float]] = {}
+    first, second = two_prompt_rubrics()
+    asyncio.run(RubricReward(ScriptedJudge())(
+        [PROMPT] * 2,
+        [completion("water c2"), completion("c1 said at some length")],  # the judge says yes to ids it sees
+        rubric=[first, second],
+        log_metric=lambda name, value: logged.setdefault(name, []).append(value),
+    ))
+    # a.c1 (rule, +) and b.c1 (llm, pitfall) are unrelated: no series merges them
+    assert not [name for name in logged if name.startswith("rubric/pass_rate/c")]
+    assert logged["rubric/pass_rate"] == [pytest.approx(3 / 4)]  # a.c1, a.c2, b.c1 satisfied; b.c2 not
+    assert logged["rubric/pass_rate/kind/rule"] == [pytest.approx(1 / 2)]
+    assert logged["rubric/pass_rate/kind/llm"] == [pytest.approx(1.0)]
+    assert logged["rubric/pass_rate/positive"] == [pytest.approx(2 / 3)]
+    assert logged["rubric/pass_rate/pitfall"] == [pytest.approx(1.0)]
+    assert logged["rubric/saturation"] == [pytest.approx(1 / 2)]  # a's positive criteria all passed, b's not

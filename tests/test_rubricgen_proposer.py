@@ -6,10 +6,10 @@ import json
 import pytest
 
 from rubric_rft.data import load_prompt_dataset
-from rubric_rft.judges.parsing import MalformedVerdict
+from rubric_rft.llm.answers import MalformedAnswer
 from rubric_rft.llm.endpoint import ChatEndpointConfig, load_endpoint
 from rubric_rft.rubric import Criterion, Rubric
-from rubric_rft.rubricgen.edits import AddEdit, EditError, Refinement, apply_edits, next_version
+from rubric_rft.rubricgen.edits import AddEdit, EditError, Refinement, apply_edits
 from rubric_rft.rubricgen.generate import generate_rubrics
 from rubric_rft.rubricgen.parsing import parse_generated, parse_refinement
 from rubric_rft.rubricgen.prompts import (
@@ -125,7 +125,7 @@ def test_generated_rubrics_parse_from_prose_and_fences():
     ],
 )
 def test_invalid_generated_rubrics_are_malformed(criteria, message):
-    with pytest.raises(MalformedVerdict, match=message):
+    with pytest.raises(MalformedAnswer, match=message):
         parse_generated(json.dumps({"criteria": criteria}), "tea")
 
 
@@ -150,14 +150,14 @@ def test_edits_add_rewrite_and_split_in_place():
     criteria = apply_edits(RUBRIC, edits)
     assert [c.id for c in criteria] == ["boil", "fresh", "concise", "rude", "minutes"]
     assert all(c.kind == "llm" for c in criteria)
-    refined = next_version(RUBRIC, criteria, "Better answers say how long.")
+    refined = RUBRIC.next_version(criteria, "Better answers say how long.")
     assert (refined.id, refined.version, refined.parent, refined.reason) == (
         "tea-v2",
         2,
         "tea",
         "Better answers say how long.",
     )
-    assert next_version(refined, criteria, "again").parent == "tea-v2"
+    assert refined.next_version(criteria, "again").parent == "tea-v2"
 
 
 @pytest.mark.parametrize(
@@ -179,7 +179,7 @@ def test_edits_add_rewrite_and_split_in_place():
 def test_edits_that_cannot_apply_name_the_edit(edit, message):
     with pytest.raises(EditError, match=message):
         apply_edits(RUBRIC, Refinement.model_validate({"reason": "r", "edits": [edit]}).edits)
-    with pytest.raises(MalformedVerdict, match=message):
+    with pytest.raises(MalformedAnswer, match=message):
         parse_refinement(json.dumps({"reason": "r", "edits": [edit]}), RUBRIC)
 
 
@@ -205,12 +205,12 @@ def test_an_edited_rubric_keeps_a_positive_weight():
     ],
 )
 def test_invalid_refinements_are_malformed(answer, message):
-    with pytest.raises(MalformedVerdict, match=message):
+    with pytest.raises(MalformedAnswer, match=message):
         parse_refinement(json.dumps(answer), RUBRIC)
 
 
 def test_duplicate_keys_are_malformed():
-    with pytest.raises(MalformedVerdict, match=r"duplicate keys \['edits'\]"):
+    with pytest.raises(MalformedAnswer, match=r"duplicate keys \['edits'\]"):
         parse_refinement('{"reason": "r", "edits": [], "edits": [{"op": "add"}]}', RUBRIC)
 
 

@@ -13,9 +13,13 @@ from rubric_rft.data import load_prompt_dataset
 from rubric_rft.judges.openai_compat import OpenAIJudgeConfig
 from rubric_rft.judges.registry import build_judge
 from rubric_rft.reward import RubricReward
+from rubric_rft.rubric import Rubric, load_rubrics
+from rubric_rft.rubric_store import RubricStore
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ["How do I make tea?", "How do I boil an egg?", "How do I save money?", "How do I sleep better?"]
+SHORT = {"id": "short", "kind": "rule", "weight": 1, "text": "At most 20 words.",
+         "check": {"type": "word_count", "max": 20}}
 
 
 def write_dataset(path: Path) -> Path:
@@ -23,8 +27,7 @@ def write_dataset(path: Path) -> Path:
     rows = []
     for i, prompt in enumerate(PROMPTS):
         criteria = [
-            {"id": "short", "kind": "rule", "weight": 1, "text": "At most 20 words.",
-             "check": {"type": "word_count", "max": 20}},
+            SHORT,
             {"id": "mentions_the", "kind": "llm", "weight": 2, "text": "Mentions 'the'."},
             {"id": "says_a", "kind": "llm", "weight": -1, "text": "Uses the word 'a'."},
         ]
@@ -62,7 +65,7 @@ def test_rubric_reward_inside_grpo_grades_each_completion_once(tmp_path, tiny_mo
         assert entry["rubric/failure_rate"] == 0.0
         assert entry["rubric/judge_calls"] == 4.0
         assert 0.0 <= entry["reward"] <= 1.0
-        assert 0.0 <= entry["rubric/pass_rate/short"] <= 1.0
+        assert 0.0 <= entry["rubric/pass_rate/kind/rule"] <= 1.0
 
 
 @pytest.mark.slow
@@ -120,7 +123,16 @@ def test_training_script_writes_its_outputs_and_resumes(tmp_path, tiny_model_pat
     assert [s["prompt"] for s in samples] == PROMPTS[:2]
     assert all(0.0 <= s["before_score"] <= 1.0 and 0.0 <= s["after_score"] <= 1.0 for s in samples)
     assert (out / "model.safetensors").exists() and (out / "checkpoint-1").is_dir()
+    dataset_rubrics = RubricStore.from_rows(load_prompt_dataset(str(data))).current()
+    assert RubricStore.from_checkpoint(out / "checkpoint-2").current() == dataset_rubrics
+    assert load_rubrics(out / "rubrics.jsonl") == dataset_rubrics
 
+    # rubrics changed before the checkpoint was saved: the resumed run grades with them and ends with them
+    store = RubricStore.from_checkpoint(out / "checkpoint-2")
+    for prompt_id in ("p0", "p1", "p2", "p3"):
+        store.update(prompt_id, Rubric.model_validate({"id": "x", "criteria": [SHORT]}), step=2, reason="rules only")
+    store.save(out / "checkpoint-2")
+    requests = server.stats.requests
     run_script(
         script_args(out, tiny_model_path, data, "--max_steps", "3", "--save_steps", "1", "--judge", judge,
                     "--resume_from_checkpoint", str(out / "checkpoint-2"))
@@ -128,6 +140,11 @@ def test_training_script_writes_its_outputs_and_resumes(tmp_path, tiny_model_pat
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 3
     assert [e["step"] for e in state["log_history"] if "reward" in e] == [1, 2, 3]
+    # step 3 graded by rules alone; the held-out answers (2 prompts, before and after) by the rows' own rubrics
+    assert server.stats.requests - requests == 2 * 2
+    final = load_rubrics(out / "rubrics.jsonl")
+    assert [(r.id, r.parent, r.reason) for r in final] == [(f"p{i}-v2", f"p{i}", "rules only") for i in range(4)]
+    assert RubricStore.from_checkpoint(out / "checkpoint-3").state_dict() == store.state_dict()
 
 
 @pytest.mark.slow

@@ -15,13 +15,12 @@ and `<<<RESPONSE-B-{nonce}>>>`, shows no rubric, and has its own `PAIRWISE_TEMPL
 
 from __future__ import annotations
 
-import hashlib
 import json
+
+from rubric_rft.llm.fencing import fenced, nonce_for
 
 TEMPLATE_VERSION = "judge-prompts-v1"
 PAIRWISE_TEMPLATE_VERSION = "pairwise-prompt-v1"
-
-_NONCE_HEX_DIGITS = 16
 
 _FRAMING = (
     "You are an impartial grader. You decide whether a response, written by an assistant in reply to a "
@@ -65,7 +64,7 @@ _PAIRWISE_SYSTEM = (
 
 def batched_messages(prompt: str, response: str, labels_and_texts: list[tuple[str, str]]) -> list[dict]:
     """One request for all criteria; the judge answers `{"c1": "yes", "c2": "no", ...}`."""
-    nonce = _nonce(prompt, response, *(text for _, text in labels_and_texts))
+    nonce = nonce_for(prompt, response, *(text for _, text in labels_and_texts))
     criteria = "\n".join(f"- {label}: {_one_line(text)}" for label, text in labels_and_texts)
     keys = ", ".join(json.dumps(label) for label, _ in labels_and_texts)
     example = "{" + ", ".join(f'"{label}": "yes" or "no"' for label, _ in labels_and_texts) + "}"
@@ -97,11 +96,11 @@ def pairwise_messages(prompt: str, response_a: str, response_b: str) -> list[dic
 
     One order only: callers ask both orders so that a judge's position bias cancels out.
     """
-    nonce = _nonce(prompt, response_a, response_b)
+    nonce = nonce_for(prompt, response_a, response_b)
     user = (
-        f"{_fenced('Conversation', 'PROMPT', prompt, nonce)}\n\n"
-        f"{_fenced('Response A', 'RESPONSE-A', response_a, nonce)}\n\n"
-        f"{_fenced('Response B', 'RESPONSE-B', response_b, nonce)}\n\n"
+        f"{fenced('Conversation', 'PROMPT', prompt, nonce)}\n\n"
+        f"{fenced('Response A', 'RESPONSE-A', response_a, nonce)}\n\n"
+        f"{fenced('Response B', 'RESPONSE-B', response_b, nonce)}\n\n"
         "Which response is better? Answer with a JSON object only: "
         '{"winner": "A"}, {"winner": "B"} or {"winner": "tie"}.'
     )
@@ -137,30 +136,15 @@ def demonstrated(messages: list[dict], shape: str) -> list[dict]:
 
 
 def _single_question(prompt: str, response: str, criterion_text: str) -> str:
-    nonce = _nonce(prompt, response, criterion_text)
+    nonce = nonce_for(prompt, response, criterion_text)
     return (
         f"{_fenced_material(prompt, response, nonce)}\n\nCriterion: {_one_line(criterion_text)}\n\n{_SINGLE_QUESTION}"
     )
 
 
 def _fenced_material(prompt: str, response: str, nonce: str) -> str:
-    conversation = _fenced("Conversation", "PROMPT", prompt, nonce)
-    return f"{conversation}\n\n{_fenced('Response to grade', 'RESPONSE', response, nonce)}"
-
-
-def _fenced(title: str, tag: str, text: str, nonce: str) -> str:
-    return f"{title}:\n<<<{tag}-{nonce}>>>\n{text}\n<<<END-{tag}-{nonce}>>>"
-
-
-def _nonce(*shown: str) -> str:
-    """A hex string derived from the shown texts that occurs in none of them (re-salted in the rare clash)."""
-    material = json.dumps(shown, ensure_ascii=False)
-    salt = 0
-    while True:
-        nonce = hashlib.sha256(f"{salt}:{material}".encode()).hexdigest()[:_NONCE_HEX_DIGITS]
-        if not any(nonce in text for text in shown):
-            return nonce
-        salt += 1
+    conversation = fenced("Conversation", "PROMPT", prompt, nonce)
+    return f"{conversation}\n\n{fenced('Response to grade', 'RESPONSE', response, nonce)}"
 
 
 def _one_line(text: str) -> str:

@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 
 import openai
 
+from rubric_rft.llm.answers import MalformedAnswer
 from rubric_rft.llm.cache import AnswerCache, cache_key
 from rubric_rft.llm.costs import CallOutcome
 from rubric_rft.llm.endpoint import ChatEndpointConfig
@@ -44,10 +45,6 @@ class Asked(CallOutcome, Generic[T]):
     """The outcome of one question: `value` is None exactly when `error` says why."""
 
     value: T | None = None
-
-
-class MalformedAnswer(ValueError):
-    """An answer that does not parse; `ask` asks the question again."""
 
 
 class _Refused(Exception):

@@ -6,8 +6,9 @@ reward) and the gold evaluator, measures KL to the starting policy, and applies 
 (`rubric_rft.monitor.onset`). Results go to `rubric_rft.monitor.report`; actions: alert, stop training at onset,
 and keep the best-by-gold model in `OUTPUT_DIR/best_gold`.
 
-Evaluation runs on the main process only; other ranks wait at their next collective, and a stop decision is
-broadcast to them. The monitor's state is written into every checkpoint (`overopt_state.json`), and
+Every rank samples its share of the held-out answers (under ZeRO-3 no rank can generate alone); the main process
+grades them, records and acts, and broadcasts the record and a stop decision to the other ranks.
+The monitor's state is written into every checkpoint (`overopt_state.json`), and
 `restore(checkpoint)` brings it back, so a run killed and resumed reports the same history and onset as one
 that never stopped.
 """
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from accelerate.utils import broadcast_object_list
 from transformers import TrainerCallback
 
 from rubric_rft.data import load_prompt_dataset, render_prompt
@@ -31,6 +33,7 @@ from rubric_rft.monitor.onset import Evaluation, detect_onset
 from rubric_rft.monitor.policy import reference_of, sample_policy
 from rubric_rft.monitor.scoring import summarize
 from rubric_rft.reward import RubricReward
+from rubric_rft.rubric_store import RubricStore
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +48,8 @@ class OverOptimizationMonitor(TrainerCallback):
     a `BTReward`); otherwise the proxy is a rubric reward built from `proxy_judge`, the training judge config (None
     for rule-only rubrics). `normalize` matches the training reward's. `start_model_path` holds the starting
     weights, loaded for the KL of a model trained without adapters (a PEFT model is its own reference with
-    adapters disabled).
+    adapters disabled). With `rubric_store` (the training reward's), held-out prompts that the store knows are
+    graded with their current rubric there, so the proxy follows the rubrics training uses.
     """
 
     def __init__(
@@ -59,6 +63,7 @@ class OverOptimizationMonitor(TrainerCallback):
         max_new_tokens: int = 64,
         start_model_path: str | None = None,
         title: str | None = None,
+        rubric_store: RubricStore | None = None,
     ) -> None:
         self.config = config
         self.output_dir = Path(output_dir)
@@ -66,6 +71,7 @@ class OverOptimizationMonitor(TrainerCallback):
         self.start_model_path = start_model_path
         self._reference_model = None
         self.title = title
+        self.rubric_store = rubric_store
         self.rows = _heldout_rows(config)
         self.gold_rubrics = _gold_rubrics(config, [r["prompt_id"] for r in self.rows])
         self.proxy = proxy if proxy is not None else RubricReward(
@@ -144,8 +150,7 @@ class OverOptimizationMonitor(TrainerCallback):
 
     # ----- evaluation -----------------------------------------------------------------------------------------
     def _evaluate(self, state, model, tokenizer) -> None:
-        if not state.is_world_process_zero:
-            return
+        """Called on every rank. Every rank keeps the record too: whether to evaluate again depends on the history."""
         started = time.perf_counter()
         n = self.config.samples_per_prompt
         samples = sample_policy(
@@ -159,6 +164,9 @@ class OverOptimizationMonitor(TrainerCallback):
             reference=reference_of(model, self._frozen_start(model)),
             batch_size=self.config.batch_size,
         )
+        if not state.is_world_process_zero:
+            self.history.append(broadcast_object_list([None])[0])
+            return
         rows = [row for row in self.rows for _ in range(n)]
         proxy, gold, win_rate = asyncio.run(self._grade(rows, samples.texts))
         if self.baseline_texts is None:
@@ -174,6 +182,7 @@ class OverOptimizationMonitor(TrainerCallback):
             seed=self.config.seed,
         )
         record["monitor_s"] = time.perf_counter() - started
+        broadcast_object_list([record])
         self.monitor_seconds += record["monitor_s"]
         self.history.append(record)
         sample_rows = [
@@ -208,7 +217,7 @@ class OverOptimizationMonitor(TrainerCallback):
         logger.info("monitor step %d: %s", state.global_step, _brief(record))
 
     def _frozen_start(self, model):
-        """The starting weights, for a model trained without adapters; loaded once, on first use."""
+        """The starting weights, for a model trained without adapters; loaded once on every rank, on first use."""
         if hasattr(model, "disable_adapter") or self._reference_model is not None:
             return self._reference_model
         if self.start_model_path is None:
@@ -222,7 +231,7 @@ class OverOptimizationMonitor(TrainerCallback):
     async def _grade(self, rows: list[dict], texts: list[str]):
         prompts = [row["prompt"] for row in rows]
         try:
-            proxy = await self.proxy.grade(prompts, texts, [row["rubric"] for row in rows])
+            proxy = await self.proxy.grade(prompts, texts, [_proxy_rubric(row, self.rubric_store) for row in rows])
             gold = None
             if self.gold is not None:
                 rubrics = [self.gold_rubrics[row["prompt_id"]] for row in rows]
@@ -331,6 +340,11 @@ def _gold_rubrics(config: MonitorConfig, prompt_ids: list[str]) -> dict[str, str
             f"(from {config.heldout_path}); every monitored prompt needs one"
         )
     return rubrics
+
+
+def _proxy_rubric(row: dict, store: RubricStore | None):
+    """The store's current rubric for a prompt it knows, else the held-out row's own."""
+    return store.rubric_for(row["prompt_id"]) if store is not None and row["prompt_id"] in store else row["rubric"]
 
 
 def _judge(config: dict | None):

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rubric_rft.generation import Batch, generate_on_every_rank
+
 
 @dataclass
 class PolicySamples:
@@ -44,7 +46,6 @@ def _adapters_off(model):
         yield model
 
 
-@torch.no_grad()
 def sample_policy(
     model,
     tokenizer,
@@ -57,60 +58,37 @@ def sample_policy(
     reference: Callable[[], contextlib.AbstractContextManager],
     batch_size: int = 16,
 ) -> PolicySamples:
-    was_training = model.training
-    model.eval()
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    chats = [
-        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        for messages in prompts
-        for _ in range(samples_per_prompt)
-    ]
-    result = PolicySamples([], [], [])
-    try:
-        for index, start in enumerate(range(0, len(chats), batch_size)):
-            inputs = tokenizer(
-                chats[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
-            ).to(model.device)
-            devices = [model.device] if model.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(seed + index)
-                output = model.generate(
-                    **inputs,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=True,
-                    temperature=temperature,
-                    top_k=0,
-                    top_p=1.0,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-            completion = output[:, inputs["input_ids"].shape[1] :]
-            mask = _up_to_first_eos(completion, tokenizer.eos_token_id)
-            attention = torch.cat([inputs["attention_mask"], mask], dim=1)
-            policy_logps = _token_logps(model, output, attention, completion.shape[1], temperature)
-            with reference() as reference_model:
-                reference_logps = _token_logps(reference_model, output, attention, completion.shape[1], temperature)
-            delta = reference_logps - policy_logps
-            k3 = (torch.exp(delta) - delta - 1) * mask
-            result.kl.extend(k3.sum(dim=1).tolist())
-            result.lengths.extend(mask.sum(dim=1).long().tolist())
-            answers = [row[: int(kept.sum())] for row, kept in zip(completion, mask, strict=True)]
-            result.texts.extend(t.strip() for t in tokenizer.batch_decode(answers, skip_special_tokens=True))
-    finally:
-        tokenizer.padding_side = padding_side
-        model.train(was_training)
-    return result
+    """Samples with their length and KL. Call it on every rank of a distributed run: each rank samples and
+    measures its share of the batches (`rubric_rft.generation.generate_on_every_rank`), and gets all of them."""
+    generated = generate_on_every_rank(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        samples_per_prompt=samples_per_prompt,
+        temperature=temperature,
+        top_p=1.0,
+        top_k=0,
+        seed=seed,
+        measure=lambda policy, batch: _kl(policy, reference, batch, temperature),
+    )
+    return PolicySamples(generated.texts, generated.lengths, generated.measured)
 
 
-def _up_to_first_eos(tokens: torch.Tensor, eos_token_id: int | list[int]) -> torch.Tensor:
-    """1 for every generated token up to and including the first end-of-sequence token, 0 after it."""
-    eos_ids = torch.tensor(eos_token_id if isinstance(eos_token_id, list) else [eos_token_id], device=tokens.device)
-    is_eos = torch.isin(tokens, eos_ids).long()
-    ended_before = torch.cumsum(is_eos, dim=1) - is_eos
-    return (ended_before == 0).long()
+def _kl(policy, reference, batch: Batch, temperature: float) -> list[float]:
+    """k3 summed over each completion's tokens (see the module docstring)."""
+    policy_logps = _token_logps(policy, batch, temperature)
+    with reference() as reference_model:
+        reference_logps = _token_logps(reference_model, batch, temperature)
+    delta = reference_logps - policy_logps
+    return ((torch.exp(delta) - delta - 1) * batch.completion_mask).sum(dim=1).tolist()
 
 
-def _token_logps(model, sequences, attention, completion_length: int, temperature: float) -> torch.Tensor:
-    """Log-probabilities of the last `completion_length` tokens of each sequence under `model`."""
+def _token_logps(model, batch: Batch, temperature: float) -> torch.Tensor:
+    """Log-probabilities of each completion's tokens under `model`."""
+    sequences, attention = batch.sequences, batch.attention_mask
+    completion_length = batch.completion_mask.shape[1]
     positions = (torch.cumsum(attention, dim=1) - 1).clamp(min=0)
     logits = model(input_ids=sequences, attention_mask=attention, position_ids=positions).logits
     logits = logits[:, -completion_length - 1 : -1].float() / temperature

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from rubric_rft.reward import MAX_PER_CRITERION_METRICS, GradedCompletion
+from rubric_rft.reward import GradedCompletion, criterion_stats
 from rubric_rft.stats import bootstrap_mean, rank_correlation
 
 # A criterion that (nearly) every sample passes no longer separates the tail.
@@ -46,7 +46,7 @@ def summarize(
     record["kl"] = statistics.fmean(kl)
     record["completion_length"] = statistics.fmean(lengths)
     record["within_group_reward_std"] = _within_group_std(prompt_ids, proxy_scores)
-    record.update(_pass_rates(proxy))
+    record.update(_pass_rates(prompt_ids, proxy))
     return record
 
 
@@ -71,16 +71,16 @@ def _group(prompt_ids: Sequence[str], scores: Sequence[float | None]) -> dict[st
     return dict(groups)
 
 
-def _pass_rates(graded: Sequence[GradedCompletion]) -> dict[str, float]:
-    outcomes: dict[str, list[bool]] = defaultdict(list)
-    for g in graded:
-        if g.error is None:
+def _pass_rates(prompt_ids: Sequence[str], graded: Sequence[GradedCompletion]) -> dict[str, float]:
+    """The pooled pass rates of `criterion_stats`, and the share of saturated criteria, each criterion counted
+    within its prompt and rubric version: ids such as `c1` repeat across prompts and name unrelated criteria."""
+    outcomes: dict[tuple[str, int, str], list[bool]] = defaultdict(list)
+    for prompt_id, g in zip(prompt_ids, graded, strict=True):
+        if g.error is None and g.rubric is not None:
             for criterion_id, satisfied in g.satisfied.items():
-                outcomes[criterion_id].append(bool(satisfied))
-    if not outcomes:
-        return {}
-    rates = {cid: sum(v) / len(v) for cid, v in sorted(outcomes.items())}
-    record = {"saturated_criteria": sum(r >= SATURATED_PASS_RATE for r in rates.values()) / len(rates)}
-    if len(rates) <= MAX_PER_CRITERION_METRICS:
-        record.update({f"pass_rate/{cid}": rate for cid, rate in rates.items()})
+                outcomes[(prompt_id, g.rubric.version, criterion_id)].append(bool(satisfied))
+    record = criterion_stats(graded)
+    if outcomes:
+        rates = [sum(v) / len(v) for v in outcomes.values()]
+        record["saturated_criteria"] = sum(r >= SATURATED_PASS_RATE for r in rates) / len(rates)
     return record

@@ -103,20 +103,3 @@ def _check_new_ids(where: str, new: list[str], existing: list[str]) -> None:
     taken = sorted({i for i in new if i in existing} | {i for i in new if new.count(i) > 1})
     if taken:
         raise EditError(f"{where}: criterion id(s) {', '.join(map(repr, taken))} already used")
-
-
-def next_version(rubric: Rubric, criteria: list[Criterion], reason: str) -> Rubric:
-    """The refined rubric: version + 1, its parent the rubric it refines, the proposer's reason kept.
-
-    Ids follow the shipped datasets' convention, `{prompt_id}-v{version}`.
-    """
-    version = rubric.version + 1
-    prompt_id = rubric.prompt_id or rubric.id
-    return Rubric(
-        id=f"{prompt_id}-v{version}",
-        prompt_id=rubric.prompt_id,
-        criteria=criteria,
-        version=version,
-        parent=rubric.id,
-        reason=reason,
-    )

@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rubric_rft.judges.prompts import _fenced, _nonce
+from rubric_rft.llm.fencing import fenced, nonce_for
 from rubric_rft.rubric import Rubric
 
 GENERATE_TEMPLATE_VERSION = "rubricgen-generate-v1"
@@ -96,10 +96,10 @@ class ShownPair:
 def generation_messages(prompt: str, reference: str | None = None, max_criteria: int = 12) -> list[dict]:
     """Ask for a rubric for `prompt`; the proposer answers `{"criteria": [{"id", "text", "weight"}, ...]}`."""
     shown = [prompt] if reference is None else [prompt, reference]
-    nonce = _nonce(*shown)
-    parts = [_fenced("Conversation", "PROMPT", prompt, nonce)]
+    nonce = nonce_for(*shown)
+    parts = [fenced("Conversation", "PROMPT", prompt, nonce)]
     if reference is not None:
-        parts.append(_fenced("Reference answer", "REFERENCE", reference, nonce))
+        parts.append(fenced("Reference answer", "REFERENCE", reference, nonce))
     parts.append(
         f"Write a rubric of at most {max_criteria} criteria for responses to this conversation. Answer with a JSON "
         'object only: {"criteria": [{"id": ..., "text": ..., "weight": ...}, ...]}'
@@ -118,16 +118,16 @@ def refinement_messages(prompt: str, rubric: Rubric, pairs: Sequence[ShownPair])
     if not pairs:
         raise ValueError("refinement needs at least one preferred pair")
     shown_rubric = rubric_json(rubric)
-    nonce = _nonce(prompt, shown_rubric, *(text for pair in pairs for text in (pair.better, pair.worse)))
-    parts = [_fenced("Conversation", "PROMPT", prompt, nonce), _fenced("Current rubric", "RUBRIC", shown_rubric, nonce)]
+    nonce = nonce_for(prompt, shown_rubric, *(text for pair in pairs for text in (pair.better, pair.worse)))
+    parts = [fenced("Conversation", "PROMPT", prompt, nonce), fenced("Current rubric", "RUBRIC", shown_rubric, nonce)]
     for number, pair in enumerate(pairs, start=1):
         scores = ""
         if pair.better_score is not None and pair.worse_score is not None:
             scores = f" Current rubric scores: better {pair.better_score:.2f}, worse {pair.worse_score:.2f}."
         parts.append(
             f"Pair {number}.{scores}\n"
-            f"{_fenced('Better response', f'BETTER-{number}', pair.better, nonce)}\n"
-            f"{_fenced('Worse response', f'WORSE-{number}', pair.worse, nonce)}"
+            f"{fenced('Better response', f'BETTER-{number}', pair.better, nonce)}\n"
+            f"{fenced('Worse response', f'WORSE-{number}', pair.worse, nonce)}"
         )
     parts.append(
         "What makes the better responses better? Edit the rubric so that it rewards it. Answer with a JSON object "
@@ -138,9 +138,9 @@ def refinement_messages(prompt: str, rubric: Rubric, pairs: Sequence[ShownPair])
 
 def rewrite_messages(prompt: str, draft: str) -> list[dict]:
     """Ask for an improved version of `draft`; the answer is the new response's text."""
-    nonce = _nonce(prompt, draft)
+    nonce = nonce_for(prompt, draft)
     user = (
-        f"{_fenced('Conversation', 'PROMPT', prompt, nonce)}\n\n{_fenced('Draft answer', 'DRAFT', draft, nonce)}\n\n"
+        f"{fenced('Conversation', 'PROMPT', prompt, nonce)}\n\n{fenced('Draft answer', 'DRAFT', draft, nonce)}\n\n"
         "Write the improved answer."
     )
     return [{"role": "system", "content": _REWRITE_SYSTEM}, {"role": "user", "content": user}]

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from rubric_rft.data import render_prompt
-from rubric_rft.formats import Key, Prompt, _prompt_key, read_records
+from rubric_rft.formats import Key, Prompt, prompt_key, read_records
 from rubric_rft.rubric import Rubric, RubricFileError, describe_validation_error, iter_json_records, parse_json
 
 
@@ -68,7 +68,7 @@ def load_prompts(path: str | Path) -> list[PromptRow]:
         except ValidationError as exc:
             raise RubricFileError(f"{location}: {describe_validation_error(exc)}") from None
         messages = [m.model_dump() for m in parsed.prompt]
-        key = parsed.prompt_id or parsed.id or _prompt_key(parsed.prompt)
+        key = parsed.prompt_id or parsed.id or prompt_key(parsed.prompt)
         rows.append((location, PromptRow(key, messages, parsed.reference or None)))
     return _unique(rows, path)
 

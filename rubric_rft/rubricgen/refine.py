@@ -37,12 +37,12 @@ from tqdm.auto import tqdm
 
 from rubric_rft.judges.base import Judge
 from rubric_rft.rubric import Rubric
-from rubric_rft.rubricgen.edits import apply_edits, next_version
+from rubric_rft.rubricgen.edits import apply_edits
 from rubric_rft.rubricgen.gold import Preference, Preferred
 from rubric_rft.rubricgen.prompts import ShownPair
 from rubric_rft.rubricgen.proposer import RubricProposer
 from rubric_rft.rubricgen.records import Appender, Candidate, PromptRow, read_appended, replace_file
-from rubric_rft.rubricgen.scoring import grade_responses
+from rubric_rft.rubricgen.scoring import score_responses
 from rubric_rft.rubricgen.selection import Scored, SelectedPair, SelectionConfig, select_pairs
 
 logger = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ async def _refine_prompt(
         record["rubric"] = new_rubric.model_dump(mode="json", exclude_none=True)
         return record
 
-    grades = await grade_responses(judge, row.text, rubric, [c.response for c in candidates])
+    grades = await score_responses(judge, row.text, rubric, [c.response for c in candidates])
     errors = [f"{c.name}: {g.error}" for c, g in zip(candidates, grades, strict=True) if g.error]
     scored = [Scored(c, g.score, g.normalized) for c, g in zip(candidates, grades, strict=True) if g.error is None]
     if errors:
@@ -247,7 +247,7 @@ async def _refine_prompt(
     record["edits"] = [edit.model_dump(mode="json") for edit in refinement.edits]
     if not refinement.edits:
         return finish("unchanged")
-    return finish("refined", next_version(rubric, apply_edits(rubric, refinement.edits), refinement.reason))
+    return finish("refined", rubric.next_version(apply_edits(rubric, refinement.edits), refinement.reason))
 
 
 def _directed(pair: SelectedPair, preferred: Preferred) -> tuple[Scored, Scored] | None:

@@ -38,14 +38,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rubric_rft.judges.base import Judge
+from rubric_rft.pairwise import PREFERENCE
 from rubric_rft.rubric import RubricFileError, describe_validation_error, iter_json_records
 from rubric_rft.rubricgen.gold import Preference
 from rubric_rft.rubricgen.records import Candidate, PromptRow
-from rubric_rft.rubricgen.scoring import Grade, grade_responses
+from rubric_rft.rubricgen.scoring import Grade, score_responses
 from rubric_rft.stats import rank_correlation
 
 _MARKDOWN = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+\S|^\s*#{1,6}\s+\S|\*\*[^*\n]+\*\*", re.M)
-_WINNERS = {"A": 1.0, "B": 0.0, "tie": 0.5}
 
 # (key, label, format) of the figures in the table, in order.
 METRICS = [
@@ -94,8 +94,8 @@ class Comparison(BaseModel):
     @field_validator("preference", mode="before")
     @classmethod
     def _winner(cls, value: Any) -> Any:
-        if isinstance(value, str) and value in _WINNERS:
-            return _WINNERS[value]
+        if isinstance(value, str) and value in PREFERENCE:
+            return PREFERENCE[value]
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 <= value <= 1:
             raise ValueError(f"a preference is 'A', 'B', 'tie' or a number in [0, 1], got {value}")
         return value
@@ -173,7 +173,7 @@ async def grade_sets(
 
     async def one(name: str, prompt_id: str) -> list[Grade]:
         row = rubric_sets[name][prompt_id]
-        return await grade_responses(judge, row.text, row.rubric, responses[prompt_id])
+        return await score_responses(judge, row.text, row.rubric, responses[prompt_id])
 
     graded = await asyncio.gather(*(one(name, prompt_id) for name, prompt_id in jobs))
     out: dict[str, dict[tuple[str, str], Grade]] = {name: {} for name in rubric_sets}

@@ -207,8 +207,8 @@ def _sample_policy(source: PolicySource, prompts: list[PromptRow], collector: _C
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from rubric_rft.generation import generate
     from rubric_rft.models import resolve_model
-    from rubric_rft.sampling import generate_answers
 
     if source.temperature == 0 and source.samples > 1:
         raise ValueError(f"policy source {source.generator!r}: greedy decoding gives one answer; set a temperature")
@@ -228,7 +228,8 @@ def _sample_policy(source: PolicySource, prompts: list[PromptRow], collector: _C
             batch = todo[start : start + source.batch_size]
             messages = [row.prompt for row in batch]
             if source.temperature == 0:
-                answers = [[answer] for answer in generate_answers(model, tokenizer, messages, source.max_new_tokens)]
+                greedy = generate(model, tokenizer, messages, max_new_tokens=source.max_new_tokens)
+                answers = [[text] for text in greedy.texts]
             else:
                 answers = _sampled(model, tokenizer, messages, source, seed=source.seed + start)
             for row, samples in zip(batch, answers, strict=True):
@@ -241,28 +242,21 @@ def _sample_policy(source: PolicySource, prompts: list[PromptRow], collector: _C
 
 
 def _sampled(model, tokenizer, messages: list[list[dict]], source: PolicySource, seed: int) -> list[list[str]]:
-    """`source.samples` sampled answers per prompt, deterministic under `seed`."""
-    import torch
+    """`source.samples` sampled answers per prompt, deterministic under `seed`: one generate call for the batch."""
+    from rubric_rft.generation import generate
 
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    try:
-        texts = [tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
-        inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(seed)
-            output = model.eval().generate(
-                **inputs,
-                do_sample=True,
-                temperature=source.temperature,
-                top_p=source.top_p,
-                num_return_sequences=source.samples,
-                max_new_tokens=source.max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-    finally:
-        tokenizer.padding_side = padding_side
-    decoded = tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-    return [[t.strip() for t in decoded[i : i + source.samples]] for i in range(0, len(decoded), source.samples)]
+    texts = generate(
+        model,
+        tokenizer,
+        messages,
+        max_new_tokens=source.max_new_tokens,
+        batch_size=len(messages) * source.samples,
+        samples_per_prompt=source.samples,
+        temperature=source.temperature,
+        top_p=source.top_p,
+        seed=seed,
+    ).texts
+    return [texts[i : i + source.samples] for i in range(0, len(texts), source.samples)]
 
 
 async def _ask_chat(source: ChatSource, prompts: list[PromptRow], collector: _Collector) -> None:

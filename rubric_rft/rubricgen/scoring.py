@@ -26,7 +26,7 @@ class Grade:
     judge_calls: int = 0
 
 
-async def grade_responses(judge: Judge | None, prompt: str, rubric: Rubric, responses: Sequence[str]) -> list[Grade]:
+async def score_responses(judge: Judge | None, prompt: str, rubric: Rubric, responses: Sequence[str]) -> list[Grade]:
     """Every response to `prompt` (rendered text) graded against `rubric`, concurrently."""
     if not responses:
         return []

@@ -1,0 +1,203 @@
+"""`RubricStore`: the rubric of each prompt, by `prompt_id`, with every version a run has used.
+
+Rubrics start as the training dataset's (the `rubric` column); the data loader owns those cells, so a rubric
+that changes during training lives here instead, and the reward looks rows up by their `prompt_id` column.
+A new version (`update`) gets `version` + 1, the id `{prompt_id}-v{version}` and, as `parent`, the id of the
+version it replaces: the convention of offline refinement (`Rubric.next_version`), so ids
+are unique within a prompt's history and each names its predecessor.
+
+Every rank must grade with the same rubrics: updates are decided on the main process and applied on every
+rank at a step boundary through `apply`, which broadcasts them. `RubricStoreCallback` saves the store into each
+checkpoint (`rubric_store.json`) and the rubrics a run ended with into `OUTPUT_DIR/rubrics.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from rubric_rft.rubric import Rubric, save_rubrics
+
+logger = logging.getLogger(__name__)
+
+STORE_FILE = "rubric_store.json"
+FINAL_RUBRICS_FILE = "rubrics.jsonl"
+
+
+class UnknownPromptError(LookupError):
+    """A prompt id the store holds no rubric for."""
+
+
+@dataclass(frozen=True)
+class RubricVersion:
+    """One version of a prompt's rubric; `step` is the global step it took effect at (None: from the dataset)."""
+
+    rubric: Rubric
+    step: int | None = None
+
+
+@dataclass(frozen=True)
+class RubricUpdate:
+    """A new rubric for a prompt, decided on the main process; `apply` gives it its version, id and parent."""
+
+    prompt_id: str
+    rubric: Rubric
+    step: int
+    reason: str | None = None
+
+
+class RubricStore:
+    """The current rubric and the version history of every prompt, keyed by `prompt_id`."""
+
+    def __init__(self) -> None:
+        self._history: dict[str, list[RubricVersion]] = {}
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Mapping[str, Any]], source: str = "the dataset") -> RubricStore:
+        """A store from prompt rows (`prompt_id`, `rubric`: a `Rubric`, its JSON or a dict).
+
+        A prompt id may repeat with the same rubric; with a different one it is an error naming the prompt id.
+        """
+        store = cls()
+        for row in rows:
+            prompt_id = str(row["prompt_id"])
+            rubric = Rubric.from_value(row["rubric"]).model_copy(update={"prompt_id": prompt_id})
+            known = store._history.get(prompt_id)
+            if known is None:
+                store._history[prompt_id] = [RubricVersion(rubric)]
+            elif known[-1].rubric != rubric:
+                raise ValueError(
+                    f"{source}: prompt_id {prompt_id!r} has two different rubrics "
+                    f"({known[-1].rubric.id!r} and {rubric.id!r}); a prompt id must name one rubric"
+                )
+        return store
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path) -> RubricStore:
+        """The store saved in `checkpoint` (a missing file is a `FileNotFoundError` naming it)."""
+        store = cls()
+        store.load_state_dict(_read_state(Path(checkpoint) / STORE_FILE))
+        return store
+
+    # ----- reading --------------------------------------------------------------------------------------------
+    def __contains__(self, prompt_id: object) -> bool:
+        return prompt_id in self._history
+
+    def __len__(self) -> int:
+        return len(self._history)
+
+    def rubric_for(self, prompt_id: str) -> Rubric:
+        return self._versions(prompt_id)[-1].rubric
+
+    def history(self, prompt_id: str) -> list[RubricVersion]:
+        """Every version of the prompt's rubric, oldest first."""
+        return list(self._versions(prompt_id))
+
+    def _versions(self, prompt_id: str) -> list[RubricVersion]:
+        if prompt_id not in self._history:
+            raise UnknownPromptError(
+                f"no rubric for prompt_id {prompt_id!r}: the rubric store holds {len(self)} prompts "
+                "(those of the training dataset)"
+            )
+        return self._history[prompt_id]
+
+    def current(self) -> list[Rubric]:
+        """The current rubric of every prompt, in the order the prompts were first seen."""
+        return [versions[-1].rubric for versions in self._history.values()]
+
+    # ----- changing -------------------------------------------------------------------------------------------
+    def update(self, prompt_id: str, rubric: Rubric, *, step: int, reason: str | None = None) -> Rubric:
+        """Make `rubric`'s criteria the prompt's next version, in effect from `step`, and return that version.
+
+        On one process only; a run with several processes changes rubrics through `apply`.
+        """
+        versions = self._versions(prompt_id)
+        new = versions[-1].rubric.next_version(rubric.criteria, reason)
+        versions.append(RubricVersion(new, step))
+        return new
+
+    def apply(self, updates: Sequence[RubricUpdate] | None) -> list[Rubric]:
+        """Apply the main process's `updates` on every rank (other ranks' `updates` are ignored; pass None).
+
+        A collective when torch.distributed is initialized: every rank calls it at the same step boundary.
+        """
+        return [self.update(u.prompt_id, u.rubric, step=u.step, reason=u.reason) for u in _from_main(updates)]
+
+    # ----- state ----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "versions": [
+                {"prompt_id": prompt_id, "step": version.step,
+                 "rubric": version.rubric.model_dump(mode="json", exclude_none=True)}
+                for prompt_id, versions in self._history.items()
+                for version in versions
+            ]
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        history: dict[str, list[RubricVersion]] = {}
+        for record in state["versions"]:
+            history.setdefault(record["prompt_id"], []).append(
+                RubricVersion(Rubric.model_validate(record["rubric"]), record["step"])
+            )
+        self._history = history
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the state into `folder/rubric_store.json`, replacing the file whole."""
+        path = Path(folder) / STORE_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(self.state_dict(), ensure_ascii=False) + "\n", encoding="utf-8")
+        temporary.replace(path)
+        return path
+
+    def restore(self, checkpoint: str | Path) -> bool:
+        """Load the store saved in `checkpoint`. A checkpoint saved without one keeps the store as it is (the
+        dataset's rubrics) and says so; returns whether a store was loaded."""
+        path = Path(checkpoint) / STORE_FILE
+        if not path.exists():
+            logger.warning("%s: no rubric store in this checkpoint (saved by an older version); "
+                           "grading with the dataset's rubrics", checkpoint)
+            return False
+        self.load_state_dict(_read_state(path))
+        logger.info("rubric store: resumed %d prompts from %s", len(self), checkpoint)
+        return True
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _from_main(updates: Sequence[RubricUpdate] | None) -> list[RubricUpdate]:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(updates or [])
+    box = [list(updates or [])]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+class RubricStoreCallback(TrainerCallback):
+    """Saves the store into every checkpoint and, at the end of training, the current rubrics into
+    `OUTPUT_DIR/rubrics.jsonl` (rubric JSONL, what `rubric-rft validate` reads); on the main process only."""
+
+    def __init__(self, store: RubricStore) -> None:
+        self.store = store
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            path = self.store.save(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+            logger.info("rubric store: saved %d prompts to %s", len(self.store), path)
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            save_rubrics(self.store.current(), Path(args.output_dir) / FINAL_RUBRICS_FILE)
+        return control

@@ -1,0 +1,152 @@
+"""RubricStore: rubrics by prompt_id with their versions, state and checkpoints, the same on every rank; the reward
+reading it."""
+
+import asyncio
+import logging
+import pickle
+
+import pytest
+import torch.distributed as dist
+
+from rubric_rft.cli import main as cli_main
+from rubric_rft.reward import RubricReward
+from rubric_rft.rubric import Rubric
+from rubric_rft.rubric_store import (
+    FINAL_RUBRICS_FILE,
+    STORE_FILE,
+    RubricStore,
+    RubricStoreCallback,
+    RubricUpdate,
+    UnknownPromptError,
+)
+
+
+def says(word: str, weight: float = 1, criterion_id: str = "c1") -> dict:
+    return {"id": criterion_id, "text": f"Says {word}.", "weight": weight, "kind": "rule",
+            "check": {"type": "contains", "any_of": [word]}}
+
+
+def rubric(rubric_id: str, *criteria: dict) -> Rubric:
+    return Rubric.model_validate({"id": rubric_id, "criteria": list(criteria) or [says("tea")]})
+
+
+def rows() -> list[dict]:
+    """Dataset rows: JSON text cells, as `load_prompt_dataset` makes them; `tea` appears twice."""
+    cells = {"tea": rubric("tea", says("water")), "egg": rubric("egg", says("boil"), says("cold", -1, "c2"))}
+    return [{"prompt_id": p, "rubric": cells[p].model_dump_json()} for p in ("tea", "egg", "tea")]
+
+
+def test_the_store_holds_each_prompts_rubric_under_its_prompt_id():
+    store = RubricStore.from_rows(rows())
+    assert len(store) == 2 and "tea" in store and "coffee" not in store
+    tea = store.rubric_for("tea")
+    assert (tea.id, tea.prompt_id, tea.version, tea.parent) == ("tea", "tea", 1, None)
+    assert [r.prompt_id for r in store.current()] == ["tea", "egg"]
+    assert [v.step for v in store.history("egg")] == [None]
+
+
+def test_an_update_is_the_next_version_with_its_parent_reason_and_step():
+    store = RubricStore.from_rows(rows())
+    second = store.update("tea", rubric("anything", says("kettle")), step=4, reason="rewards kettles")
+    third = store.update("tea", rubric("anything", says("leaves")), step=9)
+    assert (second.id, second.version, second.parent, second.reason) == ("tea-v2", 2, "tea", "rewards kettles")
+    assert (third.id, third.version, third.parent, third.prompt_id) == ("tea-v3", 3, "tea-v2", "tea")
+    assert store.rubric_for("tea") == third
+    assert [(v.rubric.id, v.step) for v in store.history("tea")] == [("tea", None), ("tea-v2", 4), ("tea-v3", 9)]
+    assert store.rubric_for("egg").version == 1
+
+
+def test_unknown_and_conflicting_prompt_ids_are_named():
+    store = RubricStore.from_rows(rows())
+    with pytest.raises(UnknownPromptError, match="prompt_id 'coffee'"):
+        store.rubric_for("coffee")
+    with pytest.raises(UnknownPromptError, match="prompt_id 'coffee'"):
+        store.update("coffee", rubric("x"), step=1)
+    conflicting = [*rows(), {"prompt_id": "egg", "rubric": rubric("egg-other", says("fry")).model_dump_json()}]
+    with pytest.raises(ValueError, match=r"train.jsonl: prompt_id 'egg' has two different rubrics"):
+        RubricStore.from_rows(conflicting, "train.jsonl")
+
+
+def test_state_and_checkpoint_round_trip(tmp_path, caplog):
+    store = RubricStore.from_rows(rows())
+    store.update("egg", rubric("x", says("salt")), step=3, reason="salt")
+    restored = RubricStore()
+    restored.load_state_dict(pickle.loads(pickle.dumps(store.state_dict())))
+    assert restored.state_dict() == store.state_dict()
+
+    path = store.save(tmp_path / "checkpoint-3")
+    assert path.name == STORE_FILE
+    from_disk = RubricStore.from_checkpoint(tmp_path / "checkpoint-3")
+    assert from_disk.history("egg") == store.history("egg") and from_disk.current() == store.current()
+
+    dataset_only = RubricStore.from_rows(rows())
+    with caplog.at_level(logging.WARNING):
+        assert dataset_only.restore(tmp_path) is False, "a checkpoint saved before stores existed"
+    assert "no rubric store in this checkpoint" in caplog.text
+    assert dataset_only.rubric_for("egg").version == 1
+    assert dataset_only.restore(tmp_path / "checkpoint-3") is True
+    assert dataset_only.rubric_for("egg").reason == "salt"
+    with pytest.raises(FileNotFoundError, match=STORE_FILE):
+        RubricStore.from_checkpoint(tmp_path)
+
+
+def test_updates_decided_on_the_main_process_reach_every_rank(monkeypatch):
+    """The logic of `apply` for a non-main rank: whatever it passes, it applies what rank 0 broadcast."""
+    decided = [RubricUpdate("tea", rubric("x", says("kettle")), step=2, reason="kettles")]
+
+    def broadcast_from_rank_0(box, src):
+        assert src == 0
+        box[0] = pickle.loads(pickle.dumps(decided))  # what crosses the wire is a pickle
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "broadcast_object_list", broadcast_from_rank_0)
+    main, other = RubricStore.from_rows(rows()), RubricStore.from_rows(rows())
+    main.apply(decided)
+    other.apply(None)
+    assert other.state_dict() == main.state_dict()
+    assert other.rubric_for("tea").id == "tea-v2"
+
+
+class Args:
+    def __init__(self, output_dir):
+        self.output_dir = str(output_dir)
+
+
+class State:
+    def __init__(self, step, main=True):
+        self.global_step, self.is_world_process_zero = step, main
+
+
+def test_the_callback_saves_into_each_checkpoint_and_the_final_rubrics_on_the_main_process(tmp_path):
+    store = RubricStore.from_rows(rows())
+    callback = RubricStoreCallback(store)
+    callback.on_save(Args(tmp_path), State(2, main=False), None)
+    callback.on_train_end(Args(tmp_path), State(2, main=False), None)
+    assert list(tmp_path.iterdir()) == []
+    callback.on_save(Args(tmp_path), State(2), None)
+    store.update("tea", rubric("x", says("kettle")), step=3, reason="kettles")
+    callback.on_train_end(Args(tmp_path), State(3), None)
+    assert RubricStore.from_checkpoint(tmp_path / "checkpoint-2").rubric_for("tea").version == 1
+    final = tmp_path / FINAL_RUBRICS_FILE
+    assert cli_main(["validate", str(final)]) == 0
+    assert [Rubric.model_validate_json(line).id for line in final.read_text().splitlines()] == ["tea-v2", "egg"]
+
+
+def grade(reward: RubricReward, prompt_ids: list[str], texts: list[str]) -> list[float | None]:
+    return asyncio.run(reward(["q"] * len(texts), texts, prompt_id=prompt_ids))
+
+
+def test_the_reward_reads_rubrics_from_the_store_and_follows_its_updates():
+    store = RubricStore.from_rows(rows())
+    reward = RubricReward(None, store=store)
+    assert grade(reward, ["tea", "egg"], ["hot water", "boil it cold"]) == [1.0, 0.0]
+    store.update("tea", rubric("x", says("kettle")), step=1)
+    assert grade(reward, ["tea", "egg"], ["hot water", "boil it cold"]) == [0.0, 0.0]
+
+
+def test_a_store_reward_needs_the_prompt_id_column_and_known_prompt_ids():
+    reward = RubricReward(None, store=RubricStore.from_rows(rows()))
+    with pytest.raises(ValueError, match=r"needs a 'prompt_id' column.*store.*\['rubric'\]"):
+        asyncio.run(reward(["q"], ["water"], rubric=[rubric("tea").model_dump_json()]))
+    with pytest.raises(UnknownPromptError, match="prompt_id 'coffee'"):
+        grade(reward, ["coffee"], ["water"])
