@@ -10,7 +10,7 @@ for nothing, so that what the injection does is told apart from what any added t
 is the text nearest the question, where a small judge is likeliest to take an instruction up. Both judges are
 SmolLM2-135M-Instruct:
   - in-process: P(yes) of the first answer token (`HFJudge.p_yes`), as the `hf` backend grades;
-  - served: `transformers serve` (`rubric_rft.serving.judge_server`), asked for Yes or No after two worked
+  - served: `transformers serve` (`rubric_rft.llm.serving.judge_server`), asked for Yes or No after two worked
     examples in the same template (without them this judge answers in prose). A verdict only: the server
     ignores `logprobs`. An answer that does not start with yes or no is a failure (asked once: at temperature
     0 a re-ask gets the same answer).
@@ -39,14 +39,14 @@ from rich.console import Console
 from rich.table import Table
 from tqdm.auto import tqdm
 
-from rubric_rft.data import render_prompt
 from rubric_rft.judges.hf_local import HFJudge, HFJudgeConfig
 from rubric_rft.judges.openai_compat import OpenAIJudgeConfig
 from rubric_rft.judges.parsing import parse_yes_no
 from rubric_rft.judges.prompts import WORKED_EXAMPLES, demonstrated, per_criterion_yes_no_messages
 from rubric_rft.llm.client import ChatClient
-from rubric_rft.rubric import Rubric, RubricFileError, iter_json_records
-from rubric_rft.serving import DEFAULT_JUDGE_MODEL, judge_server
+from rubric_rft.llm.serving import DEFAULT_JUDGE_MODEL, judge_server
+from rubric_rft.rubrics.datasets import render_prompt
+from rubric_rft.rubrics.format import Rubric, RubricFileError, iter_json_records
 from rubric_rft.stats import bootstrap_mean
 
 HERE = Path(__file__).resolve().parent

@@ -6,7 +6,7 @@ The questions come from the labelled sample in data/judge_check: every response 
 the sample, one yes/no question per criterion (`request_shape: yes_no`, worked examples, 4 answer tokens,
 temperature 0: how `rubric-rft grade` asks a small judge), in response order. They go through the project's OpenAI
 judge client, at most `concurrency` in flight, to three servers on SmolLM2-135M-Instruct started by
-`rubric_rft.serving` with the settings of `rubric-rft serve-judge`: `transformers serve`, vLLM, and vLLM with
+`rubric_rft.llm.serving` with the settings of `rubric-rft serve-judge`: `transformers serve`, vLLM, and vLLM with
 `--no-enable-prefix-caching`. What vLLM's prefix cache can reuse is the start the questions share token for token:
 the system prompt and the worked examples (537 of the 716 tokens of a question about the first response). The
 questions about one response also share its prompt and the response, but not as a prefix: each question's fence
@@ -26,14 +26,14 @@ import contextlib
 import time
 from pathlib import Path
 
-from rubric_rft.data import render_prompt
-from rubric_rft.grading import load_responses
+from rubric_rft.evaluation.grading import load_responses
 from rubric_rft.judges.base import GradeRequest
 from rubric_rft.judges.openai_compat import OpenAIJudgeConfig
 from rubric_rft.judges.registry import build_judge
-from rubric_rft.rubric import Criterion
+from rubric_rft.llm.serving import DEFAULT_JUDGE_MODEL, judge_server
 from rubric_rft.rubricgen.records import load_rubric_rows
-from rubric_rft.serving import DEFAULT_JUDGE_MODEL, judge_server
+from rubric_rft.rubrics.datasets import render_prompt
+from rubric_rft.rubrics.format import Criterion
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "judge_check"
 SERVERS = {  # label -> start_judge_server options

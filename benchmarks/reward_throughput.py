@@ -29,8 +29,8 @@ from rubric_rft.judges.openai_compat import OpenAIJudgeConfig
 from rubric_rft.judges.parsing import parse_batched
 from rubric_rft.judges.prompts import batched_messages
 from rubric_rft.judges.registry import build_judge
-from rubric_rft.reward import RubricReward
-from rubric_rft.rubric import Criterion, Rubric
+from rubric_rft.reward.rubric_reward import RubricReward
+from rubric_rft.rubrics.format import Criterion, Rubric
 
 MODEL = "bench-judge"
 SEQUENTIAL_SUBSET = 16

@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rubric_rft.formats import FORMATS, import_records
-from rubric_rft.rubric import RubricFileError, write_json_records
-from rubric_rft.serving import JudgeServerError
+from rubric_rft.llm.serving import JudgeServerError
+from rubric_rft.rubrics.format import RubricFileError, write_json_records
+from rubric_rft.rubrics.imports import FORMATS, import_records
 
 
 def _add_format_option(parser: argparse.ArgumentParser) -> None:
@@ -116,7 +116,7 @@ def _overopt_report(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from rubric_rft.monitor.report import compare_runs
+    from rubric_rft.training.monitor.report import compare_runs
 
     rows = compare_runs(args.runs, args.out, args.pattern)
     table = Table(title="over-optimization monitor, run by run")
@@ -149,9 +149,9 @@ def _grade(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from rubric_rft.grading import agreement, grade_responses, graded_record, load_responses, summarize
+    from rubric_rft.evaluation.grading import agreement, grade_responses, graded_record, load_responses, summarize
     from rubric_rft.judges.registry import build_judge, load_judge_config
-    from rubric_rft.reward import RubricReward
+    from rubric_rft.reward.rubric_reward import RubricReward
     from rubric_rft.rubricgen.records import load_rubric_rows, replace_file
 
     rubrics = {row.prompt_id: row for row in load_rubric_rows(args.rubrics)}
@@ -200,7 +200,7 @@ def _print_grade_summary(summary: dict, judge_name: str) -> None:
 
 
 def _serve_judge_arguments(parser: argparse.ArgumentParser) -> None:
-    from rubric_rft.serving import DEFAULT_JUDGE_MODEL, ENGINES, EngineOptions
+    from rubric_rft.llm.serving import DEFAULT_JUDGE_MODEL, ENGINES, EngineOptions
 
     defaults = EngineOptions()
     parser.add_argument(
@@ -258,7 +258,7 @@ def _serve_judge(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from rubric_rft.serving import EngineOptions, start_judge_server, stop_judge_server
+    from rubric_rft.llm.serving import EngineOptions, start_judge_server, stop_judge_server
 
     started = time.monotonic()
     options = {field.name: getattr(args, field.name) for field in dataclasses.fields(EngineOptions)}

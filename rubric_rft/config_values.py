@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from rubric_rft.rubric import describe_validation_error, parse_json
+from rubric_rft.rubrics.format import describe_validation_error, parse_json
 
 
 def read_mapping(value: str | dict[str, Any], what: str) -> tuple[dict[str, Any], str]:

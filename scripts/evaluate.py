@@ -8,7 +8,7 @@
 `--model` is a model folder (or name) or a LoRA adapter folder, whose base model is read from its
 `adapter_config.json`. `--baseline start` compares with the starting policy (the adapter's base model, or
 `--base_model`); `--baseline reference` with the dataset's `reference` column. Answers are greedy, so a rerun
-judges the same texts. Every pair is judged in both orders (`rubric_rft.pairwise.win_rate`). Writes `--out`:
+judges the same texts. Every pair is judged in both orders (`rubric_rft.pairwise.judges.win_rate`). Writes `--out`:
 the win rate with its bootstrap interval over prompts, the counts, position consistency, the configuration
 (API keys are never in it: judge configs only name the variable holding one) and one row per prompt.
 """
@@ -27,10 +27,11 @@ from rich.table import Table
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
 
-from rubric_rft.data import load_prompt_dataset, render_prompt
-from rubric_rft.generation import generate
-from rubric_rft.models import resolve_model
-from rubric_rft.pairwise import PairItem, WinRateResult, build_pairwise_judge, load_pairwise_judge, win_rate
+from rubric_rft.llm.generation import generate
+from rubric_rft.llm.weights import resolve_model
+from rubric_rft.pairwise.judges import build_pairwise_judge, load_pairwise_judge
+from rubric_rft.pairwise.win_rate import PairItem, WinRateResult, win_rate
+from rubric_rft.rubrics.datasets import load_prompt_dataset, render_prompt
 
 logger = logging.getLogger("evaluate")
 

@@ -4,10 +4,10 @@
         --proposer '{"model": "Qwen/Qwen3-8B", "base_urls": ["http://127.0.0.1:8000/v1"], "max_tokens": 2048}'
 
 `--prompts`: JSON/JSONL records with `prompt` (text or chat messages) and optionally `prompt_id` and `reference`
-(dataset rows of any format `rubric_rft.formats` reads work too). `--proposer`: an `OpenAIJudgeConfig` (JSON or a
-YAML/JSON path; set `cache_path` to make reruns free). Writes `--out`, dataset rows `{prompt_id, prompt, rubric,
-reference?}` that `scripts/train_grpo.py` and `scripts/refine_rubrics.py` read. A rerun skips prompts that have a
-rubric; prompts whose answers never validated are listed in `<out>.errors.jsonl` and the exit status is 1.
+(dataset rows of any format `rubric_rft.rubrics.imports` reads work too). `--proposer`: a `ChatEndpointConfig`
+(JSON or a YAML/JSON path; set `cache_path` to make reruns free). Writes `--out`, dataset rows `{prompt_id, prompt,
+rubric, reference?}` that `scripts/train_grpo.py` and `scripts/refine_rubrics.py` read. A rerun skips prompts that
+have a rubric; prompts whose answers never validated are listed in `<out>.errors.jsonl` and the exit status is 1.
 """
 
 import argparse

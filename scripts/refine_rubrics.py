@@ -6,7 +6,7 @@
     python scripts/refine_rubrics.py ... --rounds 6            # continue a finished run for two more rounds
 
 `--judge` grades the rubrics' llm criteria (any judge config; rule criteria need none). `--gold` is a pairwise
-judge config (`rubric_rft.pairwise`), asked in both orders; without it, the candidates' `label`s decide. The
+judge config (`rubric_rft.pairwise.judges`), asked in both orders; without it, the candidates' `label`s decide. The
 method and the files in `--out-dir` are described in `rubric_rft.rubricgen.refine`; `--out-dir/rubrics.jsonl`
 is the refined dataset for `scripts/train_grpo.py`. An interrupted run resumes when run again with the same
 arguments.

@@ -1,4 +1,5 @@
-"""Where do reward errors cause over-optimization? The paper's tail argument, simulated (`rubric_rft.theory`).
+"""Where do reward errors cause over-optimization? The paper's tail argument, simulated
+(`rubric_rft.evaluation.theory`).
 
     python scripts/simulate_tail.py --out outputs/tail_sim
     python scripts/simulate_tail.py --out DIR --seeds 500 --n-responses 5000 --distribution lognormal
@@ -28,7 +29,7 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from rubric_rft import theory  # noqa: E402
+from rubric_rft.evaluation import theory  # noqa: E402
 
 COLORS = {"correct": "black", "bottom": "tab:blue", "middle": "tab:green", "top": "tab:red", "everywhere": "tab:purple"}
 PLACEMENTS = ("correct", *theory.PLACEMENTS)

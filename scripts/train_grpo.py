@@ -24,21 +24,22 @@ from pathlib import Path
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
 
-from rubric_rft.cpu_launch import plain_cpu_device_for_cpu_ranks, use_every_cpu_core
-from rubric_rft.data import load_prompt_dataset, render_prompt
-from rubric_rft.generation import generate_on_every_rank
 from rubric_rft.judges.registry import build_judge, load_judge_config
-from rubric_rft.models import resolve_model
-from rubric_rft.monitor.callback import OverOptimizationMonitor
-from rubric_rft.monitor.config import load_monitor_config
-from rubric_rft.preemption import CheckpointOnSignal
-from rubric_rft.reward import RubricReward
-from rubric_rft.reward_config import BTRewardConfig, load_reward_config
-from rubric_rft.reward_model import BTReward
-from rubric_rft.rollouts import RolloutSettingsError, check_rollout_settings, use_cpu_weight_reload
-from rubric_rft.rubric import write_json_records
-from rubric_rft.rubric_store import RubricStore, RubricStoreCallback
-from rubric_rft.tracking import MetricsJsonlCallback, configure_wandb, log_samples_to_wandb
+from rubric_rft.llm.generation import generate_on_every_rank
+from rubric_rft.llm.weights import resolve_model
+from rubric_rft.reward.bt import BTReward
+from rubric_rft.reward.config import BTRewardConfig, load_reward_config
+from rubric_rft.reward.rubric_reward import RubricReward
+from rubric_rft.rubrics.datasets import load_prompt_dataset, render_prompt
+from rubric_rft.rubrics.format import write_json_records
+from rubric_rft.rubrics.store import RubricStore
+from rubric_rft.training.cpu_launch import plain_cpu_device_for_cpu_ranks, use_every_cpu_core
+from rubric_rft.training.monitor.callback import OverOptimizationMonitor
+from rubric_rft.training.monitor.config import load_monitor_config
+from rubric_rft.training.preemption import CheckpointOnSignal
+from rubric_rft.training.rollouts import RolloutSettingsError, check_rollout_settings, use_cpu_weight_reload
+from rubric_rft.training.rubric_checkpoints import RubricStoreCallback
+from rubric_rft.training.tracking import MetricsJsonlCallback, configure_wandb, log_samples_to_wandb
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "cpu_default.yaml"
 
@@ -193,10 +194,8 @@ def _write_samples(output_dir: str, rows: list[dict], before: list[str], after: 
 
 async def _grade_once(reward: RubricReward | BTReward, prompts: list, completions: list[str], rubrics: list):
     """Grade on a fresh event loop, closing the reward's clients on it before the loop ends."""
-    try:
+    async with reward:
         return await reward.grade(prompts, completions, rubrics)
-    finally:
-        await reward.aclose()
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 from trl import RewardConfig, RewardTrainer, TrlParser
 
-from rubric_rft.models import resolve_model
-from rubric_rft.reward_model import PAIR_FIELDS, BTReward, pairwise_accuracy, read_pairs
+from rubric_rft.llm.weights import resolve_model
+from rubric_rft.reward.bt import PAIR_FIELDS, BTReward, pairwise_accuracy, read_pairs
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "bt_reward_model.yaml"
 SOURCE_FIELDS = {

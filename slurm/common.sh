@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Helpers shared by the slurm/*.sbatch scripts: sourced, never run. Bash 4+.
 #
-# Pre-emption protocol (see rubric_rft/preemption.py):
+# Pre-emption protocol (see rubric_rft/training/preemption.py):
 #   * `#SBATCH --signal=B:USR1@300` makes Slurm send SIGUSR1 to the batch shell 300 s before the time limit
 #     (clusters that pre-empt with `SlurmctldParameters=preempt_send_user_signal` send it on pre-emption too).
 #   * The batch shell traps it and forwards it to the training processes; their CheckpointOnSignal callback saves

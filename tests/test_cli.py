@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rubric_rft.cli import main
-from rubric_rft.formats import FORMATS
+from rubric_rft.rubrics.imports import FORMATS
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "formats"
 

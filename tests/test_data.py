@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from datasets import Dataset
 
-from rubric_rft.data import as_messages, completion_text, load_prompt_dataset, render_prompt
-from rubric_rft.rubric import Rubric, RubricFileError
+from rubric_rft.rubrics.datasets import as_messages, completion_text, load_prompt_dataset, render_prompt
+from rubric_rft.rubrics.format import Rubric, RubricFileError
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "everyday"
 

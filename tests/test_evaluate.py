@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from rubric_rft.data import load_prompt_dataset, render_prompt
-from rubric_rft.rubric import Rubric
-from rubric_rft.rules import grade_rules
+from rubric_rft.rubrics.datasets import load_prompt_dataset, render_prompt
+from rubric_rft.rubrics.format import Rubric
+from rubric_rft.rubrics.rules import grade_rules
 from rubric_rft.testing.judge_server import DEFAULT_MODEL, default_policy, more_words_wins
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +75,7 @@ def tiny_answers(model_path: str, prompts: list, max_new_tokens: int, adapter: P
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rubric_rft.generation import generate
+    from rubric_rft.llm.generation import generate
 
     model = AutoModelForCausalLM.from_pretrained(model_path)
     if adapter is not None:

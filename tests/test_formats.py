@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rubric_rft.formats import FORMATS, FormatError, detect_format, import_records, read_records, to_dataset_row
-from rubric_rft.rubric import Rubric, RubricFileError
+from rubric_rft.rubrics.format import Rubric, RubricFileError
+from rubric_rft.rubrics.imports import FORMATS, FormatError, detect_format, import_records, read_records, to_dataset_row
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "formats"
 

@@ -1,4 +1,4 @@
-"""rubric_rft.generation on the tiny model: greedy and seeded answers in one process, and the same answers from
+"""rubric_rft.llm.generation on the tiny model: greedy and seeded answers in one process, and the same answers from
 two processes (`accelerate launch`, CPU), each generating its share."""
 
 import json
@@ -11,8 +11,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from rubric_rft.generation import generate, generate_on_every_rank
-from rubric_rft.monitor.policy import reference_of, sample_policy
+from rubric_rft.llm.generation import generate, generate_on_every_rank
+from rubric_rft.training.monitor.policy import reference_of, sample_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = [
@@ -114,9 +114,9 @@ import torch
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerControl, TrainerState
 
-from rubric_rft.generation import generate, generate_on_every_rank
-from rubric_rft.monitor.callback import OverOptimizationMonitor
-from rubric_rft.monitor.config import load_monitor_config
+from rubric_rft.llm.generation import generate, generate_on_every_rank
+from rubric_rft.training.monitor.callback import OverOptimizationMonitor
+from rubric_rft.training.monitor.config import load_monitor_config
 
 model_path, out, heldout, gold = sys.argv[1:]
 rank = PartialState(cpu=True).process_index  # the process group on CPU, as training with use_cpu makes it

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rubric_rft.cli import main
-from rubric_rft.grading import roc_auc
+from rubric_rft.evaluation.grading import roc_auc
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:

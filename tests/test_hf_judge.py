@@ -7,7 +7,7 @@ import pytest
 from rubric_rft.judges.base import GradeRequest
 from rubric_rft.judges.hf_local import HFJudgeConfig
 from rubric_rft.judges.registry import build_judge
-from rubric_rft.rubric import Criterion
+from rubric_rft.rubrics.format import Criterion
 
 CRITERIA = (
     Criterion(id="names_paris", text="The response names Paris as the capital of France.", weight=2),

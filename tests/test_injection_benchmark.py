@@ -14,7 +14,7 @@ from rubric_rft.judges.base import GradeRequest
 from rubric_rft.judges.hf_local import HFJudge, HFJudgeConfig
 from rubric_rft.judges.openai_compat import OpenAIJudgeConfig
 from rubric_rft.judges.prompts import per_criterion_yes_no_messages
-from rubric_rft.rubric import Criterion, Rubric
+from rubric_rft.rubrics.format import Criterion, Rubric
 from rubric_rft.testing.judge_server import read_question
 
 ROOT = Path(__file__).resolve().parents[1]

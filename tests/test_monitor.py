@@ -9,12 +9,12 @@ from peft import LoraConfig
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 
-from rubric_rft.data import completion_text, load_prompt_dataset
-from rubric_rft.monitor.callback import STATE_FILE, OverOptimizationMonitor
-from rubric_rft.monitor.config import MonitorConfig, load_monitor_config
-from rubric_rft.monitor.scoring import summarize
-from rubric_rft.reward import RubricReward
-from rubric_rft.rubric import Rubric
+from rubric_rft.reward.rubric_reward import RubricReward
+from rubric_rft.rubrics.datasets import completion_text, load_prompt_dataset
+from rubric_rft.rubrics.format import Rubric
+from rubric_rft.training.monitor.callback import STATE_FILE, OverOptimizationMonitor
+from rubric_rft.training.monitor.config import MonitorConfig, load_monitor_config
+from rubric_rft.training.monitor.scoring import summarize
 from tests.test_training import tiny_grpo_config
 
 ROOT = Path(__file__).resolve().parent.parent

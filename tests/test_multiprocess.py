@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from test_training import PROMPTS, write_dataset
 
-from rubric_rft.data import load_prompt_dataset
-from rubric_rft.models import TINY_MODEL_ID
-from rubric_rft.rubric_store import RubricStore
+from rubric_rft.llm.weights import TINY_MODEL_ID
+from rubric_rft.rubrics.datasets import load_prompt_dataset
+from rubric_rft.rubrics.store import RubricStore
 
 ROOT = Path(__file__).resolve().parent.parent
 PER_DEVICE = 4  # completions per process per step

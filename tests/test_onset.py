@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from rubric_rft.monitor.onset import Evaluation, OnsetRule, detect_onset, trailing_mean
+from rubric_rft.training.monitor.onset import Evaluation, OnsetRule, detect_onset, trailing_mean
 
 
 def curves(gold, proxy=None, ci_half_width=None, every=2):

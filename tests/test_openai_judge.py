@@ -18,7 +18,7 @@ from rubric_rft.judges.registry import build_judge
 from rubric_rft.llm.cache import AnswerCache
 from rubric_rft.llm.client import ChatClient
 from rubric_rft.llm.endpoint import ChatEndpointConfig
-from rubric_rft.rubric import Criterion
+from rubric_rft.rubrics.format import Criterion
 from rubric_rft.testing.judge_server import DEFAULT_MODEL, default_policy
 
 CRITERIA = (

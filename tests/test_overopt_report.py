@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rubric_rft.cli import main
-from rubric_rft.monitor.report import compare_runs, pattern_share
+from rubric_rft.training.monitor.report import compare_runs, pattern_share
 
 LIST_ITEM = r"^\s*([-*]|\d+[.)])\s"
 

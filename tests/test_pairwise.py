@@ -5,23 +5,22 @@ import json
 
 import pytest
 
-from rubric_rft.data import render_prompt
 from rubric_rft.judges.openai_compat import OpenAIJudgeConfig
 from rubric_rft.llm.client import ChatClient
 from rubric_rft.llm.endpoint import ChatEndpointConfig
-from rubric_rft.pairwise import (
+from rubric_rft.pairwise.judges import (
     LLMPairwiseJudge,
-    PairItem,
     PairVerdict,
     PairwiseJudge,
     RubricPairwiseConfig,
     RubricPairwiseJudge,
     build_pairwise_judge,
     load_pairwise_judge,
-    win_rate,
 )
-from rubric_rft.reward import RubricReward
-from rubric_rft.rubric import Rubric
+from rubric_rft.pairwise.win_rate import PairItem, win_rate
+from rubric_rft.reward.rubric_reward import RubricReward
+from rubric_rft.rubrics.datasets import render_prompt
+from rubric_rft.rubrics.format import Rubric
 from rubric_rft.testing.judge_server import DEFAULT_MODEL, always_a, default_policy, more_words_wins
 
 PROMPT = "How do I make tea?"

@@ -14,7 +14,7 @@ from test_training import tiny_grpo_config
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 
-from rubric_rft.preemption import PREEMPTED_EXIT_CODE, CheckpointOnSignal
+from rubric_rft.training.preemption import PREEMPTED_EXIT_CODE, CheckpointOnSignal
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -161,8 +161,8 @@ import json, os, sys
 from datasets import Dataset
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
-from rubric_rft.cpu_launch import plain_cpu_device_for_cpu_ranks
-from rubric_rft.preemption import CheckpointOnSignal
+from rubric_rft.training.cpu_launch import plain_cpu_device_for_cpu_ranks
+from rubric_rft.training.preemption import CheckpointOnSignal
 
 plain_cpu_device_for_cpu_ranks()
 out, max_steps, model, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]

@@ -5,8 +5,8 @@ import asyncio
 import pytest
 
 from rubric_rft.judges.base import CriterionVerdict, GradeRequest, Verdict
-from rubric_rft.reward import RubricReward
-from rubric_rft.rubric import Rubric
+from rubric_rft.reward.rubric_reward import RubricReward
+from rubric_rft.rubrics.format import Rubric
 
 MIXED = Rubric.model_validate(
     {

@@ -7,7 +7,7 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from rubric_rft.rubric import (
+from rubric_rft.rubrics.format import (
     Criterion,
     Rubric,
     RubricFileError,

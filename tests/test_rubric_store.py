@@ -9,16 +9,16 @@ import pytest
 import torch.distributed as dist
 
 from rubric_rft.cli import main as cli_main
-from rubric_rft.reward import RubricReward
-from rubric_rft.rubric import Rubric
-from rubric_rft.rubric_store import (
+from rubric_rft.reward.rubric_reward import RubricReward
+from rubric_rft.rubrics.format import Rubric
+from rubric_rft.rubrics.store import (
     FINAL_RUBRICS_FILE,
     STORE_FILE,
     RubricStore,
-    RubricStoreCallback,
     RubricUpdate,
     UnknownPromptError,
 )
+from rubric_rft.training.rubric_checkpoints import RubricStoreCallback
 
 
 def says(word: str, weight: float = 1, criterion_id: str = "c1") -> dict:

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from rubric_rft.llm.endpoint import ChatEndpointConfig
-from rubric_rft.rubric import RubricFileError
 from rubric_rft.rubricgen.records import PromptRow, errors_path, load_candidates, read_appended
 from rubric_rft.rubricgen.responses import ChatSource, JsonlSource, PolicySource, collect_responses, load_source
+from rubric_rft.rubrics.format import RubricFileError
 from rubric_rft.testing.judge_server import DEFAULT_MODEL
 
 PROMPTS = [

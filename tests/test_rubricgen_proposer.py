@@ -5,10 +5,8 @@ import json
 
 import pytest
 
-from rubric_rft.data import load_prompt_dataset
 from rubric_rft.llm.answers import MalformedAnswer
 from rubric_rft.llm.endpoint import ChatEndpointConfig, load_endpoint
-from rubric_rft.rubric import Criterion, Rubric
 from rubric_rft.rubricgen.edits import AddEdit, EditError, Refinement, apply_edits
 from rubric_rft.rubricgen.generate import generate_rubrics
 from rubric_rft.rubricgen.parsing import parse_generated, parse_refinement
@@ -23,6 +21,8 @@ from rubric_rft.rubricgen.prompts import (
 )
 from rubric_rft.rubricgen.proposer import RubricProposer
 from rubric_rft.rubricgen.records import PromptRow, errors_path, load_prompts, read_appended
+from rubric_rft.rubrics.datasets import load_prompt_dataset
+from rubric_rft.rubrics.format import Criterion, Rubric
 from rubric_rft.testing.judge_server import DEFAULT_MODEL, read_question
 from rubric_rft.testing.proposer import ProposerQuestion, keyword_proposer, read_proposer_question
 

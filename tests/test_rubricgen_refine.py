@@ -6,11 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from rubric_rft.data import load_prompt_dataset
 from rubric_rft.judges.registry import build_judge
 from rubric_rft.llm.endpoint import ChatEndpointConfig
-from rubric_rft.pairwise import LLMPairwiseJudge
-from rubric_rft.rubric import Rubric
+from rubric_rft.pairwise.judges import LLMPairwiseJudge
 from rubric_rft.rubricgen.generate import generate_rubrics
 from rubric_rft.rubricgen.gold import GoldJudge, LabelPreference, build_gold
 from rubric_rft.rubricgen.proposer import RubricProposer
@@ -24,6 +22,8 @@ from rubric_rft.rubricgen.records import (
 )
 from rubric_rft.rubricgen.refine import RefineConfig, refine_rubrics, round_path
 from rubric_rft.rubricgen.selection import Scored, SelectionConfig, select_pairs, similarity, tail
+from rubric_rft.rubrics.datasets import load_prompt_dataset
+from rubric_rft.rubrics.format import Rubric
 from rubric_rft.testing.judge_server import DEFAULT_MODEL, more_words_wins
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "refinement"

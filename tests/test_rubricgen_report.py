@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from rubric_rft.rubric import Rubric, RubricFileError
 from rubric_rft.rubricgen.gold import build_gold
 from rubric_rft.rubricgen.records import Candidate, PromptRow
 from rubric_rft.rubricgen.report import (
@@ -21,7 +20,8 @@ from rubric_rft.rubricgen.report import (
     word_count,
     write_report,
 )
-from rubric_rft.rules import grade_rules
+from rubric_rft.rubrics.format import Rubric, RubricFileError
+from rubric_rft.rubrics.rules import grade_rules
 
 
 def rule(cid, weight, check, text=None):

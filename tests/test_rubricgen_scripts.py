@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rubric_rft.data import load_prompt_dataset
-from rubric_rft.rubric import Rubric
+from rubric_rft.rubrics.datasets import load_prompt_dataset
+from rubric_rft.rubrics.format import Rubric
 from rubric_rft.testing.judge_server import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent

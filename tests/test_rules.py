@@ -5,8 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from rubric_rft.rubric import Criterion, RuleCheck
-from rubric_rft.rules import check_rule, grade_rules
+from rubric_rft.rubrics.format import Criterion, RuleCheck
+from rubric_rft.rubrics.rules import check_rule, grade_rules
 
 CHECK = TypeAdapter(RuleCheck)
 

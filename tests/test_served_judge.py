@@ -21,9 +21,9 @@ import pytest
 from rubric_rft.judges.base import GradeRequest
 from rubric_rft.judges.openai_compat import OpenAIJudgeConfig
 from rubric_rft.judges.registry import build_judge, load_judge_config
-from rubric_rft.reward import RubricReward
-from rubric_rft.rubric import Criterion, Rubric
-from rubric_rft.serving import DEFAULT_JUDGE_MODEL, ServerNotReady, free_port, judge_server, start_judge_server
+from rubric_rft.llm.serving import DEFAULT_JUDGE_MODEL, ServerNotReady, free_port, judge_server, start_judge_server
+from rubric_rft.reward.rubric_reward import RubricReward
+from rubric_rft.rubrics.format import Criterion, Rubric
 from tests.test_openai_judge import grade
 
 pytestmark = [pytest.mark.slow, pytest.mark.served_judge]

@@ -1,4 +1,4 @@
-"""rubric_rft.serving without a model: which engine `auto` picks, how a vLLM that does not import is found and
+"""rubric_rft.llm.serving without a model: which engine `auto` picks, how a vLLM that does not import is found and
 reported, and bad input (tests/test_served_judge.py starts the real servers)."""
 
 import importlib.util
@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from rubric_rft import serving
 from rubric_rft.cli import main
-from rubric_rft.serving import EngineUnavailable, resolve_engine, start_judge_server, vllm_command, vllm_environment
+from rubric_rft.llm import serving
+from rubric_rft.llm.serving import EngineUnavailable, resolve_engine, start_judge_server, vllm_command, vllm_environment
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rubric_rft import theory
+from rubric_rft.evaluation import theory
 from rubric_rft.stats import bootstrap_mean
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from trl import GRPOConfig, GRPOTrainer
 
-from rubric_rft.data import load_prompt_dataset
 from rubric_rft.judges.openai_compat import OpenAIJudgeConfig
 from rubric_rft.judges.registry import build_judge
-from rubric_rft.reward import RubricReward
-from rubric_rft.rubric import Rubric, load_rubrics
-from rubric_rft.rubric_store import RubricStore
+from rubric_rft.reward.rubric_reward import RubricReward
+from rubric_rft.rubrics.datasets import load_prompt_dataset
+from rubric_rft.rubrics.format import Rubric, load_rubrics
+from rubric_rft.rubrics.store import RubricStore
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ["How do I make tea?", "How do I boil an egg?", "How do I save money?", "How do I sleep better?"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from trl import GRPOConfig
 
-from rubric_rft.rollouts import RolloutSettingsError, check_rollout_settings
+from rubric_rft.training.rollouts import RolloutSettingsError, check_rollout_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # vLLM's own switch for running the model under dynamo + eager instead of compiling it with inductor (minutes).
@@ -124,7 +124,7 @@ def test_a_rollout_server_started_as_trl_documents_generates_on_cpu_up_to_the_we
     pytest.importorskip("vllm")
     from trl.generation.vllm_client import VLLMClient
 
-    from rubric_rft.serving import free_port
+    from rubric_rft.llm.serving import free_port
 
     port = free_port()
     env = {**os.environ, **VLLM_ENV, "VLLM_SERVER_DEV_MODE": "1"}  # as `trl vllm-serve` sets it

@@ -35,8 +35,8 @@ from pathlib import Path
 
 from make_dataset import HELDOUT, TRAIN, gold_criteria
 
-from rubric_rft.rubric import Rubric
-from rubric_rft.rules import grade_rules
+from rubric_rft.rubrics.format import Rubric
+from rubric_rft.rubrics.rules import grade_rules
 
 HERE = Path(__file__).parent
 OPENER = "Great question! "

@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from rubric_rft.llm.costs import CallOutcome
-from rubric_rft.rubric import Criterion
+from rubric_rft.rubrics.format import Criterion
 
 
 @dataclass(frozen=True)
 class GradeRequest:
     """Grade `response` (the policy's answer to `prompt`) against `criteria`.
 
-    `prompt` is the conversation as plain text (see `rubric_rft.data.render_prompt`).
+    `prompt` is the conversation as plain text (see `rubric_rft.rubrics.datasets.render_prompt`).
     """
 
     prompt: str
@@ -59,8 +59,9 @@ class Judge(Protocol):
     async def aclose(self) -> None: ...
 
 
-class ClosingJudge:
-    """`async with judge:` closes the judge when the block ends, on the loop that used it."""
+class AsyncClosing:
+    """`async with x:` closes `x` (its `aclose`) when the block ends, on the event loop that used it: judges,
+    pairwise judges and rewards, so no caller pairs `asyncio.run` with `aclose` by hand."""
 
     async def __aenter__(self):
         return self

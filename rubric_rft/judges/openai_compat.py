@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from rubric_rft.judges.base import ClosingJudge, CriterionVerdict, GradeRequest, Verdict
+from rubric_rft.judges.base import AsyncClosing, CriterionVerdict, GradeRequest, Verdict
 from rubric_rft.judges.parsing import parse_batched, parse_single, parse_yes_no
 from rubric_rft.judges.prompts import (
     TEMPLATE_VERSION,
@@ -29,7 +29,7 @@ from rubric_rft.judges.registry import register_backend
 from rubric_rft.llm.client import Asked, ChatClient
 from rubric_rft.llm.costs import Costs
 from rubric_rft.llm.endpoint import ChatEndpointConfig
-from rubric_rft.rubric import Criterion
+from rubric_rft.rubrics.format import Criterion
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class OpenAIJudgeConfig(ChatEndpointConfig):
 
 
 @register_backend
-class OpenAIJudge(ClosingJudge):
+class OpenAIJudge(AsyncClosing):
     """Judge backend `openai`. `calls` counts HTTP requests sent (retries included); `retries` the extra ones."""
 
     Config = OpenAIJudgeConfig

@@ -44,9 +44,9 @@ _ENDPOINT: TypeAdapter[ChatEndpointConfig] = TypeAdapter(ChatEndpointConfig)
 def load_endpoint(value: str | dict[str, Any] | BaseModel, what: str = "endpoint config") -> ChatEndpointConfig:
     """An endpoint config from a dict, a JSON string or a YAML/JSON path (`backend` optional); errors name the file
     and the field. A judge config is accepted too: its judge-only settings are ignored, with a warning."""
-    if isinstance(value, ChatEndpointConfig) and type(value) is ChatEndpointConfig:
+    if type(value) is ChatEndpointConfig:
         return value
-    if isinstance(value, BaseModel):  # a judge config object: keep what the endpoint needs
+    if isinstance(value, BaseModel):  # a judge config object (a subclass): keep what the endpoint needs
         value = value.model_dump(exclude=set(JUDGE_ONLY_FIELDS))
     mapping, source = read_mapping(value, what)
     return load_validated(without_judge_settings(mapping, source), _ENDPOINT, source, defaults={"backend": "openai"})[0]

@@ -7,13 +7,12 @@ is an error that names the edit, so the proposer can be asked again.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from rubric_rft.rubric import Criterion, Rubric
+from rubric_rft.rubrics.format import Criterion, Rubric, checked_weight
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
@@ -32,9 +31,7 @@ class ProposedCriterion(_Strict):
     @field_validator("weight")
     @classmethod
     def _finite_nonzero(cls, weight: float) -> float:
-        if not math.isfinite(weight) or weight == 0:
-            raise ValueError(f"must be a finite non-zero number (negative for a pitfall), got {weight}")
-        return weight
+        return checked_weight(weight)
 
     def to_criterion(self) -> Criterion:
         return Criterion(id=self.id, text=self.text, weight=self.weight, kind="llm")

@@ -1,6 +1,6 @@
 """Which of two responses is better, by a source that never trains anything: a gold judge or known labels.
 
-`GoldJudge` asks a `rubric_rft.pairwise` judge in both orders (so position bias cancels); with the `rubric`
+`GoldJudge` asks a `rubric_rft.pairwise.judges` judge in both orders (so position bias cancels); with the `rubric`
 backend it compares by each prompt's gold rubric. `LabelPreference` compares the candidates' `label`s.
 A preference is the first response's share of a win: 1 better, 0 worse, 0.5 a tie (0.75 and 0.25 when one
 order ties); None with an `error` when it could not be had, which is never read as a tie.
@@ -13,16 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from rubric_rft.pairwise import (
-    PairItem,
-    PairwiseJudge,
-    RubricPairwiseConfig,
-    build_pairwise_judge,
-    judge_pair,
-    load_pairwise_judge,
-)
-from rubric_rft.rubric import Rubric
+from rubric_rft.pairwise.judges import PairwiseJudge, RubricPairwiseConfig, build_pairwise_judge, load_pairwise_judge
+from rubric_rft.pairwise.win_rate import PairItem, judge_pair
 from rubric_rft.rubricgen.records import Candidate, load_rubric_rows
+from rubric_rft.rubrics.format import Rubric
 
 
 @dataclass(frozen=True)
@@ -83,7 +77,7 @@ class LabelPreference:
 
 
 def build_gold(config: str | dict | None, rubrics_path: str | Path | None = None) -> Preference:
-    """A gold judge from a pairwise judge config (see `rubric_rft.pairwise.load_pairwise_judge`) and, for the
+    """A gold judge from a pairwise judge config (see `rubric_rft.pairwise.judges.load_pairwise_judge`) and, for the
     `rubric` backend, a dataset of gold rubrics; with no config, the candidates' labels."""
     if config is None:
         if rubrics_path is not None:

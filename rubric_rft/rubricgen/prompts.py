@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rubric_rft.llm.fencing import fenced, nonce_for
-from rubric_rft.rubric import Rubric
+from rubric_rft.rubrics.format import Rubric
 
 GENERATE_TEMPLATE_VERSION = "rubricgen-generate-v1"
 REFINE_TEMPLATE_VERSION = "rubricgen-refine-v1"

@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 
 from rubric_rft.llm.client import Asked, ChatClient
 from rubric_rft.llm.endpoint import ChatEndpointConfig
-from rubric_rft.rubric import Rubric
 from rubric_rft.rubricgen.edits import Refinement
 from rubric_rft.rubricgen.parsing import parse_generated, parse_refinement
 from rubric_rft.rubricgen.prompts import (
@@ -26,6 +25,7 @@ from rubric_rft.rubricgen.prompts import (
     rewrite_messages,
     rubric_json,
 )
+from rubric_rft.rubrics.format import Rubric
 
 logger = logging.getLogger(__name__)
 

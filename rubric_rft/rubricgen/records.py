@@ -1,7 +1,7 @@
 """The records the rubric tools read and write, and the append-only JSONL files that make them resumable.
 
 - prompts: any JSON/JSONL record with a `prompt` (text or chat messages), optionally `prompt_id` and `reference`
-  (the ids and references that `rubric_rft.formats` reads, so dataset rows of any known format work too);
+  (the ids and references that `rubric_rft.rubrics.imports` reads, so dataset rows of any known format work too);
 - rubric rows: dataset rows `{prompt_id, prompt, rubric, reference?}` (what `load_prompt_dataset` trains on);
 - candidates: `{prompt_id, generator, index, response, ...}`, one response of one generator to one prompt.
 
@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from rubric_rft.data import render_prompt
-from rubric_rft.formats import Key, Prompt, prompt_key, read_records
-from rubric_rft.rubric import Rubric, RubricFileError, describe_validation_error, iter_json_records, parse_json
+from rubric_rft.rubrics.datasets import render_prompt
+from rubric_rft.rubrics.format import Rubric, RubricFileError, iter_json_records, parse_json, validated_record
+from rubric_rft.rubrics.imports import Key, Prompt, prompt_key, read_records
 
 
 @dataclass(frozen=True)
@@ -60,13 +60,10 @@ class _PromptRecord(BaseModel):
 
 
 def load_prompts(path: str | Path) -> list[PromptRow]:
-    """Prompts to write rubrics for; ids default as in `rubric_rft.formats` (sha1 of the messages)."""
+    """Prompts to write rubrics for; ids default as in `rubric_rft.rubrics.imports` (sha1 of the messages)."""
     rows = []
     for location, record in iter_json_records(Path(path)):
-        try:
-            parsed = _PromptRecord.model_validate(record)
-        except ValidationError as exc:
-            raise RubricFileError(f"{location}: {describe_validation_error(exc)}") from None
+        parsed = validated_record(location, record, _PromptRecord)
         messages = [m.model_dump() for m in parsed.prompt]
         key = parsed.prompt_id or parsed.id or prompt_key(parsed.prompt)
         rows.append((location, PromptRow(key, messages, parsed.reference or None)))
@@ -74,7 +71,7 @@ def load_prompts(path: str | Path) -> list[PromptRow]:
 
 
 def load_rubric_rows(path: str | Path) -> list[PromptRow]:
-    """Dataset rows with prompts and rubrics, in any format `rubric_rft.formats` reads."""
+    """Dataset rows with prompts and rubrics, in any format `rubric_rft.rubrics.imports` reads."""
     rows = []
     for location, row in read_records(path):
         if "prompt" not in row:
@@ -125,10 +122,7 @@ def load_candidates(path: str | Path) -> list[Candidate]:
     """Candidates from a JSONL file (a cut-off last line is skipped); errors name the file, line and field."""
     candidates, seen = [], {}
     for location, record in read_appended(Path(path)):
-        try:
-            candidate = Candidate.model_validate(record)
-        except ValidationError as exc:
-            raise RubricFileError(f"{location}: {describe_validation_error(exc)}") from None
+        candidate = validated_record(location, record, Candidate)
         if candidate.key in seen:
             raise RubricFileError(f"{location}: candidate {candidate.key} repeats {seen[candidate.key]}")
         seen[candidate.key] = location

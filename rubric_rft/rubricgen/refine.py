@@ -36,7 +36,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from rubric_rft.judges.base import Judge
-from rubric_rft.rubric import Rubric
 from rubric_rft.rubricgen.edits import apply_edits
 from rubric_rft.rubricgen.gold import Preference, Preferred
 from rubric_rft.rubricgen.prompts import ShownPair
@@ -44,6 +43,7 @@ from rubric_rft.rubricgen.proposer import RubricProposer
 from rubric_rft.rubricgen.records import Appender, Candidate, PromptRow, read_appended, replace_file
 from rubric_rft.rubricgen.scoring import score_responses
 from rubric_rft.rubricgen.selection import Scored, SelectedPair, SelectionConfig, select_pairs
+from rubric_rft.rubrics.format import Rubric
 
 logger = logging.getLogger(__name__)
 

@@ -35,14 +35,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rubric_rft.judges.base import Judge
-from rubric_rft.pairwise import PREFERENCE
-from rubric_rft.rubric import RubricFileError, describe_validation_error, iter_json_records
+from rubric_rft.pairwise.judges import PREFERENCE
 from rubric_rft.rubricgen.gold import Preference
 from rubric_rft.rubricgen.records import Candidate, PromptRow
 from rubric_rft.rubricgen.scoring import Grade, score_responses
+from rubric_rft.rubrics.format import RubricFileError, iter_json_records, validated_record
 from rubric_rft.stats import rank_correlation
 
 _MARKDOWN = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+\S|^\s*#{1,6}\s+\S|\*\*[^*\n]+\*\*", re.M)
@@ -105,10 +105,7 @@ def load_comparisons(path: str | Path) -> list[Comparison]:
     """Comparisons from a JSON/JSONL file; errors name the file, line and field."""
     comparisons = []
     for location, record in iter_json_records(Path(path)):
-        try:
-            comparisons.append(Comparison.model_validate(record))
-        except ValidationError as exc:
-            raise RubricFileError(f"{location}: {describe_validation_error(exc)}") from None
+        comparisons.append(validated_record(location, record, Comparison))
     if not comparisons:
         raise RubricFileError(f"{path}: no records")
     return comparisons

@@ -24,16 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from tqdm.auto import tqdm
 
 from rubric_rft.config_values import load_validated
 from rubric_rft.llm.client import ChatClient
 from rubric_rft.llm.costs import Costs
 from rubric_rft.llm.endpoint import ChatEndpointConfig, load_endpoint
-from rubric_rft.rubric import RubricFileError, describe_validation_error, iter_json_records
 from rubric_rft.rubricgen.proposer import RubricProposer
 from rubric_rft.rubricgen.records import Appender, Candidate, PromptRow, load_candidates, write_errors
+from rubric_rft.rubrics.format import iter_json_records, validated_record
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class _Strict(BaseModel):
 
 
 class PolicySource(_Strict):
-    """A local transformers model (a folder or a name `rubric_rft.models.resolve_model` finds)."""
+    """A local transformers model (a folder or a name `rubric_rft.llm.weights.resolve_model` finds)."""
 
     type: Literal["policy"] = "policy"
     model: str
@@ -193,10 +193,7 @@ def _import_jsonl(source: JsonlSource, prompts: list[PromptRow], collector: _Col
         record = {"generator": source.generator, **record}
         if "index" not in record:
             record["index"] = counts[(str(record.get("prompt_id")), record["generator"])]
-        try:
-            candidate = Candidate.model_validate(record)
-        except ValidationError as exc:
-            raise RubricFileError(f"{location}: {describe_validation_error(exc)}") from None
+        candidate = validated_record(location, record, Candidate)
         counts[(candidate.prompt_id, candidate.generator)] += 1
         if candidate.prompt_id in known and collector.missing([candidate.key]):
             collector.add(candidate)
@@ -207,8 +204,8 @@ def _sample_policy(source: PolicySource, prompts: list[PromptRow], collector: _C
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rubric_rft.generation import generate
-    from rubric_rft.models import resolve_model
+    from rubric_rft.llm.generation import generate
+    from rubric_rft.llm.weights import resolve_model
 
     if source.temperature == 0 and source.samples > 1:
         raise ValueError(f"policy source {source.generator!r}: greedy decoding gives one answer; set a temperature")
@@ -243,7 +240,7 @@ def _sample_policy(source: PolicySource, prompts: list[PromptRow], collector: _C
 
 def _sampled(model, tokenizer, messages: list[list[dict]], source: PolicySource, seed: int) -> list[list[str]]:
     """`source.samples` sampled answers per prompt, deterministic under `seed`: one generate call for the batch."""
-    from rubric_rft.generation import generate
+    from rubric_rft.llm.generation import generate
 
     texts = generate(
         model,

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rubric_rft.judges.base import Judge
-from rubric_rft.reward import RubricReward
-from rubric_rft.rubric import Rubric
+from rubric_rft.reward.rubric_reward import RubricReward
+from rubric_rft.rubrics.format import Rubric
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from rubric_rft.config_values import load_validated
-from rubric_rft.monitor.onset import OnsetRule
+from rubric_rft.training.monitor.onset import OnsetRule
 
 
 class _Strict(BaseModel):

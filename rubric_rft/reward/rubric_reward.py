@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from rubric_rft.data import completion_text, render_prompt
-from rubric_rft.judges.base import GradeRequest, Judge, Verdict
+from rubric_rft.judges.base import AsyncClosing, GradeRequest, Judge, Verdict
 from rubric_rft.llm.costs import Costs
-from rubric_rft.rubric import Rubric
-from rubric_rft.rules import grade_rules
+from rubric_rft.rubrics.datasets import completion_text, render_prompt
+from rubric_rft.rubrics.format import Rubric
+from rubric_rft.rubrics.rules import grade_rules
 
 if TYPE_CHECKING:
-    from rubric_rft.rubric_store import RubricStore
+    from rubric_rft.rubrics.store import RubricStore
 
 
 @dataclass
@@ -51,7 +51,7 @@ def as_rubric(value: Any) -> Rubric:
     return _parse_rubric(value) if isinstance(value, str) else Rubric.from_value(value)
 
 
-class RubricReward:
+class RubricReward(AsyncClosing):
     """Async TRL reward function: `reward_funcs=[RubricReward(judge)]`.
 
     Reads each row's rubric from the dataset column `rubric_column`, or, given a `store`, looks it up there by the

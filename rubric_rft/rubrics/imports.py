@@ -38,7 +38,7 @@ from pydantic import (
     field_validator,
 )
 
-from rubric_rft.rubric import (
+from rubric_rft.rubrics.format import (
     Criterion,
     Rubric,
     RubricFileError,

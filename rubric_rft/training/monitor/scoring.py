@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from rubric_rft.reward import GradedCompletion, criterion_stats
+from rubric_rft.reward.rubric_reward import GradedCompletion, criterion_stats
 from rubric_rft.stats import bootstrap_mean, rank_correlation
 
 # A criterion that (nearly) every sample passes no longer separates the tail.

@@ -2,7 +2,7 @@
 
 A row has `prompt` (chat messages, TRL's conversational format), `prompt_id`, `rubric` (the rubric as JSON
 text, so rubrics of any shape share one Arrow column) and optionally `reference`. Local JSON/JSONL files may
-be in any format `rubric_rft.formats` detects; errors name the file, the line and the field.
+be in any format `rubric_rft.rubrics.imports` detects; errors name the file, the line and the field.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from typing import Any
 from datasets import Dataset, load_dataset
 from pydantic import ValidationError
 
-from rubric_rft.rubric import Rubric, RubricFileError, describe_validation_error
+from rubric_rft.rubrics.format import Rubric, RubricFileError, describe_validation_error
 
 
 def load_prompt_dataset(source: str, split: str = "train") -> Dataset:
     """Load a local JSON/JSONL/Parquet file or a hub dataset id into the row format above."""
     path = Path(source)
     if path.suffix in {".json", ".jsonl"}:
-        from rubric_rft.formats import read_records
+        from rubric_rft.rubrics.imports import read_records
 
         rows = [_to_row(location, row) for location, row in read_records(path)]
         if not rows:

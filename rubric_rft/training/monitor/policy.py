@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rubric_rft.generation import Batch, generate_on_every_rank
+from rubric_rft.llm.generation import Batch, generate_on_every_rank
 
 
 @dataclass
@@ -59,7 +59,7 @@ def sample_policy(
     batch_size: int = 16,
 ) -> PolicySamples:
     """Samples with their length and KL. Call it on every rank of a distributed run: each rank samples and
-    measures its share of the batches (`rubric_rft.generation.generate_on_every_rank`), and gets all of them."""
+    measures its share of the batches (`rubric_rft.llm.generation.generate_on_every_rank`), and gets all of them."""
     generated = generate_on_every_rank(
         model,
         tokenizer,

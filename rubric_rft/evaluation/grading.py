@@ -21,9 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, Vali
 from scipy.stats import rankdata
 
 from rubric_rft.llm.costs import Costs
-from rubric_rft.reward import GradedCompletion, RubricReward
-from rubric_rft.rubric import Rubric, RubricFileError, describe_validation_error, iter_json_records
+from rubric_rft.reward.rubric_reward import GradedCompletion, RubricReward
 from rubric_rft.rubricgen.records import PromptRow
+from rubric_rft.rubrics.format import Rubric, RubricFileError, iter_json_records, validated_record
 
 
 class _ResponseRecord(BaseModel):
@@ -54,10 +54,7 @@ def load_responses(
     """Responses of a JSONL/JSON file, each checked against its prompt's rubric; errors name the file and line."""
     responses, seen = [], {}
     for location, record in iter_json_records(Path(path)):
-        try:
-            parsed = _ResponseRecord.model_validate(record)
-        except ValidationError as exc:
-            raise RubricFileError(f"{location}: {describe_validation_error(exc)}") from None
+        parsed = validated_record(location, record, _ResponseRecord)
         row = rubrics.get(parsed.prompt_id)
         if row is None:
             raise RubricFileError(f"{location}: prompt_id {parsed.prompt_id!r} has no rubric in the rubrics file")

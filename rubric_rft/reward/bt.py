@@ -18,15 +18,16 @@ import torch
 from accelerate import PartialState
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from rubric_rft.data import as_messages, completion_text
-from rubric_rft.models import resolve_model
-from rubric_rft.reward import GradedCompletion
-from rubric_rft.rubric import iter_json_records
+from rubric_rft.judges.base import AsyncClosing
+from rubric_rft.llm.weights import resolve_model
+from rubric_rft.reward.rubric_reward import GradedCompletion
+from rubric_rft.rubrics.datasets import as_messages, completion_text
+from rubric_rft.rubrics.format import iter_json_records
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
 
 
-class BTReward:
+class BTReward(AsyncClosing):
     """TRL reward function: `reward_funcs=[BTReward("outputs/bt/reward_model")]`."""
 
     def __init__(self, model: str, *, batch_size: int = 16, name: str = "bt_reward"):

@@ -7,8 +7,8 @@ version it replaces: the convention of offline refinement (`Rubric.next_version`
 are unique within a prompt's history and each names its predecessor.
 
 Every rank must grade with the same rubrics: updates are decided on the main process and applied on every
-rank at a step boundary through `apply`, which broadcasts them. `RubricStoreCallback` saves the store into each
-checkpoint (`rubric_store.json`) and the rubrics a run ended with into `OUTPUT_DIR/rubrics.jsonl`.
+rank at a step boundary through `apply`, which broadcasts them. In training, `RubricStoreCallback`
+(`rubric_rft.training.rubric_checkpoints`) saves the store into each checkpoint (`rubric_store.json`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
-
-from rubric_rft.rubric import Rubric, save_rubrics
+from rubric_rft.rubrics.format import Rubric
 
 logger = logging.getLogger(__name__)
 
@@ -182,22 +180,3 @@ def _from_main(updates: Sequence[RubricUpdate] | None) -> list[RubricUpdate]:
     box = [list(updates or [])]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-class RubricStoreCallback(TrainerCallback):
-    """Saves the store into every checkpoint and, at the end of training, the current rubrics into
-    `OUTPUT_DIR/rubrics.jsonl` (rubric JSONL, what `rubric-rft validate` reads); on the main process only."""
-
-    def __init__(self, store: RubricStore) -> None:
-        self.store = store
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            path = self.store.save(Path(args.output_dir) / f"checkpoint-{state.global_step}")
-            logger.info("rubric store: saved %d prompts to %s", len(self.store), path)
-        return control
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            save_rubrics(self.store.current(), Path(args.output_dir) / FINAL_RUBRICS_FILE)
-        return control

@@ -10,7 +10,7 @@ import string
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from rubric_rft.rubric import (
+from rubric_rft.rubrics.format import (
     CharCountCheck,
     ContainsCheck,
     Criterion,

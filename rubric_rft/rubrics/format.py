@@ -14,9 +14,18 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def checked_weight(weight: float) -> float:
+    """A criterion weight: finite and non-zero (negative for a pitfall)."""
+    if not math.isfinite(weight) or weight == 0:
+        raise ValueError(f"weight must be a finite non-zero number (negative for a pitfall), got {weight}")
+    return weight
 
 
 class _Strict(BaseModel):
@@ -142,9 +151,7 @@ class Criterion(_Strict):
     @field_validator("weight")
     @classmethod
     def _finite_nonzero(cls, weight: float) -> float:
-        if not math.isfinite(weight) or weight == 0:
-            raise ValueError(f"weight must be a finite non-zero number (negative for a pitfall), got {weight}")
-        return weight
+        return checked_weight(weight)
 
     @model_validator(mode="after")
     def _check_matches_kind(self) -> Criterion:
@@ -307,6 +314,14 @@ def _depth_at_most(value: Any, limit: int) -> bool:
         if not level:
             return True
     return False
+
+
+def validated_record(location: str, record: Any, model: type[ModelT]) -> ModelT:
+    """`record` validated as `model`, or a `RubricFileError` naming `location` (file:line) and the field."""
+    try:
+        return model.model_validate(record)
+    except ValidationError as exc:
+        raise RubricFileError(f"{location}: {describe_validation_error(exc)}") from None
 
 
 def iter_json_records(path: Path):

@@ -3,8 +3,8 @@
 At step 0 and every `monitor_steps` optimizer steps (and at the last step) it samples the current policy on a
 fixed held-out prompt set (fixed seed and temperature), scores the samples with the proxy (the training rubric
 reward) and the gold evaluator, measures KL to the starting policy, and applies the onset rule
-(`rubric_rft.monitor.onset`). Results go to `rubric_rft.monitor.report`; actions: alert, stop training at onset,
-and keep the best-by-gold model in `OUTPUT_DIR/best_gold`.
+(`rubric_rft.training.monitor.onset`). Results go to `rubric_rft.training.monitor.report`; actions: alert,
+stop training at onset, and keep the best-by-gold model in `OUTPUT_DIR/best_gold`.
 
 Every rank samples its share of the held-out answers (under ZeRO-3 no rank can generate alone); the main process
 grades them, records and acts, and broadcasts the record and a stop decision to the other ranks.
@@ -16,6 +16,7 @@ that never stopped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -25,15 +26,15 @@ from typing import Any
 from accelerate.utils import broadcast_object_list
 from transformers import TrainerCallback
 
-from rubric_rft.data import load_prompt_dataset, render_prompt
 from rubric_rft.judges.registry import build_judge, load_judge_config
-from rubric_rft.monitor import report
-from rubric_rft.monitor.config import MonitorConfig
-from rubric_rft.monitor.onset import Evaluation, detect_onset
-from rubric_rft.monitor.policy import reference_of, sample_policy
-from rubric_rft.monitor.scoring import summarize
-from rubric_rft.reward import RubricReward
-from rubric_rft.rubric_store import RubricStore
+from rubric_rft.reward.rubric_reward import RubricReward
+from rubric_rft.rubrics.datasets import load_prompt_dataset, render_prompt
+from rubric_rft.rubrics.store import RubricStore
+from rubric_rft.training.monitor import report
+from rubric_rft.training.monitor.config import MonitorConfig
+from rubric_rft.training.monitor.onset import Evaluation, detect_onset
+from rubric_rft.training.monitor.policy import reference_of, sample_policy
+from rubric_rft.training.monitor.scoring import summarize
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +231,10 @@ class OverOptimizationMonitor(TrainerCallback):
 
     async def _grade(self, rows: list[dict], texts: list[str]):
         prompts = [row["prompt"] for row in rows]
-        try:
+        async with contextlib.AsyncExitStack() as clients:  # each evaluation runs on a fresh loop: close on it
+            for client in (self.proxy, self.gold, self.pairwise):
+                if client is not None:
+                    clients.push_async_callback(client.aclose)
             proxy = await self.proxy.grade(prompts, texts, [_proxy_rubric(row, self.rubric_store) for row in rows])
             gold = None
             if self.gold is not None:
@@ -238,7 +242,7 @@ class OverOptimizationMonitor(TrainerCallback):
                 gold = await self.gold.grade(prompts, texts, rubrics)
             win_rate = None
             if self.pairwise is not None and self.baseline_texts is not None:
-                from rubric_rft.pairwise import win_rate as pairwise_win_rate
+                from rubric_rft.pairwise.win_rate import win_rate as pairwise_win_rate
 
                 items = [
                     {"prompt_id": row["prompt_id"], "prompt": row["prompt"], "candidate": text, "baseline": base,
@@ -248,10 +252,6 @@ class OverOptimizationMonitor(TrainerCallback):
                 result = await pairwise_win_rate(self.pairwise, items)
                 win_rate = {**result.estimate.as_dict("win_rate"), "win_rate_failures": result.failures}
             return proxy, gold, win_rate
-        finally:
-            for client in (self.proxy, self.gold, self.pairwise):
-                if client is not None:
-                    await client.aclose()
 
     def _keep_if_best(self, record: dict[str, Any], model, tokenizer) -> None:
         gold = record.get(self._gold_metric())
@@ -354,7 +354,7 @@ def _judge(config: dict | None):
 def _pairwise_judge(config: dict | None):
     if config is None:
         return None
-    from rubric_rft.pairwise import build_pairwise_judge, load_pairwise_judge
+    from rubric_rft.pairwise.judges import build_pairwise_judge, load_pairwise_judge
 
     return build_pairwise_judge(load_pairwise_judge(config))
 

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import httpx
 
-from rubric_rft.models import cache_dir, resolve_model
+from rubric_rft.llm.weights import cache_dir, resolve_model
 
 DEFAULT_JUDGE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 ENGINES = ("vllm", "transformers")

@@ -1,0 +1,3 @@
+"""Offline measurement: grading files of responses (`rubric-rft grade`, judge agreement) and the
+simulation of tail misspecification.
+"""
