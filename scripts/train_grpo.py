@@ -11,7 +11,8 @@ rubric, or with `reward: {type: bt, model: PATH}` a Bradley-Terry reward model (
 Writes, in `output_dir`:
 the model (`save_pretrained` layout; LoRA adapters when `use_peft`), TRL's `trainer_state.json`,
 `metrics.jsonl` (every log line), `samples.jsonl` (held-out answers before and after training, with their
-rubric scores), with `monitor:` the over-optimization monitor's `overopt.*` files, and, with
+rubric scores), with `monitor:` the over-optimization monitor's `overopt.*` files, with `refinement:` online
+rubric refinement's `refinements.jsonl` (and the refined rubrics in `rubrics.jsonl`), and, with
 `report_to: wandb`, a W&B run (offline unless an API key is available).
 """
 
@@ -37,6 +38,8 @@ from rubric_rft.training.cpu_launch import plain_cpu_device_for_cpu_ranks, use_e
 from rubric_rft.training.monitor.callback import OverOptimizationMonitor
 from rubric_rft.training.monitor.config import load_monitor_config
 from rubric_rft.training.preemption import CheckpointOnSignal
+from rubric_rft.training.refinement.callback import OnlineRefinementCallback
+from rubric_rft.training.refinement.config import load_refinement_config
 from rubric_rft.training.rollouts import RolloutSettingsError, check_rollout_settings, use_cpu_weight_reload
 from rubric_rft.training.rubric_checkpoints import RubricStoreCallback
 from rubric_rft.training.tracking import MetricsJsonlCallback, configure_wandb, log_samples_to_wandb
@@ -58,6 +61,11 @@ class RubricArguments:
     monitor: dict | str | None = field(
         default=None,
         metadata={"help": "Over-optimization monitor: a mapping in the YAML, a JSON string, or a YAML path."},
+    )
+    refinement: dict | str | None = field(
+        default=None,
+        metadata={"help": "Online rubric refinement (needs the rubric reward): a mapping in the YAML, a JSON string, "
+                  "or a YAML path."},
     )
     reward: dict | str | None = field(
         default=None,
@@ -84,6 +92,9 @@ def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: Mo
     monitor = _monitor(script_args, training_args, model_path, reward)
     if monitor is not None:
         callbacks.append(monitor)
+    refinement = _refinement(script_args, training_args, train_dataset, reward, monitor)
+    if refinement is not None:  # after the monitor, whose evaluation at the same step it may read
+        callbacks.append(refinement)
     trainer = GRPOTrainer(
         model=model_path,
         reward_funcs=[reward],
@@ -98,6 +109,8 @@ def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: Mo
         store.restore(checkpoint)  # a checkpoint saved without a store keeps the dataset's rubrics
     if monitor is not None and checkpoint is not None:
         monitor.restore(checkpoint)
+    if refinement is not None and checkpoint is not None:
+        refinement.restore(checkpoint, trainer.accelerator.is_main_process)
     heldout = _heldout_rows(script_args)
     before = _answer(trainer, heldout, training_args.max_completion_length)
     trainer.train(resume_from_checkpoint=checkpoint)
@@ -135,6 +148,22 @@ def _monitor(script_args: RubricArguments, training_args: GRPOConfig, model_path
         title=training_args.run_name,
         rubric_store=reward.store if isinstance(reward, RubricReward) else None,
     )
+
+
+def _refinement(script_args: RubricArguments, training_args: GRPOConfig, train_dataset, reward, monitor):
+    """Online refinement changes the rubrics in the reward's store and buffers what the reward grades."""
+    if not script_args.refinement:
+        return None
+    config = load_refinement_config(script_args.refinement)
+    if not isinstance(reward, RubricReward):
+        raise ValueError("refinement: online rubric refinement changes rubrics, so it needs the rubric reward "
+                         "(reward: {type: rubric}), not a reward model")
+    rows = train_dataset.select_columns(["prompt_id", "prompt"])
+    prompts = {row["prompt_id"]: render_prompt(row["prompt"]) for row in rows}
+    callback = OnlineRefinementCallback(config, reward.store, prompts, training_args.output_dir,
+                                        judge=script_args.judge, monitor=monitor)
+    reward.on_graded = callback.buffer.on_graded
+    return callback
 
 
 def _checkpoint_to_resume(training_args: GRPOConfig) -> str | None:

@@ -56,7 +56,8 @@ class RubricReward(AsyncClosing):
 
     Reads each row's rubric from the dataset column `rubric_column`, or, given a `store`, looks it up there by the
     row's `prompt_id` (so a rubric may change during training). `judge` may be None when every criterion is a
-    rule. `normalize=False` returns the raw weighted sum instead of a score in [0, 1].
+    rule. `normalize=False` returns the raw weighted sum instead of a score in [0, 1]. `on_graded(completions,
+    graded, columns)` sees every training batch's grades (online refinement buffers the policy's tail with it).
     """
 
     def __init__(
@@ -67,10 +68,12 @@ class RubricReward(AsyncClosing):
         normalize: bool = True,
         name: str = "rubric_reward",
         store: RubricStore | None = None,
+        on_graded: Callable[[Sequence[Any], list[GradedCompletion], dict[str, Any]], None] | None = None,
     ) -> None:
         self.judge = judge
         self.rubric_column = rubric_column
         self.store = store
+        self.on_graded = on_graded
         self.normalize = normalize
         self.__name__ = name
         self.totals: Counter[str] = Counter()
@@ -84,6 +87,8 @@ class RubricReward(AsyncClosing):
     ) -> list[float | None]:
         started = time.perf_counter()
         graded = await self.grade(prompts, completions, self._rubrics(columns))
+        if self.on_graded is not None:
+            self.on_graded(completions, graded, columns)
         if log_metric is not None:
             for name, value in self.batch_metrics(graded, time.perf_counter() - started).items():
                 log_metric(name, value)

@@ -8,14 +8,15 @@ order ties); None with an `error` when it could not be had, which is never read 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from rubric_rft.pairwise.judges import PairwiseJudge, RubricPairwiseConfig, build_pairwise_judge, load_pairwise_judge
 from rubric_rft.pairwise.win_rate import PairItem, judge_pair
 from rubric_rft.rubricgen.records import Candidate, load_rubric_rows
+from rubric_rft.rubricgen.selection import Scored, SelectedPair
 from rubric_rft.rubrics.format import Rubric
 
 
@@ -92,3 +93,26 @@ def build_gold(config: str | dict | None, rubrics_path: str | Path | None = None
     elif rubrics_path is not None:
         raise ValueError("gold rubrics are only read by a gold judge with backend 'rubric'")
     return GoldJudge(build_pairwise_judge(parsed), rubrics)
+
+
+def ordered_by_gold(pair: SelectedPair, preferred: Preferred) -> tuple[Scored, Scored] | None:
+    """(better, worse) by the gold source; None for a tie or a failure."""
+    first_better = preferred.better_is_first
+    if first_better is None:
+        return None
+    return (pair.first, pair.second) if first_better else (pair.second, pair.first)
+
+
+def pair_record(pair: SelectedPair, preferred: Preferred, shown: Callable[[Candidate], str]) -> dict[str, Any]:
+    """A pair and the gold's verdict on it, for the records; `shown` says how a response is named there."""
+    record = {
+        "first": shown(pair.first.candidate),
+        "second": shown(pair.second.candidate),
+        "first_score": pair.first.score,
+        "second_score": pair.second.score,
+        "similarity": round(pair.similarity, 4),
+        "gold": preferred.value,
+    }
+    if preferred.error:
+        record["error"] = preferred.error
+    return record

@@ -37,12 +37,12 @@ from tqdm.auto import tqdm
 
 from rubric_rft.judges.base import Judge
 from rubric_rft.rubricgen.edits import apply_edits
-from rubric_rft.rubricgen.gold import Preference, Preferred
+from rubric_rft.rubricgen.gold import Preference, ordered_by_gold, pair_record
 from rubric_rft.rubricgen.prompts import ShownPair
 from rubric_rft.rubricgen.proposer import RubricProposer
 from rubric_rft.rubricgen.records import Appender, Candidate, PromptRow, read_appended, replace_file
 from rubric_rft.rubricgen.scoring import score_responses
-from rubric_rft.rubricgen.selection import Scored, SelectedPair, SelectionConfig, select_pairs
+from rubric_rft.rubricgen.selection import Scored, SelectionConfig, select_pairs
 from rubric_rft.rubrics.format import Rubric
 
 logger = logging.getLogger(__name__)
@@ -215,9 +215,9 @@ async def _refine_prompt(
     preferences = await asyncio.gather(
         *(gold.prefer(row.prompt_id, row.text, p.first.candidate, p.second.candidate) for p in pairs)
     )
-    record["pairs"] = [_pair_record(pair, preferred) for pair, preferred in zip(pairs, preferences, strict=True)]
-    directed = [_directed(pair, preferred) for pair, preferred in zip(pairs, preferences, strict=True)]
-    directed = [d for d in directed if d is not None]
+    judged = list(zip(pairs, preferences, strict=True))
+    record["pairs"] = [pair_record(pair, preferred, lambda c: c.name) for pair, preferred in judged]
+    directed = [d for d in (ordered_by_gold(pair, preferred) for pair, preferred in judged) if d is not None]
     if not directed:
         failed = [p.error for p in preferences if p.error]
         if failed:
@@ -248,28 +248,6 @@ async def _refine_prompt(
     if not refinement.edits:
         return finish("unchanged")
     return finish("refined", rubric.next_version(apply_edits(rubric, refinement.edits), refinement.reason))
-
-
-def _directed(pair: SelectedPair, preferred: Preferred) -> tuple[Scored, Scored] | None:
-    """(better, worse) by the gold source; None for a tie or a failure."""
-    first_better = preferred.better_is_first
-    if first_better is None:
-        return None
-    return (pair.first, pair.second) if first_better else (pair.second, pair.first)
-
-
-def _pair_record(pair: SelectedPair, preferred: Preferred) -> dict[str, Any]:
-    record = {
-        "first": pair.first.candidate.name,
-        "second": pair.second.candidate.name,
-        "first_score": pair.first.score,
-        "second_score": pair.second.score,
-        "similarity": round(pair.similarity, 4),
-        "gold": preferred.value,
-    }
-    if preferred.error:
-        record["error"] = preferred.error
-    return record
 
 
 def _round_summary(number: int, records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rubric_rft.rubrics.format import Rubric
+from rubric_rft.rubrics.format import Rubric, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -148,12 +148,7 @@ class RubricStore:
 
     def save(self, folder: str | Path) -> Path:
         """Write the state into `folder/rubric_store.json`, replacing the file whole."""
-        path = Path(folder) / STORE_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps(self.state_dict(), ensure_ascii=False) + "\n", encoding="utf-8")
-        temporary.replace(path)
-        return path
+        return write_json_atomic(self.state_dict(), Path(folder) / STORE_FILE)
 
     def restore(self, checkpoint: str | Path) -> bool:
         """Load the store saved in `checkpoint`. A checkpoint saved without one keeps the store as it is (the

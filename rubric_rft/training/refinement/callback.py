@@ -1,0 +1,155 @@
+"""`OnlineRefinementCallback`: the closed loop. Rubrics are refined during training, on the policy's own tail,
+when they saturate.
+
+Every `refine_steps` optimizer steps, on every rank at the same step boundary: the tail buffers are gathered to
+the main process, which decides and refines (`rubric_rft.training.refinement.rounds`, on a fresh event loop whose
+clients are closed after it), and the accepted rubrics go to every rank through `RubricStore.apply`, so from the
+next step on every rank grades with the same versions. Each decision is appended to
+`OUTPUT_DIR/refinements.jsonl` and counted in W&B when a run is active. The callback's state (budgets spent,
+cooldowns, the buffer) goes into each checkpoint (`online_refinement.json`), and `restore(checkpoint)` brings it
+back; the rubrics themselves are the store's, saved by `RubricStoreCallback`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from rubric_rft.judges.registry import build_judge, load_judge_config
+from rubric_rft.rubricgen.gold import build_gold
+from rubric_rft.rubrics.format import Rubric, write_json_atomic
+from rubric_rft.rubrics.store import RubricStore
+from rubric_rft.training.monitor import report
+from rubric_rft.training.refinement.config import RefinementConfig
+from rubric_rft.training.refinement.proposers import build_proposer
+from rubric_rft.training.refinement.rounds import RefinementState, run_round
+from rubric_rft.training.refinement.tail_buffer import TailBuffer
+from rubric_rft.training.refinement.trigger import monitor_diverging
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "online_refinement.json"
+RECORDS_FILE = "refinements.jsonl"
+
+
+class OnlineRefinementCallback(TrainerCallback):
+    """`prompts` maps each training prompt id to its text; `judge` (the training judge config) grades llm criteria
+    when rubrics are compared, unless `config.judge` names another; `monitor` (an `OverOptimizationMonitor`) feeds
+    the monitor trigger. The reward feeds `buffer` through its `on_graded` hook."""
+
+    def __init__(
+        self,
+        config: RefinementConfig,
+        store: RubricStore,
+        prompts: Mapping[str, str],
+        output_dir: str | Path,
+        *,
+        judge: dict | str | None = None,
+        monitor=None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.prompts = dict(prompts)
+        self.output_dir = Path(output_dir)
+        self.judge_config = config.judge if config.judge is not None else judge
+        self.monitor = monitor
+        self.buffer = TailBuffer(config.buffer_size)
+        self.state = RefinementState()
+        self._clients = None
+
+    # ----- trainer events -------------------------------------------------------------------------------------
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.config.refine_steps == 0:
+            self.refine(state.global_step, state.is_world_process_zero)
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        self.buffer.gather()  # a collective: the main process saves every rank's completions
+        if state.is_world_process_zero:
+            self.save(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+        return control
+
+    # ----- the loop -------------------------------------------------------------------------------------------
+    def refine(self, step: int, is_main: bool) -> list[Rubric]:
+        """One refinement step; call on every rank. Returns the new rubric versions (the same on every rank)."""
+        self.buffer.gather()
+        updates = None
+        if is_main:
+            result = asyncio.run(self._round(step))
+            updates = result.updates
+            self._report(step, result.records)
+        return self.store.apply(updates)
+
+    async def _round(self, step: int):
+        gold, proposer, judge = self._build()
+        async with contextlib.AsyncExitStack() as clients:  # each round runs on a fresh loop: close on it
+            for client in (gold, proposer, judge):
+                if client is not None:
+                    clients.push_async_callback(client.aclose)
+            diverging = self.config.monitor.enabled and self.monitor is not None and monitor_diverging(
+                self.monitor.history, self.config.monitor.window)
+            return await run_round(step, self.buffer, self.store, self.prompts, self.state, self.config,
+                                   gold=gold, proposer=proposer, judge=judge, diverging=diverging)
+
+    def _build(self):
+        """The gold source, the proposer and the judge, built on the main process at the first round."""
+        if self._clients is None:
+            gold = build_gold(self.config.gold.judge, self.config.gold.rubrics_path)
+            proposer = build_proposer(self.config.proposer, self.config.budgets.max_criteria)
+            judge = build_judge(load_judge_config(self.judge_config)) if self.judge_config else None
+            self._clients = (gold, proposer, judge)
+        return self._clients
+
+    def _report(self, step: int, records: list[dict[str, Any]]) -> None:
+        path = self.output_dir / RECORDS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        statuses = Counter(r["status"] for r in records)
+        for record in records:
+            if record["status"] not in {"not_triggered"}:
+                logger.info("refinement step %d, %s: %s (%s)", step, record["prompt_id"], record["status"],
+                            record.get("reason"))
+        run = report.wandb_run()
+        if run is not None:
+            metrics = {f"refinement/{status}": float(count) for status, count in statuses.items()}
+            totals = {"gold_calls", "proposer_calls", "accepted", "rejected", "errors"}
+            metrics.update({f"refinement/total_{k}": float(v) for k, v in self.state.as_dict().items() if k in totals})
+            run.log({**metrics, "train/global_step": step})
+
+    # ----- state ----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"state": self.state.as_dict(), "buffer": self.buffer.state_dict()}
+
+    def save(self, checkpoint: str | Path) -> Path:
+        return write_json_atomic(self.state_dict(), Path(checkpoint) / STATE_FILE)
+
+    def restore(self, checkpoint: str | Path, is_main: bool) -> bool:
+        """Continue from `checkpoint` (call on every rank; the buffer goes to the main process, where every rank's
+        completions were gathered). `refinements.jsonl` is cut back to the checkpoint's step. A checkpoint saved
+        without online refinement starts it afresh and says so; returns whether state was loaded."""
+        path = Path(checkpoint) / STATE_FILE
+        if not path.exists():
+            logger.warning("%s: no online refinement state in this checkpoint; starting it afresh", checkpoint)
+            return False
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        self.state = RefinementState(**saved["state"])
+        if is_main:
+            self.buffer.load_state_dict(saved["buffer"])
+            records = self.output_dir / RECORDS_FILE
+            if records.exists():
+                kept = [line for line in records.read_text(encoding="utf-8").splitlines()
+                        if line.strip() and json.loads(line)["step"] <= self.state.step]
+                records.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        logger.info("online refinement: resumed from %s (%d rubric changes accepted so far)", checkpoint,
+                    self.state.accepted)
+        return True

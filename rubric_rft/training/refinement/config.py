@@ -1,0 +1,123 @@
+"""Online refinement's configuration: `refinement:` in a training config (a mapping, a JSON string, or a YAML path).
+
+    refinement:
+      refine_steps: 10                      # decide at every 10th optimizer step, and only then
+      gold:                                 # who says which of two answers is better (never trains anything)
+        judge: {backend: rubric}            # a pairwise judge config; `rubric` compares by gold rubrics
+        rubrics_path: data/everyday/train_gold.jsonl
+      proposer: {type: bank, bank_path: data/everyday/criteria_bank.jsonl}   # or {type: llm, endpoint: {...}}
+      budgets: {prompts_per_round: 4, rounds_per_prompt: 3, cooldown_steps: 20, max_gold_calls: 400}
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+from rubric_rft.config_values import load_validated
+from rubric_rft.rubricgen.selection import SelectionConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SaturationTrigger(_Strict):
+    """A rubric is saturated when its `top_k` best recent completions all score at least `min_score` (normalized)."""
+
+    enabled: bool = True
+    top_k: int = Field(default=4, ge=1)
+    min_score: float = Field(default=0.95, gt=0, le=1)
+
+
+class SpreadTrigger(_Strict):
+    """GRPO learns nothing from a group whose rewards are equal: the last `groups` groups of a prompt (completions
+    graded at one step) all have a standard deviation of at most `max_std` and a mean of at least `min_mean`."""
+
+    enabled: bool = True
+    groups: int = Field(default=2, ge=1)
+    max_std: float = Field(default=0.02, ge=0)
+    min_mean: float = Field(default=0.8, ge=0, le=1)
+
+
+class MonitorTrigger(_Strict):
+    """Over the monitor's last `window` evaluations the proxy rose while the gold fell: every prompt with enough
+    buffered completions becomes a candidate."""
+
+    enabled: bool = False
+    window: int = Field(default=3, ge=2)
+
+
+class Budgets(_Strict):
+    prompts_per_round: int = Field(default=4, ge=1, description="Prompts refined at one refinement step.")
+    rounds_per_prompt: int = Field(default=3, ge=1, description="Refinement attempts per prompt over the run.")
+    max_criteria: int = Field(default=10, ge=1, description="A proposal with more criteria is rejected.")
+    cooldown_steps: int = Field(default=20, ge=0, description="Steps after an attempt before a prompt is tried again.")
+    max_gold_calls: int | None = Field(default=400, ge=0, description="Gold preferences (pairs) per run; null: no cap.")
+    max_proposer_calls: int | None = Field(default=100, ge=0, description="Proposer requests per run; null: no cap.")
+
+
+class GoldSource(_Strict):
+    judge: dict[str, Any] | str = Field(
+        default_factory=lambda: {"backend": "rubric"},
+        description="Pairwise judge config (see rubric_rft.pairwise.judges); `rubric` compares by gold rubrics.",
+    )
+    rubrics_path: str | None = Field(default=None, description="Gold rubrics by prompt_id, for the `rubric` judge.")
+
+
+class BankProposerConfig(_Strict):
+    type: Literal["bank"] = "bank"
+    bank_path: str = Field(description="JSONL: {prompt_id, criteria: [criterion, ...]} per prompt.")
+
+
+class LLMProposerConfig(_Strict):
+    type: Literal["llm"] = "llm"
+    endpoint: dict[str, Any] | str = Field(description="The proposer's chat endpoint (rubric_rft.llm.endpoint).")
+
+
+ProposerConfig = Annotated[BankProposerConfig | LLMProposerConfig, Field(discriminator="type")]
+
+
+class RefinementConfig(_Strict):
+    refine_steps: int = Field(default=10, ge=1, description="Decide every N optimizer steps, and only then.")
+    buffer_size: int = Field(default=16, ge=2, description="Newest completions kept per prompt.")
+    min_completions: int = Field(default=8, ge=2, description="Completions under the current rubric a prompt needs.")
+    saturation: SaturationTrigger = Field(default_factory=SaturationTrigger)
+    spread: SpreadTrigger = Field(default_factory=SpreadTrigger)
+    monitor: MonitorTrigger = Field(default_factory=MonitorTrigger)
+    budgets: Budgets = Field(default_factory=Budgets)
+    selection: SelectionConfig = Field(default_factory=lambda: SelectionConfig(distinct_generators=False))
+    gold: GoldSource = Field(default_factory=GoldSource)
+    proposer: ProposerConfig
+    judge: dict[str, Any] | str | None = Field(
+        default=None, description="Judge for llm criteria when rubrics are compared; defaults to the training judge."
+    )
+    seed: int = 0
+
+    @field_validator("selection", mode="before")
+    @classmethod
+    def _same_generator(cls, value: Any) -> Any:
+        return {"distinct_generators": False, **value} if isinstance(value, dict) else value
+
+    @model_validator(mode="after")
+    def _policy_pairs(self) -> RefinementConfig:
+        if self.selection.distinct_generators:
+            raise ValueError("selection.distinct_generators must be false: every buffered completion is the policy's")
+        return self
+
+
+def load_refinement_config(value: str | dict[str, Any] | RefinementConfig) -> RefinementConfig:
+    """Parse `refinement:` from a mapping, a JSON string, or a YAML/JSON file path; errors name the source and field."""
+    if isinstance(value, RefinementConfig):
+        return value
+    config, source = load_validated(value, TypeAdapter(RefinementConfig), "refinement config",
+                                    field_prefix="refinement.")
+    if config.gold.rubrics_path is None and _backend(config.gold.judge) == "rubric":
+        raise ValueError(f"{source}: refinement.gold.judge with backend 'rubric' compares by gold rubrics: "
+                         "set refinement.gold.rubrics_path")
+    return config
+
+
+def _backend(judge: dict[str, Any] | str) -> str | None:
+    return judge.get("backend") if isinstance(judge, dict) else None

@@ -1,0 +1,121 @@
+"""A refinement round: which prompts are refined at this step, within which budgets, and what changes.
+
+Every prompt in the buffer gets a decision with its reason: not triggered (too few completions under the current
+rubric, not saturated), skipped (cooldown, rounds per prompt, prompts per round, gold or proposer budget, no
+pairs), or refined (accepted, rejected, error). Prompts are looked at in the order they were first buffered, so
+a round is reproducible. Runs on the main process; the counts it keeps (`RefinementState`) go into checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rubric_rft.judges.base import Judge
+from rubric_rft.rubricgen.gold import Preference
+from rubric_rft.rubrics.store import RubricStore, RubricUpdate
+from rubric_rft.training.refinement.config import RefinementConfig
+from rubric_rft.training.refinement.proposers import Proposer
+from rubric_rft.training.refinement.refine import refine_prompt
+from rubric_rft.training.refinement.tail_buffer import TailBuffer
+from rubric_rft.training.refinement.trigger import check
+
+
+@dataclass
+class RefinementState:
+    """What the run has spent and decided so far; `step` is the last refinement step."""
+
+    step: int = 0
+    attempts: dict[str, int] = field(default_factory=dict)
+    last_attempt: dict[str, int] = field(default_factory=dict)
+    gold_calls: int = 0
+    proposer_calls: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    errors: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Round:
+    updates: list[RubricUpdate]
+    records: list[dict[str, Any]]
+
+
+async def run_round(
+    step: int,
+    buffer: TailBuffer,
+    store: RubricStore,
+    prompts: Mapping[str, str],
+    state: RefinementState,
+    config: RefinementConfig,
+    *,
+    gold: Preference,
+    proposer: Proposer,
+    judge: Judge | None,
+    diverging: bool = False,
+) -> Round:
+    """Decide and refine at `step`; `state` is updated in place. `prompts` maps prompt ids to their text."""
+    state.step = step
+    result = Round([], [])
+    refined = 0
+    for prompt_id in buffer.prompt_ids():
+        if prompt_id not in store:
+            continue
+        rubric = store.rubric_for(prompt_id)
+        entries = buffer.entries(prompt_id, version=rubric.version)
+        trigger = check(entries, config, diverging)
+        base = {"step": step, "prompt_id": prompt_id, "completions": len(entries)}
+        if not trigger.fired:
+            result.records.append({**base, "status": "not_triggered", "reason": trigger.reason})
+            continue
+        base["trigger"] = trigger.reason
+        skip = _budget_skip(prompt_id, step, refined, state, config, proposer)
+        if skip is not None:
+            result.records.append({**base, "status": "skipped", "reason": skip})
+            continue
+        budgets = config.budgets
+        outcome = await refine_prompt(
+            prompt_id, prompts[prompt_id], rubric, entries,
+            gold=gold, proposer=proposer, judge=judge, selection=config.selection,
+            max_criteria=budgets.max_criteria,
+            gold_calls_left=None if budgets.max_gold_calls is None else budgets.max_gold_calls - state.gold_calls,
+            seed=f"{config.seed}:{step}:{prompt_id}",
+        )
+        result.records.append({**base, **outcome.record})
+        status = outcome.record["status"]
+        if status == "skipped" and outcome.gold_calls == 0:
+            continue
+        refined += 1
+        state.attempts[prompt_id] = state.attempts.get(prompt_id, 0) + 1
+        state.last_attempt[prompt_id] = step
+        state.gold_calls += outcome.gold_calls
+        state.proposer_calls += outcome.proposer.calls
+        state.errors += status == "error"
+        state.rejected += status == "rejected"
+        if outcome.accepted:
+            state.accepted += 1
+            new = rubric.model_copy(update={"criteria": outcome.criteria})
+            result.updates.append(RubricUpdate(prompt_id, new, step, outcome.reason))
+    return result
+
+
+def _budget_skip(prompt_id: str, step: int, refined: int, state: RefinementState, config: RefinementConfig,
+                 proposer: Proposer) -> str | None:
+    budgets = config.budgets
+    last = state.last_attempt.get(prompt_id)
+    if last is not None and step - last < budgets.cooldown_steps:
+        return "cooldown"
+    if state.attempts.get(prompt_id, 0) >= budgets.rounds_per_prompt:
+        return "rounds_per_prompt"
+    if refined >= budgets.prompts_per_round:
+        return "prompts_per_round"
+    if budgets.max_gold_calls is not None and state.gold_calls >= budgets.max_gold_calls:
+        return "gold_budget"
+    if proposer.asks_model and budgets.max_proposer_calls is not None and (
+            state.proposer_calls >= budgets.max_proposer_calls):
+        return "proposer_budget"
+    return None

@@ -1,0 +1,534 @@
+"""Online rubric refinement: the tail buffer, the triggers, budgets, the acceptance rule, the proposers, the
+callback's schedule, its checkpointed state, and rubric versions agreeing across two processes."""
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from rubric_rft.judges.registry import build_judge
+from rubric_rft.llm.costs import Costs
+from rubric_rft.llm.endpoint import ChatEndpointConfig
+from rubric_rft.pairwise.judges import RubricPairwiseConfig, build_pairwise_judge
+from rubric_rft.reward.rubric_reward import GradedCompletion, RubricReward
+from rubric_rft.rubricgen.gold import GoldJudge, Preferred
+from rubric_rft.rubricgen.proposer import RubricProposer
+from rubric_rft.rubrics.format import Criterion, Rubric
+from rubric_rft.rubrics.store import RubricStore
+from rubric_rft.testing.judge_server import DEFAULT_MODEL
+from rubric_rft.training.refinement import callback as callback_module
+from rubric_rft.training.refinement.callback import RECORDS_FILE, STATE_FILE, OnlineRefinementCallback
+from rubric_rft.training.refinement.config import RefinementConfig, load_refinement_config
+from rubric_rft.training.refinement.proposers import BankProposer, LLMProposer, Proposal, load_bank
+from rubric_rft.training.refinement.rounds import RefinementState, run_round
+from rubric_rft.training.refinement.tail_buffer import Entry, TailBuffer
+from rubric_rft.training.refinement.trigger import check, monitor_diverging, spread_collapsed
+
+ROOT = Path(__file__).resolve().parent.parent
+EVERYDAY = ROOT / "data" / "everyday"
+
+# Every one of these passes the weak rubric; the gold prefers the ones that name specifics.
+SPECIFIC = ["Boil water, steep the tea three minutes.", "Steep it in hot water for minutes, add milk.",
+            "Pour water on leaves, wait two minutes then milk."]
+VAGUE = ["Just make some tea, it is easy.", "Tea is nice, drink your tea daily.", "Any tea works fine for you here."]
+
+
+def rule(cid, check, weight=2, text=None):
+    return Criterion(id=cid, text=text or cid, weight=weight, kind="rule", check=check)
+
+
+SHORT = rule("short", {"type": "word_count", "max": 12})
+ON_TOPIC = rule("on_topic", {"type": "contains", "any_of": ["tea", "leaves"]})
+SPECIFICS = rule("specifics", {"type": "contains", "any_of": ["water", "steep", "minutes", "milk"], "min_matches": 2})
+POLITE = rule("polite", {"type": "contains", "any_of": ["hope this helps"]}, weight=1)
+
+
+def weak(pid="tea") -> Rubric:
+    return Rubric(id=pid, prompt_id=pid, criteria=[SHORT, ON_TOPIC])
+
+
+def gold_rubric(pid="tea") -> Rubric:
+    return Rubric(id=f"{pid}-gold", prompt_id=pid, criteria=[ON_TOPIC, SPECIFICS])
+
+
+def rubric_gold(pids=("tea",)) -> GoldJudge:
+    return GoldJudge(build_pairwise_judge(RubricPairwiseConfig()), {p: gold_rubric(p) for p in pids})
+
+
+def config(**overrides) -> RefinementConfig:
+    settings = {"proposer": {"type": "bank", "bank_path": "unused"}, "min_completions": 4, "refine_steps": 5,
+                "saturation": {"top_k": 3}, **overrides}
+    return RefinementConfig.model_validate(settings)
+
+
+def fill(buffer: TailBuffer, store: RubricStore, pid: str, texts, step: int) -> None:
+    """Grade `texts` with the prompt's current rubric, as the reward does, and buffer them."""
+    rubric = store.rubric_for(pid)
+    graded = asyncio.run(RubricReward(None).grade(["q"] * len(texts), list(texts), [rubric] * len(texts)))
+    buffer.record([pid] * len(texts), list(texts), graded, step)
+
+
+def saturated_world(pids=("tea",)):
+    store = RubricStore.from_rows([{"prompt_id": p, "rubric": weak(p)} for p in pids])
+    buffer = TailBuffer(16)
+    for p in pids:
+        fill(buffer, store, p, SPECIFIC + VAGUE, step=4)
+    return store, buffer, {p: f"How do I make {p}?" for p in pids}
+
+
+def round_(store, buffer, prompts, state, cfg, proposer, step=5, gold=None, judge=None, diverging=False):
+    return asyncio.run(run_round(step, buffer, store, prompts, state, cfg, gold=gold or rubric_gold(list(prompts)),
+                                 proposer=proposer, judge=judge, diverging=diverging))
+
+
+class FixedProposer:
+    """Proposes adding `criterion`, one proposer call each time."""
+
+    name = "fixed"
+    asks_model = True
+
+    def __init__(self, criterion: Criterion) -> None:
+        self.criterion = criterion
+        self.asked = 0
+
+    async def propose(self, prompt_id, prompt, rubric, pairs, agreement, before):
+        self.asked += 1
+        return Proposal([*rubric.criteria, self.criterion], f"add {self.criterion.id}", {"added": self.criterion.id},
+                        Costs(calls=1))
+
+    async def aclose(self):
+        pass
+
+
+# --- the buffer -------------------------------------------------------------------------------------------
+
+
+def test_the_buffer_keeps_the_newest_graded_completions_per_prompt_and_round_trips():
+    buffer = TailBuffer(3)
+    rubric = weak()
+    ok = GradedCompletion(score=1.0, satisfied={"short": True, "on_topic": True}, rubric=rubric)
+    failed = GradedCompletion(score=None, error="judge down", rubric=rubric)
+    for step in range(5):
+        columns = {"prompt_id": ["tea", "tea"], "trainer_state": SimpleNamespace(global_step=step)}
+        buffer.on_graded([f"tea {step}", [{"role": "assistant", "content": "lost"}]], [ok, failed], columns)
+    entries = buffer.entries("tea")
+    assert [e.text for e in entries] == ["tea 2", "tea 3", "tea 4"]  # newest 3; failures never buffered
+    assert {(e.step, e.version, e.rubric_id, e.score, e.raw) for e in entries} == {
+        (s, 1, "tea", 1.0, 4.0) for s in (2, 3, 4)}
+    again = TailBuffer(3)
+    again.load_state_dict(json.loads(json.dumps(buffer.state_dict())))
+    assert again.entries("tea") == entries and again.entries("tea", version=2) == []
+    with pytest.raises(ValueError, match="size"):
+        TailBuffer(0)
+
+
+# --- triggers ---------------------------------------------------------------------------------------------
+
+
+def entries(scores_by_step, pid="tea"):
+    return [Entry(pid, f"t{step}-{i}", s, s, {}, pid, 1, step, i) for step, scores in scores_by_step.items()
+            for i, s in enumerate(scores)]
+
+
+def test_saturation_fires_when_the_top_completions_all_score_high():
+    cfg = config()
+    assert check(entries({1: [1.0, 1.0, 0.96, 0.2]}), cfg, False).reason == "saturation"
+    assert check(entries({1: [1.0, 1.0, 0.9, 0.2]}), cfg, False).reason == "not_saturated"
+    assert check(entries({1: [1.0, 1.0, 1.0]}), cfg, False).reason == "too_few_completions"
+    assert not check(entries({1: [1.0] * 4}), config(saturation={"enabled": False}, spread={"enabled": False}),
+                     False).fired
+
+
+def test_collapsed_spread_fires_on_flat_high_groups_only():
+    flat = {1: [0.85, 0.85], 2: [0.9, 0.9, 0.9]}
+    assert spread_collapsed(entries(flat), groups=2, max_std=0.02, min_mean=0.8)
+    assert not spread_collapsed(entries({1: [0.85, 0.85], 2: [0.2, 0.9]}), groups=2, max_std=0.02, min_mean=0.8)
+    assert not spread_collapsed(entries({1: [0.3, 0.3], 2: [0.3, 0.3]}), groups=2, max_std=0.02, min_mean=0.8)
+    assert not spread_collapsed(entries({2: [0.9, 0.9]}), groups=2, max_std=0.02, min_mean=0.8)  # one group only
+    cfg = config(saturation={"enabled": False})
+    assert check(entries(flat), cfg, False).reason == "collapsed_spread"
+
+
+def test_the_monitor_trigger_fires_on_proxy_up_gold_down_and_makes_every_prompt_a_candidate():
+    up_down = [{"step": 0, "proxy": 0.5, "gold": 0.6}, {"step": 2, "proxy": 0.7, "gold": 0.5},
+               {"step": 4, "proxy": 0.9, "gold": 0.4}]
+    assert monitor_diverging(up_down, window=3)
+    assert not monitor_diverging(up_down[:2], window=3)
+    assert not monitor_diverging([{**r, "gold": r["proxy"]} for r in up_down], window=3)
+    assert monitor_diverging([{k: v for k, v in r.items() if k != "gold"} | {"win_rate": r["gold"]}
+                              for r in up_down], window=2)
+    spread_out = entries({1: [0.9, 0.5, 0.4, 0.3]})
+    cfg = config()
+    assert check(spread_out, cfg, False).reason == "not_saturated"
+    assert check(spread_out, cfg, True).reason == "monitor_divergence"
+
+
+def test_only_completions_graded_with_the_current_rubric_count():
+    store, buffer, prompts = saturated_world()
+    store.update("tea", weak(), step=3, reason="a new version nobody has been graded with")
+    result = round_(store, buffer, prompts, RefinementState(), config(), BankProposer({}))
+    assert result.records == [{"step": 5, "prompt_id": "tea", "completions": 0, "status": "not_triggered",
+                               "reason": "too_few_completions"}]
+
+
+# --- refining one prompt: acceptance --------------------------------------------------------------------
+
+
+def test_a_proposal_is_accepted_only_when_it_orders_the_gold_pairs_better():
+    store, buffer, prompts = saturated_world()
+    state = RefinementState()
+    result = round_(store, buffer, prompts, state, config(), FixedProposer(POLITE))
+    [record] = result.records
+    assert record["trigger"] == "saturation" and record["status"] == "rejected" and record["reason"] == "no_improvement"
+    assert record["agreement_before"] == 0.0 and record["agreement_after"] == 0.0
+    assert all(p["gold"] in (0.0, 0.5, 1.0) for p in record["pairs"]) and result.updates == []
+    assert (state.rejected, state.accepted, state.proposer_calls) == (1, 0, 1) and state.gold_calls == len(
+        record["pairs"])
+
+    store, buffer, prompts = saturated_world()
+    result = round_(store, buffer, prompts, RefinementState(), config(), FixedProposer(SPECIFICS))
+    [record] = result.records
+    assert record["status"] == "accepted" and record["agreement_after"] == 1.0 > record["agreement_before"]
+    [new] = store.apply(result.updates)
+    assert (new.id, new.version, new.parent, new.reason) == ("tea-v2", 2, "tea", "add specifics")
+    assert [c.id for c in new.criteria] == ["short", "on_topic", "specifics"]
+    assert store.history("tea")[-1].step == 5
+
+
+def test_a_proposal_over_the_criteria_cap_is_rejected():
+    store, buffer, prompts = saturated_world()
+    result = round_(store, buffer, prompts, RefinementState(), config(budgets={"max_criteria": 2}),
+                    FixedProposer(SPECIFICS))
+    assert result.records[0]["status"] == "rejected" and result.records[0]["reason"].startswith("max_criteria")
+    assert result.updates == []
+
+
+class FailingGold:
+    name = "down"
+
+    async def prefer(self, prompt_id, prompt, first, second):
+        return Preferred(None, "gold judge unreachable")
+
+    async def aclose(self):
+        pass
+
+
+def test_a_failed_gold_is_counted_and_never_becomes_an_edit():
+    store, buffer, prompts = saturated_world()
+    state = RefinementState()
+    proposer = FixedProposer(SPECIFICS)
+    result = round_(store, buffer, prompts, state, config(), proposer, gold=FailingGold())
+    [record] = result.records
+    assert (record["status"], record["reason"]) == ("error", "gold_failed")
+    assert record["gold_failures"] == len(record["pairs"]) > 0 and all(p["error"] for p in record["pairs"])
+    assert result.updates == [] and proposer.asked == 0 and state.errors == 1
+
+
+# --- budgets ----------------------------------------------------------------------------------------------
+
+
+def test_cooldown_rounds_and_prompts_per_round_stop_refinement_and_say_so():
+    pids = ("tea", "egg", "rice")
+    store, buffer, prompts = saturated_world(pids)
+    state = RefinementState()
+    cfg = config(budgets={"prompts_per_round": 2, "cooldown_steps": 10, "rounds_per_prompt": 1})
+    proposer = FixedProposer(POLITE)  # never improves: prompts stay saturated
+    first = round_(store, buffer, prompts, state, cfg, proposer, step=5)
+    assert [(r["prompt_id"], r["status"], r["reason"]) for r in first.records] == [
+        ("tea", "rejected", "no_improvement"), ("egg", "rejected", "no_improvement"),
+        ("rice", "skipped", "prompts_per_round")]
+    second = round_(store, buffer, prompts, state, cfg, proposer, step=10)
+    assert [r["reason"] for r in second.records] == ["cooldown", "cooldown", "no_improvement"]
+    third = round_(store, buffer, prompts, state, cfg, proposer, step=20)
+    assert [r["reason"] for r in third.records] == ["rounds_per_prompt"] * 3
+    assert state.attempts == {"tea": 1, "egg": 1, "rice": 1} and proposer.asked == 3
+
+
+def test_gold_and_proposer_budgets_stop_refinement():
+    store, buffer, prompts = saturated_world(("tea", "egg"))
+    state = RefinementState()
+    result = round_(store, buffer, prompts, state, config(budgets={"max_gold_calls": 5}), FixedProposer(POLITE))
+    assert [r["reason"] for r in result.records] == ["no_improvement", "gold_budget"]
+    assert state.gold_calls <= 5
+
+    store, buffer, prompts = saturated_world(("tea", "egg"))
+    state = RefinementState()
+    result = round_(store, buffer, prompts, state, config(budgets={"max_proposer_calls": 1}), FixedProposer(POLITE))
+    assert [r["reason"] for r in result.records] == ["no_improvement", "proposer_budget"]
+    bank = BankProposer({"tea": [SPECIFICS], "egg": [SPECIFICS]})  # asks no model: the proposer budget is not its
+    result = round_(store, buffer, prompts, state, config(budgets={"max_proposer_calls": 1}), bank, step=30)
+    assert [r["status"] for r in result.records] == ["accepted", "accepted"]
+
+
+# --- proposers --------------------------------------------------------------------------------------------
+
+
+def test_the_bank_proposer_adds_the_criterion_that_orders_the_pairs_best_or_none():
+    helps_a_little = rule("names_milk", {"type": "contains", "any_of": ["milk"]})  # not in every better one
+    twin = rule("specifics_again", SPECIFICS.check.model_dump())
+    bank = BankProposer({"tea": [POLITE, helps_a_little, SPECIFICS, twin, ON_TOPIC]})
+    store, buffer, prompts = saturated_world()
+    [record] = round_(store, buffer, prompts, RefinementState(), config(), bank).records
+    assert record["status"] == "accepted" and record["edit"]["added"]["id"] == "specifics"  # first of the best two
+    assert record["edit"]["tried"]["polite"] == 0.0 and "on_topic" not in record["edit"]["tried"]  # taken id
+    assert record["edit"]["tried"]["specifics"] == record["edit"]["tried"]["specifics_again"] == 1.0
+
+    store, buffer, prompts = saturated_world()
+    [record] = round_(store, buffer, prompts, RefinementState(), config(), BankProposer({"tea": [POLITE]})).records
+    assert (record["status"], record["reason"]) == ("rejected", "no_proposal")
+
+
+def test_a_bank_whose_criteria_cannot_be_graded_is_an_error_not_a_choice(start_judge_server):
+    server = start_judge_server(fail_first_n=10_000, fail_status=503)
+    asks_the_judge = Criterion(id="fresh", text="Mentions 'fresh'.", weight=2)
+    store, buffer, prompts = saturated_world()
+    state = RefinementState()
+
+    async def run():
+        judge = build_judge(endpoint(server, max_retries=0))
+        try:
+            return await run_round(5, buffer, store, prompts, state, config(), gold=rubric_gold(),
+                                   proposer=BankProposer({"tea": [asks_the_judge]}), judge=judge)
+        finally:
+            await judge.aclose()
+
+    [record] = asyncio.run(run()).records
+    assert record["status"] == "error" and "bank" in record["reason"] and record["edit"]["tried"] == {"fresh": None}
+    assert state.errors == 1 and state.accepted == 0
+
+
+def endpoint(server, **options) -> ChatEndpointConfig:
+    settings = {"timeout_s": 5.0, "backoff_initial_s": 0.01, "backoff_max_s": 0.05, **options}
+    return ChatEndpointConfig(model=DEFAULT_MODEL, base_urls=[server.base_url], **settings)
+
+
+def test_the_llm_proposer_against_the_scripted_server(start_judge_server):
+    steep = {"op": "add", "criterion": {"id": "steeps", "text": "Mentions 'minutes'.", "weight": 2}}
+    answer = json.dumps({"reason": "Better ones say how long.", "edits": [steep]})
+    server = start_judge_server(proposer=lambda q: answer)
+    store, buffer, prompts = saturated_world()
+    state = RefinementState()
+
+    async def run(proposer):
+        judge = build_judge(endpoint(server))
+        try:
+            return await run_round(5, buffer, store, prompts, state, config(), gold=rubric_gold(), proposer=proposer,
+                                   judge=judge)
+        finally:
+            await asyncio.gather(proposer.aclose(), judge.aclose())
+
+    result = asyncio.run(run(LLMProposer(RubricProposer(endpoint(server)))))
+    [record] = result.records
+    assert record["status"] == "accepted" and record["edit"]["edits"] == [steep]
+    assert record["proposer_costs"]["calls"] == 1 and record["judge_calls"] > 0
+    [new] = store.apply(result.updates)
+    assert new.reason == "Better ones say how long." and new.criteria[-1].kind == "llm"
+
+    broken = start_judge_server(proposer=lambda q: "not JSON at all")
+    store, buffer, prompts = saturated_world()
+    state = RefinementState()
+    result = asyncio.run(run(LLMProposer(RubricProposer(endpoint(broken, max_retries=0)))))
+    [record] = result.records
+    assert record["status"] == "error" and record["reason"].startswith("proposer:") and result.updates == []
+    assert state.errors == 1 and state.proposer_calls >= 1
+
+
+# --- config -----------------------------------------------------------------------------------------------
+
+
+def test_config_defaults_and_errors_name_the_field(tmp_path):
+    cfg = load_refinement_config({"proposer": {"type": "bank", "bank_path": "b.jsonl"},
+                                  "gold": {"rubrics_path": "g.jsonl"}, "selection": {"num_pairs": 2}})
+    assert cfg.refine_steps == 10 and cfg.selection.distinct_generators is False and cfg.selection.num_pairs == 2
+    with pytest.raises(ValueError, match=r"refinement\.budgets\.cooldown_step"):
+        load_refinement_config({"proposer": {"type": "bank", "bank_path": "b"}, "budgets": {"cooldown_step": 1}})
+    with pytest.raises(ValueError, match="rubrics_path"):
+        load_refinement_config({"proposer": {"type": "bank", "bank_path": "b"}})
+    with pytest.raises(ValueError, match="distinct_generators"):
+        load_refinement_config({"proposer": {"type": "bank", "bank_path": "b"}, "gold": {"rubrics_path": "g"},
+                                "selection": {"distinct_generators": True}})
+    path = tmp_path / "refinement.yaml"
+    path.write_text("proposer: {type: llm, endpoint: {model: m, base_urls: ['http://x']}}\n"
+                    "gold: {judge: {backend: rubric}, rubrics_path: g.jsonl}\n")
+    assert load_refinement_config(str(path)).proposer.type == "llm"
+
+
+def test_the_shipped_bank_covers_every_everyday_prompt_with_rules():
+    bank = load_bank(EVERYDAY / "criteria_bank.jsonl")
+    ids = [json.loads(line)["prompt_id"] for line in (EVERYDAY / "train_prompt_only.jsonl").read_text().splitlines()]
+    ids += [json.loads(line)["prompt_id"] for line in (EVERYDAY / "heldout_gold.jsonl").read_text().splitlines()]
+    assert len(ids) == 48 and set(bank) == set(ids)
+    assert all(c.kind == "rule" and len(criteria) >= 10 for criteria in bank.values() for c in criteria)
+    report = subprocess.run([sys.executable, "bank_overlap.py"], cwd=EVERYDAY, capture_output=True, text=True,
+                            check=True).stdout
+    assert "overall:" in report and "thorough         trap  matches gold in  0" in report
+
+
+def test_a_bank_file_error_names_the_line(tmp_path):
+    path = tmp_path / "bank.jsonl"
+    path.write_text(json.dumps({"prompt_id": "tea", "criteria": [{"id": "x", "text": "x", "weight": 0}]}) + "\n")
+    with pytest.raises(ValueError, match=r"bank\.jsonl:1: criteria: .*weight"):
+        load_bank(path)
+
+
+# --- the callback -----------------------------------------------------------------------------------------
+
+
+def write_world(tmp_path, pids=("tea",)):
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps({"prompt_id": p, "prompt": [{"role": "user", "content": f"How do I make {p}?"}],
+                                        "rubric": gold_rubric(p).model_dump(mode="json")}) + "\n" for p in pids))
+    bank = tmp_path / "bank.jsonl"
+    bank.write_text("".join(json.dumps({"prompt_id": p, "criteria": [POLITE.model_dump(mode="json"),
+                                                                      SPECIFICS.model_dump(mode="json")]}) + "\n"
+                            for p in pids))
+    return load_refinement_config({"refine_steps": 5, "min_completions": 4, "saturation": {"top_k": 3},
+                                   "gold": {"rubrics_path": str(gold)},
+                                   "proposer": {"type": "bank", "bank_path": str(bank)}})
+
+
+def records(out):
+    return [json.loads(line) for line in (Path(out) / RECORDS_FILE).read_text().splitlines()]
+
+
+def test_the_callback_refines_every_refine_steps_only(tmp_path):
+    cfg = write_world(tmp_path)
+    store = RubricStore.from_rows([{"prompt_id": "tea", "rubric": weak()}])
+    callback = OnlineRefinementCallback(cfg, store, {"tea": "How do I make tea?"}, tmp_path / "out")
+    args, control = SimpleNamespace(output_dir=str(tmp_path / "out")), SimpleNamespace()
+    for step in range(1, 11):
+        fill(callback.buffer, store, "tea", [VAGUE[step % 3]], step)  # one vague answer per step: never refined
+        callback.on_step_end(args, SimpleNamespace(global_step=step, is_world_process_zero=True), control)
+    # decided at steps 5 and 10 only: every answer is vague, so at 5 the gold ties every pair (gold calls spent, an
+    # attempt), and at 10 the prompt is cooling down
+    assert [(r["step"], r["status"], r["reason"]) for r in records(tmp_path / "out")] == [
+        (5, "skipped", "gold_ties"), (10, "skipped", "cooldown")]
+
+
+def test_each_refinement_step_is_counted_in_wandb_when_a_run_is_active(tmp_path, monkeypatch):
+    logged = []
+    monkeypatch.setattr(callback_module.report, "wandb_run", lambda: SimpleNamespace(log=logged.append))
+    cfg = write_world(tmp_path)
+    store = RubricStore.from_rows([{"prompt_id": "tea", "rubric": weak()}])
+    callback = OnlineRefinementCallback(cfg, store, {"tea": "How do I make tea?"}, tmp_path / "out")
+    fill(callback.buffer, store, "tea", SPECIFIC + VAGUE, step=4)
+    callback.refine(5, is_main=True)
+    [metrics] = logged
+    assert metrics["refinement/accepted"] == 1.0 and metrics["train/global_step"] == 5
+    assert metrics["refinement/total_accepted"] == 1.0 and metrics["refinement/total_gold_calls"] > 0
+
+
+def test_the_callback_with_an_llm_proposer_and_judge_works_on_each_steps_fresh_loop(tmp_path, start_judge_server):
+    steep = {"op": "add", "criterion": {"id": "steeps", "text": "Mentions 'minutes'.", "weight": 2}}
+    answer = json.dumps({"reason": "Better ones say how long.", "edits": [steep]})
+    server = start_judge_server(proposer=lambda q: answer)
+    chat = {"model": DEFAULT_MODEL, "base_urls": [server.base_url], "timeout_s": 5.0}
+    cfg = write_world(tmp_path, ("tea", "egg")).model_copy(update={
+        "proposer": load_refinement_config({"proposer": {"type": "llm", "endpoint": chat},
+                                            "gold": {"rubrics_path": "g"}}).proposer})
+    store = RubricStore.from_rows([{"prompt_id": p, "rubric": weak(p)} for p in ("tea", "egg")])
+    callback = OnlineRefinementCallback(cfg, store, {"tea": "How do I make tea?", "egg": "How do I make egg?"},
+                                        tmp_path / "out", judge={"backend": "openai", **chat})
+    fill(callback.buffer, store, "tea", SPECIFIC + VAGUE, step=4)
+    assert [r.id for r in callback.refine(5, is_main=True)] == ["tea-v2"]
+    fill(callback.buffer, store, "egg", SPECIFIC + VAGUE, step=9)  # the next round runs on another event loop
+    assert [r.id for r in callback.refine(10, is_main=True)] == ["egg-v2"]
+    assert callback.state.proposer_calls == 2 and callback.state.accepted == 2
+
+
+def test_state_and_rubrics_survive_a_kill_and_resume(tmp_path):
+    """Unit level: the callback's and the store's checkpoint files, then a fresh callback and store resume."""
+    cfg = write_world(tmp_path, ("tea", "egg"))
+    prompts = {"tea": "How do I make tea?", "egg": "How do I make egg?"}
+    out = tmp_path / "out"
+
+    def fresh():
+        store = RubricStore.from_rows([{"prompt_id": p, "rubric": weak(p)} for p in prompts])
+        return store, OnlineRefinementCallback(cfg, store, prompts, out)
+
+    store, callback = fresh()
+    for pid in prompts:
+        fill(callback.buffer, store, pid, SPECIFIC + VAGUE, step=4)
+    assert [r.id for r in callback.refine(5, is_main=True)] == ["tea-v2", "egg-v2"]
+    checkpoint = out / "checkpoint-5"
+    callback.on_save(SimpleNamespace(output_dir=str(out)), SimpleNamespace(global_step=5, is_world_process_zero=True),
+                     SimpleNamespace())
+    store.save(checkpoint)
+    fill(callback.buffer, store, "tea", SPECIFIC, step=9)
+    callback.refine(10, is_main=True)  # after the checkpoint: lost with the kill
+    assert json.loads((checkpoint / STATE_FILE).read_text())["state"]["accepted"] == 2
+
+    resumed_store, resumed = fresh()
+    assert resumed_store.restore(checkpoint) and resumed.restore(checkpoint, is_main=True)
+    assert resumed.state == RefinementState(step=5, attempts={"tea": 1, "egg": 1}, last_attempt={"tea": 5, "egg": 5},
+                                            gold_calls=resumed.state.gold_calls, accepted=2)
+    assert resumed.buffer.state_dict() == json.loads((checkpoint / STATE_FILE).read_text())["buffer"]
+    assert [r.id for r in resumed_store.current()] == ["tea-v2", "egg-v2"]
+    assert {r["step"] for r in records(out)} == {5}
+    assert not resumed.restore(tmp_path / "no-such-checkpoint", is_main=True)
+
+    other_rank_store, other_rank = fresh()
+    other_rank.restore(checkpoint, is_main=False)  # another rank's buffer stays empty: the main process has them
+    assert len(other_rank.buffer) == 0 and other_rank.state.accepted == 2
+
+
+# --- two processes ----------------------------------------------------------------------------------------
+
+DRIVER = """
+import json, sys
+from pathlib import Path
+
+from accelerate import PartialState
+
+sys.path.insert(0, sys.argv[2])
+from test_online_refinement import SPECIFIC, VAGUE, fill, weak, write_world
+from rubric_rft.rubrics.store import RubricStore
+from rubric_rft.training.refinement.callback import OnlineRefinementCallback
+
+out = Path(sys.argv[1])
+rank = PartialState(cpu=True).process_index
+(out / f"world{rank}").mkdir()
+cfg = write_world(out / f"world{rank}", ("tea", "egg"))
+store = RubricStore.from_rows([{"prompt_id": p, "rubric": weak(p)} for p in ("tea", "egg")])
+callback = OnlineRefinementCallback(cfg, store, {"tea": "How do I make tea?", "egg": "How do I make egg?"},
+                                    out / "run")
+half = (SPECIFIC + VAGUE)[rank::2]  # each rank graded half of every group: only together are they enough
+for pid in ("tea", "egg"):
+    fill(callback.buffer, store, pid, half, step=4)
+new = callback.refine(5, is_main=rank == 0)
+fill(callback.buffer, store, "tea", half, step=6)
+later = callback.refine(10, is_main=rank == 0)
+Path(out, f"rank{rank}.json").write_text(json.dumps({
+    "new": [r.id for r in new], "later": [r.id for r in later], "store": store.state_dict(),
+    "buffered": len(callback.buffer)}))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_grade_with_the_same_rubric_versions(tmp_path):
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    command = ["accelerate", "launch", "--config_file", str(ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"),
+               "--main_process_port", str(free_port()), str(driver), str(tmp_path), str(Path(__file__).parent)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert ranks[0]["new"] == ranks[1]["new"] == ["tea-v2", "egg-v2"]
+    assert ranks[0]["later"] == ranks[1]["later"] == []  # cooldown
+    assert ranks[0]["store"] == ranks[1]["store"]
+    # every rank's completions end up on the main process: 3 + 3 per prompt and step (tea twice, egg once)
+    assert (ranks[0]["buffered"], ranks[1]["buffered"]) == (18, 0)
+    assert [r["status"] for r in records(tmp_path / "run") if r["step"] == 5] == ["accepted", "accepted"]
