@@ -11,9 +11,10 @@ rubric, or with `reward: {type: bt, model: PATH}` a Bradley-Terry reward model (
 Writes, in `output_dir`:
 the model (`save_pretrained` layout; LoRA adapters when `use_peft`), TRL's `trainer_state.json`,
 `metrics.jsonl` (every log line), `samples.jsonl` (held-out answers before and after training, with their
-rubric scores), with `monitor:` the over-optimization monitor's `overopt.*` files, with `refinement:` online
-rubric refinement's `refinements.jsonl` (and the refined rubrics in `rubrics.jsonl`), and, with
-`report_to: wandb`, a W&B run (offline unless an API key is available).
+rubric scores), with a rubric reward the rubrics the run ended with (`rubrics.jsonl`) and every version it used
+(`rubric_lineage.jsonl`), with `monitor:` the over-optimization monitor's `overopt.*` files, with `refinement:`
+online rubric refinement's `refinements.jsonl`, and, with `report_to: wandb`, a W&B run (offline unless an API
+key is available).
 """
 
 import asyncio

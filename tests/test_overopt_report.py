@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rubric_rft.cli import main
-from rubric_rft.training.monitor.report import compare_runs, pattern_share
+from rubric_rft.training.monitor.report import compare_runs, pattern_share, plot_history, refinements
 
 LIST_ITEM = r"^\s*([-*]|\d+[.)])\s"
 
@@ -75,6 +75,7 @@ def test_compare_runs_reports_each_run_and_the_pattern_at_its_first_and_last_ste
     plain = compare_runs(list(two_runs), tmp_path / "plain")
     assert all("pattern_first" not in row for row in plain)
     assert [{k: v for k, v in row.items() if not k.startswith("pattern")} for row in rows] == plain
+    assert all("refinements" not in row for row in plain)  # no run refined its rubrics: no columns for it
 
 
 def test_the_command_prints_the_pattern_columns_and_refuses_a_bad_pattern(two_runs, tmp_path, capsys):
@@ -95,3 +96,28 @@ def test_the_command_names_a_run_without_monitor_files(two_runs, tmp_path, capsy
     assert f"{bt / 'overopt_samples.jsonl'}: no monitor samples to search for 'x'" in capsys.readouterr().err
     assert main(["overopt-report", str(tmp_path / "never_trained"), "--out", str(tmp_path / "cmp")]) == 1
     assert "never_trained/overopt.json: no monitor summary" in capsys.readouterr().err
+
+
+def test_the_report_and_the_monitor_plot_mark_the_accepted_rubric_refinements(two_runs, tmp_path, capsys):
+    bt, rubric = two_runs
+    decisions = [
+        {"step": 2, "prompt_id": "p0", "status": "accepted", "reason": "improved_agreement"},
+        {"step": 2, "prompt_id": "p1", "status": "rejected", "reason": "no_improvement"},
+        {"step": 4, "prompt_id": "p1", "status": "accepted", "reason": "improved_agreement"},
+        {"step": 4, "prompt_id": "p2", "status": "not_triggered", "reason": "not_saturated"},
+    ]
+    (rubric / "refinements.jsonl").write_text("".join(json.dumps(d) + "\n" for d in decisions))
+    assert [r["step"] for r in refinements(rubric)] == [2, 4] and refinements(bt) == []
+
+    rows = {row["run"]: row for row in compare_runs([bt, rubric], tmp_path / "cmp")}
+    assert (rows["rubric"]["refinements"], rows["rubric"]["first_refinement_step"]) == (2, 2)
+    assert (rows["bt"]["refinements"], rows["bt"]["first_refinement_step"]) == (0, None)
+    assert main(["overopt-report", str(bt), str(rubric), "--out", str(tmp_path / "cmp2")]) == 0
+    assert "refinements" in capsys.readouterr().out
+
+    history = [json.loads(line) for line in (rubric / "overopt.jsonl").read_text().splitlines()]
+    summary = json.loads((rubric / "overopt.json").read_text())
+    plot_history(tmp_path / "marked.png", history, summary, [2, 4, 4])
+    plot_history(tmp_path / "plain.png", history, summary)
+    marked, plain = (tmp_path / "marked.png").read_bytes(), (tmp_path / "plain.png").read_bytes()
+    assert marked[:8] == b"\x89PNG\r\n\x1a\n" and marked != plain

@@ -13,6 +13,7 @@ from rubric_rft.reward.rubric_reward import RubricReward
 from rubric_rft.rubrics.format import Rubric
 from rubric_rft.rubrics.store import (
     FINAL_RUBRICS_FILE,
+    LINEAGE_FILE,
     STORE_FILE,
     RubricStore,
     RubricUpdate,
@@ -130,6 +131,11 @@ def test_the_callback_saves_into_each_checkpoint_and_the_final_rubrics_on_the_ma
     final = tmp_path / FINAL_RUBRICS_FILE
     assert cli_main(["validate", str(final)]) == 0
     assert [Rubric.model_validate_json(line).id for line in final.read_text().splitlines()] == ["tea-v2", "egg"]
+    lineage = tmp_path / LINEAGE_FILE
+    assert cli_main(["validate", str(lineage)]) == 0
+    versions = [Rubric.model_validate_json(line) for line in lineage.read_text().splitlines()]
+    assert [(v.id, v.parent, v.reason) for v in versions] == [("tea", None, None), ("tea-v2", "tea", "kettles"),
+                                                             ("egg", None, None)]
 
 
 def grade(reward: RubricReward, prompt_ids: list[str], texts: list[str]) -> list[float | None]:

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 STORE_FILE = "rubric_store.json"
 FINAL_RUBRICS_FILE = "rubrics.jsonl"
+LINEAGE_FILE = "rubric_lineage.jsonl"
 
 
 class UnknownPromptError(LookupError):
@@ -104,6 +105,11 @@ class RubricStore:
                 "(those of the training dataset)"
             )
         return self._history[prompt_id]
+
+    def lineage(self) -> list[Rubric]:
+        """Every version of every prompt's rubric, each prompt's oldest first: `parent` and `reason` say how each
+        came from the one before."""
+        return [version.rubric for versions in self._history.values() for version in versions]
 
     def current(self) -> list[Rubric]:
         """The current rubric of every prompt, in the order the prompts were first seen."""

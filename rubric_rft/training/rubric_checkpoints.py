@@ -1,5 +1,6 @@
-"""Rubrics that survive a crash: the rubric store goes into every checkpoint, and the rubrics a run ended with
-into `OUTPUT_DIR/rubrics.jsonl` (rubric JSONL, what `rubric-rft validate` reads). Resuming loads the store back
+"""Rubrics that survive a crash: the rubric store goes into every checkpoint, the rubrics a run ended with into
+`OUTPUT_DIR/rubrics.jsonl`, and every version a run used, each with its `parent` and `reason`, into
+`OUTPUT_DIR/rubric_lineage.jsonl` (both rubric JSONL, what `rubric-rft validate` reads). Resuming loads the store back
 (`RubricStore.restore`), so a resumed run grades with the rubrics the interrupted one had."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from rubric_rft.rubrics.format import save_rubrics
-from rubric_rft.rubrics.store import FINAL_RUBRICS_FILE, RubricStore
+from rubric_rft.rubrics.store import FINAL_RUBRICS_FILE, LINEAGE_FILE, RubricStore
 
 logger = logging.getLogger(__name__)
 
@@ -31,4 +32,5 @@ class RubricStoreCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             save_rubrics(self.store.current(), Path(args.output_dir) / FINAL_RUBRICS_FILE)
+            save_rubrics(self.store.lineage(), Path(args.output_dir) / LINEAGE_FILE)
         return control

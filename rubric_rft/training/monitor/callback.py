@@ -314,7 +314,8 @@ class OverOptimizationMonitor(TrainerCallback):
         summary = self.summary()
         if summary is not None:
             report.write_summary(self.output_dir / "overopt.json", summary)
-            report.plot_history(self.output_dir / "overopt.png", self.history, summary)
+            refined = [r["step"] for r in report.refinements(self.output_dir)]
+            report.plot_history(self.output_dir / "overopt.png", self.history, summary, refined)
         return summary
 
     def _samples(self) -> list[dict[str, Any]]:

@@ -31,8 +31,20 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
     temporary.replace(path)
 
 
-def plot_history(path: Path, history: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-    """Proxy and gold (with their bootstrap bands) over training steps; peak and onset marked."""
+def refinements(run_dir: Path) -> list[dict[str, Any]]:
+    """The accepted rubric changes of a run with online refinement (`refinements.jsonl`); [] without it."""
+    path = Path(run_dir) / "refinements.jsonl"
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if r.get("status") == "accepted"]
+
+
+def plot_history(
+    path: Path, history: list[dict[str, Any]], summary: dict[str, Any], refined_steps: list[int] | None = None
+) -> None:
+    """Proxy and gold (with their bootstrap bands) over training steps; peak, onset and the steps at which online
+    refinement changed a rubric marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,6 +65,7 @@ def plot_history(path: Path, history: list[dict[str, Any]], summary: dict[str, A
     axis.axvline(peak, color="tab:gray", linestyle=":", label=f"gold peak (step {peak})")
     if onset is not None:
         axis.axvline(onset, color="tab:red", linestyle="--", label=f"onset (step {onset})")
+    _mark_refinements(axis, refined_steps or [], "tab:green", "rubric refined")
     axis.set_xlabel("training step")
     axis.set_ylabel("held-out score")
     axis.set_xlim(min(steps) - 0.5, max(steps) + 0.5)
@@ -62,6 +75,20 @@ def plot_history(path: Path, history: list[dict[str, Any]], summary: dict[str, A
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def _mark_refinements(axis, steps: list[int], color: str, label: str) -> None:
+    """A tick at the bottom of the plot per step at which rubrics changed (the count beside it when several)."""
+    counts: dict[int, int] = {}
+    for step in steps:
+        counts[step] = counts.get(step, 0) + 1
+    if not counts:
+        return
+    axis.plot(list(counts), [0.0] * len(counts), marker="^", linestyle="none", color=color, markersize=8,
+              transform=axis.get_xaxis_transform(), clip_on=False, label=f"{label} ({len(steps)})")
+    for step, count in counts.items():
+        if count > 1:
+            axis.annotate(str(count), (step, 0.03), xycoords=("data", "axes fraction"), ha="center", fontsize=7)
 
 
 def wandb_run():
@@ -130,7 +157,8 @@ def pattern_share(samples_path: Path, pattern: re.Pattern) -> dict[int, float]:
 
 
 def compare_runs(run_dirs: list[Path], out_prefix: Path, pattern: re.Pattern | None = None) -> list[dict[str, Any]]:
-    """Side by side: each run's proxy and gold over steps in one PNG (onsets marked), a JSON of the key figures,
+    """Side by side: each run's proxy and gold over steps in one PNG (onsets and rubric refinements marked), a JSON
+    of the key figures,
     and the rows of the table `rubric-rft overopt-report` prints. With `pattern`, also the share of samples that
     match it, per step (a second panel) and first and last (`pattern_first`, `pattern_last`)."""
     import matplotlib
@@ -155,6 +183,8 @@ def compare_runs(run_dirs: list[Path], out_prefix: Path, pattern: re.Pattern | N
         axis.plot(steps, [r["proxy"] for r in history], color=color, linestyle=":", alpha=0.7, label=f"{name}: proxy")
         if summary["onset_step"] is not None:
             axis.axvline(summary["onset_step"], color=color, linestyle="--", alpha=0.8, label=f"{name}: onset")
+        accepted = refinements(run_dir)
+        _mark_refinements(axis, [r["step"] for r in accepted], color, f"{name}: rubric refined")
         last = history[-1]
         rows.append({
             "run": name,
@@ -169,11 +199,16 @@ def compare_runs(run_dirs: list[Path], out_prefix: Path, pattern: re.Pattern | N
             "length_first": history[0].get("completion_length"),
             "length_last": last.get("completion_length"),
             "monitor_share": summary.get("monitor_share"),
+            "refinements": len(accepted),
+            "first_refinement_step": min((r["step"] for r in accepted), default=None),
         })
         if pattern is not None:
             shares = pattern_share(run_dir / "overopt_samples.jsonl", pattern)
             share_axis.plot(list(shares), list(shares.values()), color=color, marker="o", label=name)
             rows[-1].update(pattern_first=shares[steps[0]], pattern_last=shares[steps[-1]])
+    if not any(row["refinements"] for row in rows):  # runs without online refinement: no columns for it
+        for row in rows:
+            del row["refinements"], row["first_refinement_step"]
     axis.set_ylabel("held-out score")
     axis.set_title("gold (solid) and proxy (dotted) scores on held-out prompts")
     axis.grid(alpha=0.3)
