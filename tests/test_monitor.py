@@ -85,6 +85,10 @@ def test_the_monitor_records_every_evaluation_and_keeps_the_best(tmp_path, tiny_
 
     samples = read_jsonl(tmp_path / "overopt_samples.jsonl")
     assert len(samples) == 3 * 3 * 2 and {s["step"] for s in samples} == {0, 2, 3}
+    # per-criterion detail per sample, keyed by criterion id within the prompt's rubric version
+    for sample in samples:
+        assert sample["proxy_rubric"] and sample["proxy_criteria"] and sample["gold_criteria"]
+        assert all(isinstance(v, bool) for v in [*sample["proxy_criteria"].values(), *sample["gold_criteria"].values()])
 
     summary = json.loads((tmp_path / "overopt.json").read_text())
     best_step = max(history, key=lambda r: r["gold"])["step"]

@@ -195,6 +195,10 @@ class OverOptimizationMonitor(TrainerCallback):
                 "proxy": p.score,
                 "gold": g.score if g is not None else None,
                 "kl": kl,
+                # per-criterion detail lives here, keyed by criterion id within its prompt's rubric version
+                "proxy_rubric": p.rubric.id if p.rubric is not None else None,
+                "proxy_criteria": p.satisfied,
+                "gold_criteria": g.satisfied if g is not None else None,
             }
             for row, text, p, g, kl in zip(
                 rows, samples.texts, proxy, gold or [None] * len(rows), samples.kl, strict=True

@@ -140,8 +140,13 @@ def log_summary(run, summary: dict[str, Any], history: list[dict[str, Any]], sam
         rows = [s for s in samples if s["step"] == step]
         if rows:
             columns = list(rows[0])
-            table = wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows])
+            table = wandb.Table(columns=columns, data=[[_cell(row[c]) for c in columns] for row in rows])
             run.log({f"overopt/samples_at_{label.removesuffix('_step')}": table})
+
+
+def _cell(value: Any) -> Any:
+    """A table cell: per-criterion verdicts ({criterion id: passed}) as JSON text."""
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
 
 
 def pattern_share(samples_path: Path, pattern: re.Pattern) -> dict[int, float]:
