@@ -8,7 +8,7 @@ order ties); None with an `error` when it could not be had, which is never read 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -101,6 +101,13 @@ def ordered_by_gold(pair: SelectedPair, preferred: Preferred) -> tuple[Scored, S
     if first_better is None:
         return None
     return (pair.first, pair.second) if first_better else (pair.second, pair.first)
+
+
+def gold_agreement(
+    directed: Sequence[tuple[Scored, Scored]], score: Callable[[Scored], float] = lambda scored: scored.score
+) -> float:
+    """The share of gold-ordered (better, worse) pairs that `score` puts strictly higher for the better one."""
+    return sum(score(better) > score(worse) for better, worse in directed) / len(directed)
 
 
 def pair_record(pair: SelectedPair, preferred: Preferred, shown: Callable[[Candidate], str]) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from rubric_rft.judges.base import Judge
 from rubric_rft.rubricgen.edits import apply_edits
-from rubric_rft.rubricgen.gold import Preference, ordered_by_gold, pair_record
+from rubric_rft.rubricgen.gold import Preference, gold_agreement, ordered_by_gold, pair_record
 from rubric_rft.rubricgen.prompts import ShownPair
 from rubric_rft.rubricgen.proposer import RubricProposer
 from rubric_rft.rubricgen.records import Appender, Candidate, PromptRow, read_appended, replace_file
@@ -223,7 +223,7 @@ async def _refine_prompt(
         if failed:
             return finish("error", error=f"gold preferences failed: {failed[0]}")
         return finish("no_pairs", error="the gold source ties every selected pair")
-    agreement = sum(better.score > worse.score for better, worse in directed) / len(directed)
+    agreement = gold_agreement(directed)
     record["agreement"] = agreement
     if agreement >= config.agreement_threshold:
         record["streak"] = streak + 1

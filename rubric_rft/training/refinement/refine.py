@@ -18,12 +18,12 @@ from typing import Any
 
 from rubric_rft.judges.base import Judge
 from rubric_rft.llm.costs import Costs
-from rubric_rft.rubricgen.gold import Preference, ordered_by_gold, pair_record
+from rubric_rft.rubricgen.gold import Preference, gold_agreement, ordered_by_gold, pair_record
 from rubric_rft.rubricgen.records import Candidate
 from rubric_rft.rubricgen.scoring import score_responses
 from rubric_rft.rubricgen.selection import Scored, SelectionConfig, select_pairs
 from rubric_rft.rubrics.format import Criterion, Rubric
-from rubric_rft.training.refinement.proposers import DirectedPair, Proposer
+from rubric_rft.training.refinement.proposers import Proposer
 from rubric_rft.training.refinement.tail_buffer import Entry
 
 
@@ -95,9 +95,9 @@ async def refine_prompt(
         if any(g.error for g in grades):
             return None
         score = dict(zip(texts, (g.score for g in grades), strict=True))
-        return _share(directed, lambda s: score[s.candidate.response])
+        return gold_agreement(directed, lambda s: score[s.candidate.response])
 
-    before = _share(directed, lambda s: s.score)
+    before = gold_agreement(directed)
     record["agreement_before"] = before
     try:
         proposal = await proposer.propose(prompt_id, prompt, rubric, directed, agreement, before)
@@ -126,7 +126,3 @@ async def refine_prompt(
 def _finish(outcome: Outcome, status: str, reason: str) -> Outcome:
     outcome.record.update(status=status, reason=reason)
     return outcome
-
-
-def _share(directed: Sequence[DirectedPair], score) -> float:
-    return sum(score(better) > score(worse) for better, worse in directed) / len(directed)
