@@ -119,14 +119,19 @@ def _overopt_report(args: argparse.Namespace) -> int:
     from rubric_rft.training.monitor.report import compare_runs
 
     rows = compare_runs(args.runs, args.out, args.pattern)
-    table = Table(title="over-optimization monitor, run by run")
-    for column in rows[0]:
-        table.add_column(column.replace("_", " "), justify="left" if column == "run" else "right")
+    table = Table(title="over-optimization monitor, run by run")  # a column per run: the figures are many
+    table.add_column("")
     for row in rows:
-        table.add_row(*("-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()))
+        table.add_column(str(row["run"]), justify="right")
+    for figure in (name for name in rows[0] if name != "run"):
+        table.add_row(figure.replace("_", " "), *(_shown(row[figure]) for row in rows))
     Console(width=200).print(table)
     print(f"wrote {args.out.with_suffix('.png')} and {args.out.with_suffix('.json')}")
     return 0
+
+
+def _shown(value: object) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def _grade_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,8 +17,10 @@ from rubric_rft.llm.costs import Costs
 from rubric_rft.llm.endpoint import ChatEndpointConfig
 from rubric_rft.pairwise.judges import RubricPairwiseConfig, build_pairwise_judge
 from rubric_rft.reward.rubric_reward import GradedCompletion, RubricReward
-from rubric_rft.rubricgen.gold import GoldJudge, Preferred
+from rubric_rft.rubricgen.gold import GoldJudge, Preferred, gold_agreement
 from rubric_rft.rubricgen.proposer import RubricProposer
+from rubric_rft.rubricgen.records import Candidate
+from rubric_rft.rubricgen.selection import Scored
 from rubric_rft.rubrics.format import Criterion, Rubric
 from rubric_rft.rubrics.store import RubricStore
 from rubric_rft.testing.judge_server import DEFAULT_MODEL
@@ -186,10 +188,15 @@ def test_a_proposal_is_accepted_only_when_it_orders_the_gold_pairs_better():
     result = round_(store, buffer, prompts, state, config(), FixedProposer(POLITE))
     [record] = result.records
     assert record["trigger"] == "saturation" and record["status"] == "rejected" and record["reason"] == "no_improvement"
-    assert record["agreement_before"] == 0.0 and record["agreement_after"] == 0.0
+    # the weak rubric ties every pair, and so does adding `polite`: a tie is worth half an agreement
+    assert record["fit_before"] == record["agreement_before"] == record["agreement_after"] == 0.5
     assert all(p["gold"] in (0.0, 0.5, 1.0) for p in record["pairs"]) and result.updates == []
     assert (state.rejected, state.accepted, state.proposer_calls) == (1, 0, 1) and state.gold_calls == len(
         record["pairs"])
+    # the gold-ordered pairs are split in two, none shown to the proposer and also used for the test
+    uses = [p.get("use") for p in record["pairs"]]
+    assert all((use is None) == (p["gold"] == 0.5) for use, p in zip(uses, record["pairs"], strict=True))
+    assert uses.count(["proposal"]) >= 3 and uses.count(["test"]) >= 3 and ["proposal", "test"] not in uses
 
     store, buffer, prompts = saturated_world()
     result = round_(store, buffer, prompts, RefinementState(), config(), FixedProposer(SPECIFICS))
@@ -199,6 +206,70 @@ def test_a_proposal_is_accepted_only_when_it_orders_the_gold_pairs_better():
     assert (new.id, new.version, new.parent, new.reason) == ("tea-v2", 2, "tea", "add specifics")
     assert [c.id for c in new.criteria] == ["short", "on_topic", "specifics"]
     assert store.history("tea")[-1].step == 5
+
+
+class Memorizer:
+    """Proposes a criterion that passes exactly the better responses it was shown: it fits those pairs perfectly
+    and says nothing about any other response, the overfitting the held-out pairs are there to catch."""
+
+    name = "memorizer"
+    asks_model = False
+
+    async def propose(self, prompt_id, prompt, rubric, pairs, agreement, before):
+        seen = rule("seen_better", {"type": "contains", "any_of": [b.candidate.response for b, _ in pairs]})
+        return Proposal([*rubric.criteria, seen], "memorized", {"fit": await agreement(
+            rubric.model_copy(update={"criteria": [*rubric.criteria, seen]}))})
+
+    async def aclose(self):
+        pass
+
+
+MANY_SPECIFIC = ["Boil water, steep the tea three minutes.", "Heat water and steep tea leaves for minutes.",
+                 "Tea: water near boiling, steep four minutes, milk.", "Steep green tea in warm water two minutes.",
+                 "Add milk after you steep the tea in water.", "Black tea wants boiling water, then some milk."]
+MANY_VAGUE = ["Just make some tea, it is easy.", "Tea is nice, drink your tea daily.",
+              "Any tea works fine for you here.", "Buy good tea from a shop.", "Tea? Sure, just enjoy it.",
+              "Everyone likes tea in the morning."]
+
+
+def test_a_proposal_that_only_fits_the_pairs_it_was_shown_fails_on_the_held_out_pairs():
+    def attempt(holdout_fraction):
+        store = RubricStore.from_rows([{"prompt_id": "tea", "rubric": weak()}])
+        buffer = TailBuffer(16)
+        fill(buffer, store, "tea", MANY_SPECIFIC + MANY_VAGUE, step=4)
+        cfg = config(selection={"num_pairs": 6},
+                     acceptance={"min_pairs": 2, "holdout_fraction": holdout_fraction})
+        [record] = round_(store, buffer, {"tea": "How do I make tea?"}, RefinementState(), cfg, Memorizer()).records
+        return record
+
+    record = attempt(0.5)
+    texts = [t for p in record["pairs"] for t in (p["first"], p["second"])]
+    assert len(texts) == len(set(texts)) == 12  # disjoint pairs: no held-out response was ever shown
+    assert record["edit"]["fit"] == 1.0 and record["fit_before"] == 0.5  # it fits what it saw...
+    assert record["agreement_before"] == record["agreement_after"] == 0.5  # ...and ties every held-out pair
+    assert (record["status"], record["reason"]) == ("rejected", "no_improvement")
+
+    record = attempt(0)  # tested on the very pairs it was chosen on, the same proposal passes
+    assert (record["status"], record["agreement_after"]) == ("accepted", 1.0)
+
+
+def test_too_few_gold_ordered_pairs_spend_the_gold_calls_but_ask_no_proposer():
+    store, buffer, prompts = saturated_world()  # 3 specific and 3 vague answers: at most 9 pairs the gold orders
+    state = RefinementState()
+    proposer = FixedProposer(SPECIFICS)
+    [record] = round_(store, buffer, prompts, state, config(acceptance={"min_pairs": 10}), proposer).records
+    assert record["status"] == "skipped" and record["reason"].startswith("too_few_pairs: ")
+    assert record["reason"].endswith("< 10") and proposer.asked == 0
+    assert state.gold_calls == len(record["pairs"]) > 0 and state.attempts == {"tea": 1}
+
+
+def test_agreement_counts_a_tie_as_the_credit_it_is_given():
+    first, second = (Scored(Candidate(prompt_id="p", generator="g", index=i, response=str(i)), s, s)
+                     for i, s in ((0, 1.0), (1, 1.0)))
+    third = Scored(Candidate(prompt_id="p", generator="g", index=2, response="2"), 0.0, 0.0)
+    directed = [(first, second), (first, third), (third, first)]  # a tie, a hit, a miss
+    assert gold_agreement(directed) == pytest.approx(1 / 3)
+    assert gold_agreement(directed, tie_credit=0.5) == pytest.approx(1.5 / 3)
 
 
 def test_a_proposal_over_the_criteria_cap_is_rejected():
@@ -253,9 +324,9 @@ def test_cooldown_rounds_and_prompts_per_round_stop_refinement_and_say_so():
 def test_gold_and_proposer_budgets_stop_refinement():
     store, buffer, prompts = saturated_world(("tea", "egg"))
     state = RefinementState()
-    result = round_(store, buffer, prompts, state, config(budgets={"max_gold_calls": 5}), FixedProposer(POLITE))
+    result = round_(store, buffer, prompts, state, config(budgets={"max_gold_calls": 14}), FixedProposer(POLITE))
     assert [r["reason"] for r in result.records] == ["no_improvement", "gold_budget"]
-    assert state.gold_calls <= 5
+    assert 6 <= state.gold_calls <= 14
 
     store, buffer, prompts = saturated_world(("tea", "egg"))
     state = RefinementState()
@@ -276,7 +347,7 @@ def test_the_bank_proposer_adds_the_criterion_that_orders_the_pairs_best_or_none
     store, buffer, prompts = saturated_world()
     [record] = round_(store, buffer, prompts, RefinementState(), config(), bank).records
     assert record["status"] == "accepted" and record["edit"]["added"]["id"] == "specifics"  # first of the best two
-    assert record["edit"]["tried"]["polite"] == 0.0 and "on_topic" not in record["edit"]["tried"]  # taken id
+    assert record["edit"]["tried"]["polite"] == 0.5 and "on_topic" not in record["edit"]["tried"]  # taken id
     assert record["edit"]["tried"]["specifics"] == record["edit"]["tried"]["specifics_again"] == 1.0
 
     store, buffer, prompts = saturated_world()
@@ -344,8 +415,16 @@ def test_the_llm_proposer_against_the_scripted_server(start_judge_server):
 
 def test_config_defaults_and_errors_name_the_field(tmp_path):
     cfg = load_refinement_config({"proposer": {"type": "bank", "bank_path": "b.jsonl"},
-                                  "gold": {"rubrics_path": "g.jsonl"}, "selection": {"num_pairs": 2}})
-    assert cfg.refine_steps == 10 and cfg.selection.distinct_generators is False and cfg.selection.num_pairs == 2
+                                  "gold": {"rubrics_path": "g.jsonl"}, "selection": {"num_pairs": 8}})
+    assert cfg.refine_steps == 10 and cfg.selection.distinct_generators is False and cfg.selection.num_pairs == 8
+    assert (cfg.acceptance.min_pairs, cfg.acceptance.holdout_fraction, cfg.acceptance.tie_credit) == (6, 0.5, 0.5)
+    assert config().selection.num_pairs == 12
+    with pytest.raises(ValueError, match=r"refinement\.acceptance: .*min_pairs \(6\) is above selection\.num_pairs"):
+        load_refinement_config({"proposer": {"type": "bank", "bank_path": "b"}, "gold": {"rubrics_path": "g"},
+                                "selection": {"num_pairs": 4}})
+    with pytest.raises(ValueError, match="one pair shown, one held out"):
+        config(acceptance={"min_pairs": 1})
+    assert config(acceptance={"min_pairs": 1, "holdout_fraction": 0}).acceptance.min_pairs == 1
     with pytest.raises(ValueError, match=r"refinement\.budgets\.cooldown_step"):
         load_refinement_config({"proposer": {"type": "bank", "bank_path": "b"}, "budgets": {"cooldown_step": 1}})
     with pytest.raises(ValueError, match="rubrics_path"):

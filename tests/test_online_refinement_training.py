@@ -54,7 +54,7 @@ def test_the_training_script_refines_rubrics_online_and_resumes(tmp_path, tiny_m
     bank.write_text("".join(json.dumps({"prompt_id": f"p{i}", "criteria": [POLITE, LONG]}) + "\n" for i in range(4)))
     refinement = {"refine_steps": 2, "min_completions": 4, "saturation": {"top_k": 2}, "buffer_size": 8,
                   "gold": {"rubrics_path": str(gold)}, "proposer": {"type": "bank", "bank_path": str(bank)},
-                  "selection": {"min_tail": 2, "max_similarity": 1.0}}
+                  "selection": {"min_tail": 2, "max_similarity": 1.0}, "acceptance": {"min_pairs": 2}}
     out = tmp_path / "run"
     train(out, tiny_model_path, data, refinement, "--max_steps", "4")
 

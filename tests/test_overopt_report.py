@@ -100,10 +100,11 @@ def test_the_command_names_a_run_without_monitor_files(two_runs, tmp_path, capsy
 
 def test_the_report_and_the_monitor_plot_mark_the_accepted_rubric_refinements(two_runs, tmp_path, capsys):
     bt, rubric = two_runs
+    attempt = {"pairs": [{}] * 6, "judge_calls": 0, "proposer_costs": {"calls": 1}}
     decisions = [
-        {"step": 2, "prompt_id": "p0", "status": "accepted", "reason": "improved_agreement"},
-        {"step": 2, "prompt_id": "p1", "status": "rejected", "reason": "no_improvement"},
-        {"step": 4, "prompt_id": "p1", "status": "accepted", "reason": "improved_agreement"},
+        {"step": 2, "prompt_id": "p0", "status": "accepted", "reason": "improved_agreement", **attempt},
+        {"step": 2, "prompt_id": "p1", "status": "rejected", "reason": "no_improvement", **attempt},
+        {"step": 4, "prompt_id": "p1", "status": "accepted", "reason": "improved_agreement", **attempt},
         {"step": 4, "prompt_id": "p2", "status": "not_triggered", "reason": "not_saturated"},
     ]
     (rubric / "refinements.jsonl").write_text("".join(json.dumps(d) + "\n" for d in decisions))
@@ -112,6 +113,8 @@ def test_the_report_and_the_monitor_plot_mark_the_accepted_rubric_refinements(tw
     rows = {row["run"]: row for row in compare_runs([bt, rubric], tmp_path / "cmp")}
     assert (rows["rubric"]["refinements"], rows["rubric"]["first_refinement_step"]) == (2, 2)
     assert (rows["bt"]["refinements"], rows["bt"]["first_refinement_step"]) == (0, None)
+    costs = ("refinement_attempts", "gold_calls", "judge_calls", "proposer_calls")
+    assert [rows["rubric"][c] for c in costs] == [3, 18, 0, 3] and [rows["bt"][c] for c in costs] == [0] * 4
     assert main(["overopt-report", str(bt), str(rubric), "--out", str(tmp_path / "cmp2")]) == 0
     assert "refinements" in capsys.readouterr().out
 

@@ -104,10 +104,18 @@ def ordered_by_gold(pair: SelectedPair, preferred: Preferred) -> tuple[Scored, S
 
 
 def gold_agreement(
-    directed: Sequence[tuple[Scored, Scored]], score: Callable[[Scored], float] = lambda scored: scored.score
+    directed: Sequence[tuple[Scored, Scored]],
+    score: Callable[[Scored], float] = lambda scored: scored.score,
+    tie_credit: float = 0.0,
 ) -> float:
-    """The share of gold-ordered (better, worse) pairs that `score` puts strictly higher for the better one."""
-    return sum(score(better) > score(worse) for better, worse in directed) / len(directed)
+    """The share of gold-ordered (better, worse) pairs that `score` puts strictly higher for the better one, a pair
+    it ties counting `tie_credit` (0: a tie is a miss; 0.5: a tie is a coin flip, so a rubric that misorders as
+    many pairs as it newly orders gains nothing over one that ties them all)."""
+    def credit(better: Scored, worse: Scored) -> float:
+        first, second = score(better), score(worse)
+        return 1.0 if first > second else tie_credit if first == second else 0.0
+
+    return sum(credit(better, worse) for better, worse in directed) / len(directed)
 
 
 def pair_record(pair: SelectedPair, preferred: Preferred, shown: Callable[[Candidate], str]) -> dict[str, Any]:

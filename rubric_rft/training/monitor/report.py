@@ -31,13 +31,26 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
     temporary.replace(path)
 
 
-def refinements(run_dir: Path) -> list[dict[str, Any]]:
-    """The accepted rubric changes of a run with online refinement (`refinements.jsonl`); [] without it."""
+def refinement_records(run_dir: Path) -> list[dict[str, Any]]:
+    """Every decision of a run with online refinement (`refinements.jsonl`); [] without it."""
     path = Path(run_dir) / "refinements.jsonl"
     if not path.exists():
         return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if r.get("status") == "accepted"]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def refinements(run_dir: Path) -> list[dict[str, Any]]:
+    """The accepted rubric changes of a run with online refinement; [] without it."""
+    return [r for r in refinement_records(run_dir) if r.get("status") == "accepted"]
+
+
+def train_runtime(run_dir: Path) -> float | None:
+    """The trainer's `train_runtime` in seconds (of the last launch only, when the run was resumed)."""
+    path = Path(run_dir) / "trainer_state.json"
+    if not path.exists():
+        return None
+    logged = json.loads(path.read_text()).get("log_history", [])
+    return next((r["train_runtime"] for r in reversed(logged) if "train_runtime" in r), None)
 
 
 def plot_history(
@@ -161,6 +174,10 @@ def pattern_share(samples_path: Path, pattern: re.Pattern) -> dict[int, float]:
     return {step: sum(found) / len(found) for step, found in sorted(hits.items())}
 
 
+_REFINEMENT_COLUMNS = ("refinements", "first_refinement_step", "refinement_attempts", "gold_calls", "judge_calls",
+                       "proposer_calls")
+
+
 def compare_runs(run_dirs: list[Path], out_prefix: Path, pattern: re.Pattern | None = None) -> list[dict[str, Any]]:
     """Side by side: each run's proxy and gold over steps in one PNG (onsets and rubric refinements marked), a JSON
     of the key figures,
@@ -171,7 +188,7 @@ def compare_runs(run_dirs: list[Path], out_prefix: Path, pattern: re.Pattern | N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = []
+    rows, refined_any = [], False
     if pattern is None:
         figure, axis = plt.subplots(figsize=(8, 4.5))
     else:
@@ -188,7 +205,10 @@ def compare_runs(run_dirs: list[Path], out_prefix: Path, pattern: re.Pattern | N
         axis.plot(steps, [r["proxy"] for r in history], color=color, linestyle=":", alpha=0.7, label=f"{name}: proxy")
         if summary["onset_step"] is not None:
             axis.axvline(summary["onset_step"], color=color, linestyle="--", alpha=0.8, label=f"{name}: onset")
-        accepted = refinements(run_dir)
+        records = refinement_records(run_dir)
+        accepted = [r for r in records if r.get("status") == "accepted"]
+        attempts = [r for r in records if "pairs" in r]
+        refined_any = refined_any or bool(records)
         _mark_refinements(axis, [r["step"] for r in accepted], color, f"{name}: rubric refined")
         last = history[-1]
         rows.append({
@@ -204,16 +224,22 @@ def compare_runs(run_dirs: list[Path], out_prefix: Path, pattern: re.Pattern | N
             "length_first": history[0].get("completion_length"),
             "length_last": last.get("completion_length"),
             "monitor_share": summary.get("monitor_share"),
+            "wall_s": train_runtime(run_dir),
             "refinements": len(accepted),
             "first_refinement_step": min((r["step"] for r in accepted), default=None),
+            "refinement_attempts": len(attempts),
+            "gold_calls": sum(len(r["pairs"]) for r in attempts),
+            "judge_calls": sum(r.get("judge_calls", 0) for r in attempts),
+            "proposer_calls": sum(r.get("proposer_costs", {}).get("calls", 0) for r in attempts),
         })
         if pattern is not None:
             shares = pattern_share(run_dir / "overopt_samples.jsonl", pattern)
             share_axis.plot(list(shares), list(shares.values()), color=color, marker="o", label=name)
             rows[-1].update(pattern_first=shares[steps[0]], pattern_last=shares[steps[-1]])
-    if not any(row["refinements"] for row in rows):  # runs without online refinement: no columns for it
+    if not refined_any:  # runs without online refinement: no columns for it
         for row in rows:
-            del row["refinements"], row["first_refinement_step"]
+            for column in _REFINEMENT_COLUMNS:
+                del row[column]
     axis.set_ylabel("held-out score")
     axis.set_title("gold (solid) and proxy (dotted) scores on held-out prompts")
     axis.grid(alpha=0.3)

@@ -7,16 +7,20 @@
         rubrics_path: data/everyday/train_gold.jsonl
       proposer: {type: bank, bank_path: data/everyday/criteria_bank.jsonl}   # or {type: llm, endpoint: {...}}
       budgets: {prompts_per_round: 4, rounds_per_prompt: 3, cooldown_steps: 20, max_gold_calls: 400}
+      acceptance: {min_pairs: 6, holdout_fraction: 0.5, tie_credit: 0.5}   # tested on pairs the proposer never saw
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator, model_validator
 
 from rubric_rft.config_values import load_validated
 from rubric_rft.rubricgen.selection import SelectionConfig
+
+# Every buffered completion is the policy's; 12 pairs leave about 6 that the gold orders on a saturated prompt.
+_SELECTION_DEFAULTS = {"distinct_generators": False, "num_pairs": 12}
 
 
 class _Strict(BaseModel):
@@ -58,6 +62,23 @@ class Budgets(_Strict):
     max_proposer_calls: int | None = Field(default=100, ge=0, description="Proposer requests per run; null: no cap.")
 
 
+class Acceptance(_Strict):
+    """How a proposal is tested. The gold-ordered pairs are split: the proposer sees `1 - holdout_fraction` of them,
+    and the change is accepted only when it orders the held-out rest better than the current rubric (0: tested on
+    the pairs it was chosen on). Fewer than `min_pairs` gold-ordered pairs in all: no attempt. A pair a rubric ties
+    counts `tie_credit`."""
+
+    min_pairs: int = Field(default=6, ge=1, description="Gold-ordered pairs needed, proposal and held-out together.")
+    holdout_fraction: float = Field(default=0.5, ge=0, lt=1, description="Share of the pairs kept for the test.")
+    tie_credit: float = Field(default=0.5, ge=0, le=1, description="Credit for a pair a rubric scores equal.")
+
+    @model_validator(mode="after")
+    def _room_for_both(self) -> Acceptance:
+        if self.holdout_fraction > 0 and self.min_pairs < 2:
+            raise ValueError("min_pairs must be at least 2 when holdout_fraction > 0: one pair shown, one held out")
+        return self
+
+
 class GoldSource(_Strict):
     judge: dict[str, Any] | str = Field(
         default_factory=lambda: {"backend": "rubric"},
@@ -87,7 +108,8 @@ class RefinementConfig(_Strict):
     spread: SpreadTrigger = Field(default_factory=SpreadTrigger)
     monitor: MonitorTrigger = Field(default_factory=MonitorTrigger)
     budgets: Budgets = Field(default_factory=Budgets)
-    selection: SelectionConfig = Field(default_factory=lambda: SelectionConfig(distinct_generators=False))
+    selection: SelectionConfig = Field(default_factory=lambda: SelectionConfig(**_SELECTION_DEFAULTS))
+    acceptance: Acceptance = Field(default_factory=Acceptance, validate_default=True)
     gold: GoldSource = Field(default_factory=GoldSource)
     proposer: ProposerConfig
     judge: dict[str, Any] | str | None = Field(
@@ -98,13 +120,22 @@ class RefinementConfig(_Strict):
     @field_validator("selection", mode="before")
     @classmethod
     def _same_generator(cls, value: Any) -> Any:
-        return {"distinct_generators": False, **value} if isinstance(value, dict) else value
+        return {**_SELECTION_DEFAULTS, **value} if isinstance(value, dict) else value
 
     @model_validator(mode="after")
     def _policy_pairs(self) -> RefinementConfig:
         if self.selection.distinct_generators:
             raise ValueError("selection.distinct_generators must be false: every buffered completion is the policy's")
         return self
+
+    @field_validator("acceptance")
+    @classmethod
+    def _enough_pairs_selected(cls, acceptance: Acceptance, info: ValidationInfo) -> Acceptance:
+        selection = info.data.get("selection")
+        if selection is not None and selection.num_pairs < acceptance.min_pairs:
+            raise ValueError(f"min_pairs ({acceptance.min_pairs}) is above selection.num_pairs "
+                             f"({selection.num_pairs}): no prompt could ever be refined")
+        return acceptance
 
 
 def load_refinement_config(value: str | dict[str, Any] | RefinementConfig) -> RefinementConfig:

@@ -1,8 +1,9 @@
 """Who proposes a rubric change for a saturated prompt, behind one protocol.
 
 A proposer is shown the gold-ordered pairs (better, worse) and returns a rubric's new criteria, or none. It never
-decides whether the change is kept: the refinement step accepts a proposal only when it orders the gold-preferred
-pairs better than the current rubric does (`rubric_rft.training.refinement.refine`).
+decides whether the change is kept: the refinement step accepts a proposal only when it orders held-out
+gold-preferred pairs, which the proposer never sees, better than the current rubric does
+(`rubric_rft.training.refinement.refine`).
 
 - `LLMProposer`: the rubric tools' proposer (`RubricProposer.refine`), its edits applied by `apply_edits`;
 - `BankProposer`: no model; from a bank of candidate criteria per prompt, the one criterion that, added, orders
@@ -107,8 +108,8 @@ class BankProposer:
         if best is None:
             return Proposal(None, "no criterion of the bank orders the pairs better", {"tried": tried})
         after, chosen = best
-        reason = (f"added {chosen.id!r} from the bank: it orders {after:.0%} of the gold-preferred pairs as the gold "
-                  f"does (the rubric: {before:.0%})")
+        reason = (f"added {chosen.id!r} from the bank: agreement with the gold {after:.2f} on the pairs shown "
+                  f"(the rubric: {before:.2f})")
         return Proposal([*rubric.criteria, chosen], reason, {"added": chosen.model_dump(mode="json"),
                                                               "tried": tried})
 

@@ -3,15 +3,18 @@ acceptance test.
 
 The pairs are great and diverse pairs among the completions graded with the current rubric
 (`rubric_rft.rubricgen.selection`); the gold source orders each (ties and failures are left out). The
-*agreement* of a rubric is the share of gold-ordered pairs it scores strictly higher for the better response.
-A proposal is accepted only when its agreement is strictly above the current rubric's: a change that orders the
-policy's own best answers no better than before would only move the target. A failed gold, grading or proposer
-call is counted and reported, never read as a preference or an accepted edit.
+*agreement* of a rubric is the share of gold-ordered pairs it scores higher for the better response, a tie
+counting `acceptance.tie_credit`. The gold-ordered pairs are split at random (seeded): the proposer sees one part,
+and its proposal is accepted only when its agreement on the other, held-out part is strictly above the current
+rubric's. A proposer that picks the best of many criteria on a handful of pairs will often find one that fits them
+by chance; the held-out pairs catch it. A failed gold, grading or proposer call is counted and reported, never read
+as a preference or an accepted edit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +26,8 @@ from rubric_rft.rubricgen.records import Candidate
 from rubric_rft.rubricgen.scoring import score_responses
 from rubric_rft.rubricgen.selection import Scored, SelectionConfig, select_pairs
 from rubric_rft.rubrics.format import Criterion, Rubric
-from rubric_rft.training.refinement.proposers import Proposer
+from rubric_rft.training.refinement.config import Acceptance
+from rubric_rft.training.refinement.proposers import DirectedPair, Proposer
 from rubric_rft.training.refinement.tail_buffer import Entry
 
 
@@ -54,6 +58,17 @@ def scored_candidates(prompt_id: str, entries: Sequence[Entry]) -> list[Scored]:
     ]
 
 
+def split_pairs(count: int, holdout_fraction: float, seed: str) -> tuple[list[int], list[int]]:
+    """Positions of `count` pairs (shown to the proposer, held out for the test): a seeded shuffle, at least one in
+    each part when `holdout_fraction` > 0; with 0, both parts are every pair."""
+    if holdout_fraction == 0:
+        return list(range(count)), list(range(count))
+    order = list(range(count))
+    random.Random(f"holdout:{seed}").shuffle(order)
+    held = min(count - 1, max(1, round(holdout_fraction * count)))
+    return sorted(order[held:]), sorted(order[:held])
+
+
 async def refine_prompt(
     prompt_id: str,
     prompt: str,
@@ -64,6 +79,7 @@ async def refine_prompt(
     proposer: Proposer,
     judge: Judge | None,
     selection: SelectionConfig,
+    acceptance: Acceptance,
     max_criteria: int,
     gold_calls_left: int | None,
     seed: str,
@@ -82,25 +98,37 @@ async def refine_prompt(
     judged = list(zip(pairs, preferences, strict=True))
     record["pairs"] = [pair_record(pair, preferred, lambda c: c.response) for pair, preferred in judged]
     record["gold_failures"] = sum(p.error is not None for p in preferences)
-    directed = [d for d in (ordered_by_gold(pair, preferred) for pair, preferred in judged) if d is not None]
+    ordered = [(at, d) for at, d in enumerate(ordered_by_gold(pair, preferred) for pair, preferred in judged)
+               if d is not None]
+    directed = [d for _, d in ordered]
     if not directed:
         reason = "gold_failed" if record["gold_failures"] else "gold_ties"
         return _finish(outcome, "error" if record["gold_failures"] else "skipped", reason)
+    if len(directed) < acceptance.min_pairs:
+        return _finish(outcome, "skipped", f"too_few_pairs: {len(directed)} < {acceptance.min_pairs}")
+    shown_at, held_at = split_pairs(len(directed), acceptance.holdout_fraction, seed)
+    for part, use in ((shown_at, "proposal"), (held_at, "test")):
+        for position in part:
+            record["pairs"][ordered[position][0]].setdefault("use", []).append(use)
+    shown, held_out = [directed[i] for i in shown_at], [directed[i] for i in held_at]
     judge_costs = Costs()
 
-    async def agreement(candidate: Rubric) -> float | None:
-        texts = list(dict.fromkeys(t for b, w in directed for t in (b.candidate.response, w.candidate.response)))
-        grades = await score_responses(judge, prompt, candidate, texts)
-        judge_costs.calls += sum(g.judge_calls for g in grades)
-        if any(g.error for g in grades):
-            return None
-        score = dict(zip(texts, (g.score for g in grades), strict=True))
-        return gold_agreement(directed, lambda s: score[s.candidate.response])
+    def agreement_on(part: Sequence[DirectedPair]):
+        async def agreement(candidate: Rubric) -> float | None:
+            texts = list(dict.fromkeys(t for b, w in part for t in (b.candidate.response, w.candidate.response)))
+            grades = await score_responses(judge, prompt, candidate, texts)
+            judge_costs.calls += sum(g.judge_calls for g in grades)
+            if any(g.error for g in grades):
+                return None
+            score = dict(zip(texts, (g.score for g in grades), strict=True))
+            return gold_agreement(part, lambda s: score[s.candidate.response], acceptance.tie_credit)
+        return agreement
 
-    before = gold_agreement(directed)
-    record["agreement_before"] = before
+    fit_before = gold_agreement(shown, tie_credit=acceptance.tie_credit)
+    before = gold_agreement(held_out, tie_credit=acceptance.tie_credit)
+    record.update(fit_before=fit_before, agreement_before=before)
     try:
-        proposal = await proposer.propose(prompt_id, prompt, rubric, directed, agreement, before)
+        proposal = await proposer.propose(prompt_id, prompt, rubric, shown, agreement_on(shown), fit_before)
     finally:
         record["judge_calls"] = judge_costs.calls
     outcome.proposer = proposal.costs
@@ -112,7 +140,7 @@ async def refine_prompt(
         return _finish(outcome, "rejected", "no_proposal")
     if len(proposal.criteria) > max_criteria:
         return _finish(outcome, "rejected", f"max_criteria: {len(proposal.criteria)} > {max_criteria}")
-    after = await agreement(rubric.model_copy(update={"criteria": proposal.criteria}))
+    after = await agreement_on(held_out)(rubric.model_copy(update={"criteria": proposal.criteria}))
     record["judge_calls"] = judge_costs.calls
     if after is None:
         return _finish(outcome, "error", "grading the proposed rubric failed")

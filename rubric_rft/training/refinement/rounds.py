@@ -81,7 +81,7 @@ async def run_round(
         outcome = await refine_prompt(
             prompt_id, prompts[prompt_id], rubric, entries,
             gold=gold, proposer=proposer, judge=judge, selection=config.selection,
-            max_criteria=budgets.max_criteria,
+            acceptance=config.acceptance, max_criteria=budgets.max_criteria,
             gold_calls_left=None if budgets.max_gold_calls is None else budgets.max_gold_calls - state.gold_calls,
             seed=f"{config.seed}:{step}:{prompt_id}",
         )
