@@ -452,7 +452,15 @@ def test_the_shipped_bank_covers_every_everyday_prompt_with_rules():
 def test_a_bank_file_error_names_the_line(tmp_path):
     path = tmp_path / "bank.jsonl"
     path.write_text(json.dumps({"prompt_id": "tea", "criteria": [{"id": "x", "text": "x", "weight": 0}]}) + "\n")
-    with pytest.raises(ValueError, match=r"bank\.jsonl:1: criteria: .*weight"):
+    with pytest.raises(ValueError, match=r"bank\.jsonl:1: criteria\.0\.weight: "):
+        load_bank(path)
+    twice = {"id": "x", "text": "x", "weight": 1, "kind": "rule", "check": {"type": "word_count", "min": 1}}
+    path.write_text(json.dumps({"prompt_id": "tea", "criteria": [twice]}) + "\n"
+                    + json.dumps({"prompt_id": "egg", "criteria": [twice, twice]}) + "\n")
+    with pytest.raises(ValueError, match=r"bank\.jsonl:2: criteria: .*criterion ids repeated: \['x'\]"):
+        load_bank(path)
+    path.write_text(json.dumps({"criteria": []}) + "\n")
+    with pytest.raises(ValueError, match=r"bank\.jsonl:1: prompt_id: Field required"):
         load_bank(path)
 
 

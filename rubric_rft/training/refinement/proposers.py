@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from rubric_rft.llm.costs import Costs
 from rubric_rft.llm.endpoint import load_endpoint
@@ -25,7 +25,7 @@ from rubric_rft.rubricgen.edits import EditError, apply_edits
 from rubric_rft.rubricgen.prompts import ShownPair
 from rubric_rft.rubricgen.proposer import RubricProposer
 from rubric_rft.rubricgen.selection import Scored
-from rubric_rft.rubrics.format import Criterion, Rubric, RubricFileError, describe_validation_error, iter_json_records
+from rubric_rft.rubrics.format import Criterion, Rubric, iter_json_records, validated_record
 from rubric_rft.training.refinement.config import BankProposerConfig, LLMProposerConfig
 
 # (better, worse) by the gold source, each scored by the current rubric
@@ -117,21 +117,30 @@ class BankProposer:
         pass
 
 
+class BankRecord(BaseModel):
+    """One line of a criteria bank: a prompt's candidate criteria, ids unique within it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_id: str
+    criteria: list[Criterion]
+
+    @field_validator("criteria")
+    @classmethod
+    def _unique_ids(cls, criteria: list[Criterion]) -> list[Criterion]:
+        ids = [c.id for c in criteria]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"criterion ids repeated: {repeated}")
+        return criteria
+
+
 def load_bank(path: str | Path) -> dict[str, list[Criterion]]:
     """A criteria bank: JSONL records `{prompt_id, criteria: [...]}`; errors name the file, line and field."""
     bank: dict[str, list[Criterion]] = {}
     for where, record in iter_json_records(Path(path)):
-        if "prompt_id" not in record or not isinstance(record.get("criteria"), list):
-            raise RubricFileError(f"{where}: a bank record needs 'prompt_id' and a list 'criteria'")
-        try:
-            criteria = [Criterion.model_validate(c) for c in record["criteria"]]
-        except ValidationError as exc:
-            raise RubricFileError(f"{where}: criteria: {describe_validation_error(exc)}") from None
-        ids = [c.id for c in criteria]
-        repeated = sorted({i for i in ids if ids.count(i) > 1})
-        if repeated:
-            raise RubricFileError(f"{where}: criterion ids repeated: {repeated}")
-        bank.setdefault(str(record["prompt_id"]), []).extend(criteria)
+        entry = validated_record(where, record, BankRecord)
+        bank.setdefault(entry.prompt_id, []).extend(entry.criteria)
     return bank
 
 
