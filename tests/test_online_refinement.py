@@ -321,6 +321,21 @@ def test_cooldown_rounds_and_prompts_per_round_stop_refinement_and_say_so():
     assert state.attempts == {"tea": 1, "egg": 1, "rice": 1} and proposer.asked == 3
 
 
+def test_a_prompt_is_tried_again_only_on_completions_written_since_its_last_attempt():
+    store, buffer, prompts = saturated_world()  # completions of step 4
+    state = RefinementState()
+    cfg = config(budgets={"cooldown_steps": 0})
+    proposer = FixedProposer(POLITE)  # never improves: the prompt stays saturated
+    assert round_(store, buffer, prompts, state, cfg, proposer, step=5).records[0]["reason"] == "no_improvement"
+    # the same completions again: another draw of pairs and of the held-out split is no new evidence
+    [again] = round_(store, buffer, prompts, state, cfg, proposer, step=10).records
+    assert (again["status"], again["reason"]) == ("skipped", "no_new_completions") and "pairs" not in again
+    assert state.attempts == {"tea": 1} and proposer.asked == 1
+    fill(buffer, store, "tea", SPECIFIC + VAGUE, step=12)
+    [fresh] = round_(store, buffer, prompts, state, cfg, proposer, step=15).records
+    assert fresh["reason"] == "no_improvement" and state.attempts == {"tea": 2} and proposer.asked == 2
+
+
 def test_gold_and_proposer_budgets_stop_refinement():
     store, buffer, prompts = saturated_world(("tea", "egg"))
     state = RefinementState()
@@ -333,6 +348,8 @@ def test_gold_and_proposer_budgets_stop_refinement():
     result = round_(store, buffer, prompts, state, config(budgets={"max_proposer_calls": 1}), FixedProposer(POLITE))
     assert [r["reason"] for r in result.records] == ["no_improvement", "proposer_budget"]
     bank = BankProposer({"tea": [SPECIFICS], "egg": [SPECIFICS]})  # asks no model: the proposer budget is not its
+    for pid in ("tea", "egg"):
+        fill(buffer, store, pid, SPECIFIC + VAGUE, step=29)
     result = round_(store, buffer, prompts, state, config(budgets={"max_proposer_calls": 1}), bank, step=30)
     assert [r["status"] for r in result.records] == ["accepted", "accepted"]
 

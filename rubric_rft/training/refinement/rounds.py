@@ -1,9 +1,10 @@
 """A refinement round: which prompts are refined at this step, within which budgets, and what changes.
 
 Every prompt in the buffer gets a decision with its reason: not triggered (too few completions under the current
-rubric, not saturated), skipped (cooldown, rounds per prompt, prompts per round, gold or proposer budget, no
-pairs), or refined (accepted, rejected, error). Prompts are looked at in the order they were first buffered, so
-a round is reproducible. Runs on the main process; the counts it keeps (`RefinementState`) go into checkpoints.
+rubric, not saturated), skipped (cooldown, rounds per prompt, no completions since the last attempt, prompts per
+round, gold or proposer budget, no pairs, too few pairs), or refined (accepted, rejected, error). Prompts are
+looked at in the order they were first buffered, so a round is reproducible. Runs on the main process; the
+counts it keeps (`RefinementState`) go into checkpoints.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rubric_rft.rubrics.store import RubricStore, RubricUpdate
 from rubric_rft.training.refinement.config import RefinementConfig
 from rubric_rft.training.refinement.proposers import Proposer
 from rubric_rft.training.refinement.refine import refine_prompt
-from rubric_rft.training.refinement.tail_buffer import TailBuffer
+from rubric_rft.training.refinement.tail_buffer import Entry, TailBuffer
 from rubric_rft.training.refinement.trigger import check
 
 
@@ -73,7 +74,7 @@ async def run_round(
             result.records.append({**base, "status": "not_triggered", "reason": trigger.reason})
             continue
         base["trigger"] = trigger.reason
-        skip = _budget_skip(prompt_id, step, refined, state, config, proposer)
+        skip = _budget_skip(prompt_id, step, refined, state, config, proposer, entries)
         if skip is not None:
             result.records.append({**base, "status": "skipped", "reason": skip})
             continue
@@ -104,13 +105,16 @@ async def run_round(
 
 
 def _budget_skip(prompt_id: str, step: int, refined: int, state: RefinementState, config: RefinementConfig,
-                 proposer: Proposer) -> str | None:
+                 proposer: Proposer, entries: list[Entry]) -> str | None:
     budgets = config.budgets
     last = state.last_attempt.get(prompt_id)
     if last is not None and step - last < budgets.cooldown_steps:
         return "cooldown"
     if state.attempts.get(prompt_id, 0) >= budgets.rounds_per_prompt:
         return "rounds_per_prompt"
+    if last is not None and max(entry.step for entry in entries) < last:
+        # graded before the last attempt: trying again would only redraw the pairs and the held-out split
+        return "no_new_completions"
     if refined >= budgets.prompts_per_round:
         return "prompts_per_round"
     if budgets.max_gold_calls is not None and state.gold_calls >= budgets.max_gold_calls:
