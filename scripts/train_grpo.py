@@ -160,9 +160,10 @@ def _refinement(script_args: RubricArguments, training_args: GRPOConfig, train_d
         raise ValueError("refinement: online rubric refinement changes rubrics, so it needs the rubric reward "
                          "(reward: {type: rubric}), not a reward model")
     rows = train_dataset.select_columns(["prompt_id", "prompt"])
-    prompts = {row["prompt_id"]: render_prompt(row["prompt"]) for row in rows}
+    prompts = {row["prompt_id"]: row["prompt"] for row in rows}
     callback = OnlineRefinementCallback(config, reward.store, prompts, training_args.output_dir,
-                                        judge=script_args.judge, monitor=monitor)
+                                        judge=script_args.judge, monitor=monitor,
+                                        max_new_tokens=training_args.max_completion_length)
     reward.on_graded = callback.buffer.on_graded
     return callback
 

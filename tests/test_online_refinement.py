@@ -546,6 +546,57 @@ def test_the_callback_with_an_llm_proposer_and_judge_works_on_each_steps_fresh_l
     assert callback.state.proposer_calls == 2 and callback.state.accepted == 2
 
 
+UP_DOWN = [{"step": 0, "proxy": 0.5, "gold": 0.6}, {"step": 2, "proxy": 0.7, "gold": 0.5},
+           {"step": 4, "proxy": 0.9, "gold": 0.4}]
+
+
+def test_when_the_monitor_fires_prompts_not_answered_lately_are_answered_now(tmp_path, tiny_model_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    policy = (AutoModelForCausalLM.from_pretrained(tiny_model_path), AutoTokenizer.from_pretrained(tiny_model_path))
+    pids = ("tea", "egg", "rice", "soup")
+    base = write_world(tmp_path, pids)
+    settings = {**base.model_dump(), "monitor": {"enabled": True},
+                "fresh_samples": {"enabled": True, "prompts": 2, "samples_per_prompt": 4, "max_new_tokens": 6}}
+    cfg = RefinementConfig.model_validate(settings)
+
+    def world(history):
+        store = RubricStore.from_rows([{"prompt_id": p, "rubric": weak(p)} for p in pids])
+        callback = OnlineRefinementCallback(cfg, store, {p: [{"role": "user", "content": f"How do I make {p}?"}]
+                                                         for p in pids}, tmp_path / "out",
+                                            monitor=SimpleNamespace(history=history))
+        fill(callback.buffer, store, "tea", SPECIFIC[:2] + VAGUE[:2], step=3)  # answered lately: not again
+        return store, callback
+
+    store, callback = world(UP_DOWN)
+    callback.refine(5, is_main=True, policy=policy)
+    [sampled, *decisions] = records(tmp_path / "out")
+    assert (sampled["status"], sampled["prompt_ids"], sampled["completions"]) == ("sampled", ["egg", "rice"], 8)
+    assert sampled["grading_failures"] == 0 and sampled["generation_s"] > 0
+    for pid in ("egg", "rice"):  # graded with the current rubric, buffered as this step's completions
+        entries = callback.buffer.entries(pid, version=1)
+        assert len(entries) == 4 and {e.step for e in entries} == {5}
+    assert callback.buffer.entries("soup") == []  # two prompts a step: soup waits
+    decided = {r["prompt_id"]: r for r in decisions}
+    assert list(decided) == ["egg", "rice", "tea"]  # the answers just paid for come first
+    assert decided["tea"]["trigger"] == "saturation"  # its own answers all pass the weak rubric
+    assert decided["egg"]["trigger"] == decided["rice"]["trigger"] == "monitor_divergence"
+
+    (tmp_path / "out" / RECORDS_FILE).unlink()
+    store, callback = world(UP_DOWN[:2])  # the monitor has not seen the proxy rise while the gold fell
+    callback.refine(5, is_main=True, policy=policy)
+    assert "sampled" not in {r["status"] for r in records(tmp_path / "out")}
+    assert callback.buffer.prompt_ids() == ["tea"]
+
+
+def test_fresh_samples_need_the_monitor_trigger_and_enough_samples_to_trigger():
+    with pytest.raises(ValueError, match="enable monitor too"):
+        config(fresh_samples={"enabled": True})
+    with pytest.raises(ValueError, match=r"samples_per_prompt \(2\) is below min_completions \(4\)"):
+        config(monitor={"enabled": True}, fresh_samples={"enabled": True, "samples_per_prompt": 2})
+    assert config(monitor={"enabled": True}, fresh_samples={"enabled": True}).fresh_samples.prompts == 8
+
+
 def test_state_and_rubrics_survive_a_kill_and_resume(tmp_path):
     """Unit level: the callback's and the store's checkpoint files, then a fresh callback and store resume."""
     cfg = write_world(tmp_path, ("tea", "egg"))

@@ -2,7 +2,9 @@
 when they saturate.
 
 Every `refine_steps` optimizer steps, on every rank at the same step boundary: the tail buffers are gathered to
-the main process, which decides and refines (`rubric_rft.training.refinement.rounds`, on a fresh event loop whose
+the main process; when `fresh_samples` is on and the monitor trigger fires, prompts not answered lately are
+answered now (`rubric_rft.training.refinement.fresh`, every rank generating its share); the main process decides
+and refines (`rubric_rft.training.refinement.rounds`, on a fresh event loop whose
 clients are closed after it), and the accepted rubrics go to every rank through `RubricStore.apply`, so from the
 next step on every rank grades with the same versions. Each decision is appended to
 `OUTPUT_DIR/refinements.jsonl` and counted in W&B when a run is active. The callback's state (budgets spent,
@@ -16,18 +18,24 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from accelerate.utils import broadcast_object_list
 from transformers import TrainerCallback
 
 from rubric_rft.judges.registry import build_judge, load_judge_config
+from rubric_rft.llm.generation import Messages
+from rubric_rft.reward.rubric_reward import RubricReward
 from rubric_rft.rubricgen.gold import build_gold
+from rubric_rft.rubrics.datasets import as_messages, render_prompt
 from rubric_rft.rubrics.format import Rubric, write_json_atomic
 from rubric_rft.rubrics.store import RubricStore
 from rubric_rft.training.monitor import report
+from rubric_rft.training.refinement import fresh
 from rubric_rft.training.refinement.config import RefinementConfig
 from rubric_rft.training.refinement.proposers import build_proposer
 from rubric_rft.training.refinement.rounds import RefinementState, run_round
@@ -41,23 +49,27 @@ RECORDS_FILE = "refinements.jsonl"
 
 
 class OnlineRefinementCallback(TrainerCallback):
-    """`prompts` maps each training prompt id to its text; `judge` (the training judge config) grades llm criteria
-    when rubrics are compared, unless `config.judge` names another; `monitor` (an `OverOptimizationMonitor`) feeds
-    the monitor trigger. The reward feeds `buffer` through its `on_graded` hook."""
+    """`prompts` maps each training prompt id to its prompt (text or chat messages); `judge` (the training judge
+    config) grades llm criteria when rubrics are compared, unless `config.judge` names another; `monitor` (an
+    `OverOptimizationMonitor`) feeds the monitor trigger; `max_new_tokens` bounds fresh answers unless
+    `fresh_samples.max_new_tokens` does. The reward feeds `buffer` through its `on_graded` hook."""
 
     def __init__(
         self,
         config: RefinementConfig,
         store: RubricStore,
-        prompts: Mapping[str, str],
+        prompts: Mapping[str, str | Messages],
         output_dir: str | Path,
         *,
         judge: dict | str | None = None,
         monitor=None,
+        max_new_tokens: int = 256,
     ) -> None:
         self.config = config
         self.store = store
-        self.prompts = dict(prompts)
+        self.prompts = {prompt_id: render_prompt(prompt) for prompt_id, prompt in prompts.items()}
+        self.messages = {prompt_id: as_messages(prompt) for prompt_id, prompt in prompts.items()}
+        self.max_new_tokens = max_new_tokens
         self.output_dir = Path(output_dir)
         self.judge_config = config.judge if config.judge is not None else judge
         self.monitor = monitor
@@ -68,7 +80,8 @@ class OnlineRefinementCallback(TrainerCallback):
     # ----- trainer events -------------------------------------------------------------------------------------
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.config.refine_steps == 0:
-            self.refine(state.global_step, state.is_world_process_zero)
+            self.refine(state.global_step, state.is_world_process_zero,
+                        policy=(kwargs.get("model"), kwargs.get("processing_class")))
         return control
 
     def on_save(self, args, state, control, **kwargs):
@@ -78,26 +91,49 @@ class OnlineRefinementCallback(TrainerCallback):
         return control
 
     # ----- the loop -------------------------------------------------------------------------------------------
-    def refine(self, step: int, is_main: bool) -> list[Rubric]:
-        """One refinement step; call on every rank. Returns the new rubric versions (the same on every rank)."""
+    def refine(self, step: int, is_main: bool, policy: tuple[Any, Any] | None = None) -> list[Rubric]:
+        """One refinement step; call on every rank. `policy` (model, tokenizer) answers prompts for fresh samples.
+        Returns the new rubric versions (the same on every rank)."""
         self.buffer.gather()
+        diverging = self.config.monitor.enabled and self.monitor is not None and monitor_diverging(
+            self.monitor.history, self.config.monitor.window)  # the monitor's history is the same on every rank
+        answered = None
+        if diverging and self.config.fresh_samples.enabled and policy is not None and policy[0] is not None:
+            answered = self._answer(step, is_main, *policy)
         updates = None
         if is_main:
-            result = asyncio.run(self._round(step))
+            result = asyncio.run(self._round(step, diverging, answered))
             updates = result.updates
             self._report(step, result.records)
         return self.store.apply(updates)
 
-    async def _round(self, step: int):
+    def _answer(self, step: int, is_main: bool, model, tokenizer) -> tuple[list[str], list[str], float] | None:
+        """Every rank: the prompts the main process chose, answered (see `rubric_rft.training.refinement.fresh`)."""
+        chosen = fresh.prompts_to_answer(step, list(self.prompts), self.buffer, self.store, self.state.attempts,
+                                         self.state.last_attempt, self.config) if is_main else None
+        chosen = broadcast_object_list([chosen])[0]
+        if not chosen:
+            return None
+        started = time.perf_counter()
+        texts = fresh.answer(model, tokenizer, [self.messages[p] for p in chosen], self.config,
+                             self.max_new_tokens, seed=self.config.seed + step)
+        return chosen, texts, time.perf_counter() - started
+
+    async def _round(self, step: int, diverging: bool, answered: tuple[list[str], list[str], float] | None):
         gold, proposer, judge = self._build()
         async with contextlib.AsyncExitStack() as clients:  # each round runs on a fresh loop: close on it
             for client in (gold, proposer, judge):
                 if client is not None:
                     clients.push_async_callback(client.aclose)
-            diverging = self.config.monitor.enabled and self.monitor is not None and monitor_diverging(
-                self.monitor.history, self.config.monitor.window)
-            return await run_round(step, self.buffer, self.store, self.prompts, self.state, self.config,
-                                   gold=gold, proposer=proposer, judge=judge, diverging=diverging)
+            sampled = []
+            if answered is not None:
+                sampled.append(await fresh.grade_into_buffer(step, answered[0], self.prompts, answered[1],
+                                                             RubricReward(judge), self.store, self.buffer,
+                                                             answered[2]))
+            result = await run_round(step, self.buffer, self.store, self.prompts, self.state, self.config,
+                                     gold=gold, proposer=proposer, judge=judge, diverging=diverging)
+            result.records[:0] = sampled
+            return result
 
     def _build(self):
         """The gold source, the proposer and the judge, built on the main process at the first round."""
@@ -116,7 +152,10 @@ class OnlineRefinementCallback(TrainerCallback):
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         statuses = Counter(r["status"] for r in records)
         for record in records:
-            if record["status"] not in {"not_triggered"}:
+            if record["status"] == "sampled":
+                logger.info("refinement step %d: answered %s (%d completions)", step, ", ".join(record["prompt_ids"]),
+                            record["completions"])
+            elif record["status"] != "not_triggered":
                 logger.info("refinement step %d, %s: %s (%s)", step, record["prompt_id"], record["status"],
                             record.get("reason"))
         run = report.wandb_run()

@@ -8,6 +8,8 @@
       proposer: {type: bank, bank_path: data/everyday/criteria_bank.jsonl}   # or {type: llm, endpoint: {...}}
       budgets: {prompts_per_round: 4, rounds_per_prompt: 3, cooldown_steps: 20, max_gold_calls: 400}
       acceptance: {min_pairs: 6, holdout_fraction: 0.5, tie_credit: 0.5}   # tested on pairs the proposer never saw
+      monitor: {enabled: true}              # the monitor's proxy up, gold down: every prompt is a candidate...
+      fresh_samples: {enabled: true}        # ...and prompts not answered lately are answered now
 """
 
 from __future__ import annotations
@@ -51,6 +53,20 @@ class MonitorTrigger(_Strict):
 
     enabled: bool = False
     window: int = Field(default=3, ge=2)
+
+
+class FreshSamples(_Strict):
+    """When the monitor trigger fires, up to `prompts` prompts the policy has not answered under their current
+    rubric (too few buffered completions: a prompt's next visit may be far off) are answered now,
+    `samples_per_prompt` times each, graded with their rubric and buffered, so they can be refined at this step.
+    Prompts in their cooldown or out of rounds are passed over; the rest come in dataset order."""
+
+    enabled: bool = False
+    prompts: int = Field(default=8, ge=1, description="Prompts answered at one refinement step.")
+    samples_per_prompt: int = Field(default=8, ge=2)
+    temperature: float = Field(default=1.0, gt=0)
+    max_new_tokens: int | None = Field(default=None, ge=1, description="Null: the training max_completion_length.")
+    batch_size: int = Field(default=16, ge=1)
 
 
 class Budgets(_Strict):
@@ -107,6 +123,7 @@ class RefinementConfig(_Strict):
     saturation: SaturationTrigger = Field(default_factory=SaturationTrigger)
     spread: SpreadTrigger = Field(default_factory=SpreadTrigger)
     monitor: MonitorTrigger = Field(default_factory=MonitorTrigger)
+    fresh_samples: FreshSamples = Field(default_factory=FreshSamples)
     budgets: Budgets = Field(default_factory=Budgets)
     selection: SelectionConfig = Field(default_factory=lambda: SelectionConfig(**_SELECTION_DEFAULTS))
     acceptance: Acceptance = Field(default_factory=Acceptance, validate_default=True)
@@ -126,6 +143,11 @@ class RefinementConfig(_Strict):
     def _policy_pairs(self) -> RefinementConfig:
         if self.selection.distinct_generators:
             raise ValueError("selection.distinct_generators must be false: every buffered completion is the policy's")
+        if self.fresh_samples.enabled and not self.monitor.enabled:
+            raise ValueError("fresh_samples answers prompts when the monitor trigger fires: enable monitor too")
+        if self.fresh_samples.enabled and self.fresh_samples.samples_per_prompt < self.min_completions:
+            raise ValueError(f"fresh_samples.samples_per_prompt ({self.fresh_samples.samples_per_prompt}) is below "
+                             f"min_completions ({self.min_completions}): the answered prompts could never trigger")
         return self
 
     @field_validator("acceptance")

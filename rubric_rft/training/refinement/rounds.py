@@ -3,8 +3,9 @@
 Every prompt in the buffer gets a decision with its reason: not triggered (too few completions under the current
 rubric, not saturated), skipped (cooldown, rounds per prompt, no completions since the last attempt, prompts per
 round, gold or proposer budget, no pairs, too few pairs), or refined (accepted, rejected, error). Prompts are
-looked at in the order they were first buffered, so a round is reproducible. Runs on the main process; the
-counts it keeps (`RefinementState`) go into checkpoints.
+looked at newest completions first (prompts answered for this round first of all, so the round's slots go to the
+answers just paid for), in the order they were first buffered among equals, so a round is reproducible. Runs on
+the main process; the counts it keeps (`RefinementState`) go into checkpoints.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ async def run_round(
     state.step = step
     result = Round([], [])
     refined = 0
-    for prompt_id in buffer.prompt_ids():
+    newest = {prompt_id: max(e.step for e in buffer.entries(prompt_id)) for prompt_id in buffer.prompt_ids()}
+    for prompt_id in sorted(newest, key=lambda prompt_id: -newest[prompt_id]):  # stable: first buffered among equals
         if prompt_id not in store:
             continue
         rubric = store.rubric_for(prompt_id)
