@@ -106,6 +106,8 @@ def test_the_report_and_the_monitor_plot_mark_the_accepted_rubric_refinements(tw
         {"step": 2, "prompt_id": "p1", "status": "rejected", "reason": "no_improvement", **attempt},
         {"step": 4, "prompt_id": "p1", "status": "accepted", "reason": "improved_agreement", **attempt},
         {"step": 4, "prompt_id": "p2", "status": "not_triggered", "reason": "not_saturated"},
+        {"step": 4, "prompt_id": None, "status": "sampled", "prompt_ids": ["p2"], "completions": 8,
+         "generation_s": 1.5},
     ]
     (rubric / "refinements.jsonl").write_text("".join(json.dumps(d) + "\n" for d in decisions))
     assert [r["step"] for r in refinements(rubric)] == [2, 4] and refinements(bt) == []
@@ -113,8 +115,9 @@ def test_the_report_and_the_monitor_plot_mark_the_accepted_rubric_refinements(tw
     rows = {row["run"]: row for row in compare_runs([bt, rubric], tmp_path / "cmp")}
     assert (rows["rubric"]["refinements"], rows["rubric"]["first_refinement_step"]) == (2, 2)
     assert (rows["bt"]["refinements"], rows["bt"]["first_refinement_step"]) == (0, None)
-    costs = ("refinement_attempts", "gold_calls", "judge_calls", "proposer_calls")
-    assert [rows["rubric"][c] for c in costs] == [3, 18, 0, 3] and [rows["bt"][c] for c in costs] == [0] * 4
+    costs = ("refinement_attempts", "gold_calls", "judge_calls", "proposer_calls", "fresh_answers",
+             "fresh_generation_s")
+    assert [rows["rubric"][c] for c in costs] == [3, 18, 0, 3, 8, 1.5] and [rows["bt"][c] for c in costs] == [0] * 6
     assert main(["overopt-report", str(bt), str(rubric), "--out", str(tmp_path / "cmp2")]) == 0
     assert "refinements" in capsys.readouterr().out
 

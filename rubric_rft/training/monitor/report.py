@@ -175,7 +175,7 @@ def pattern_share(samples_path: Path, pattern: re.Pattern) -> dict[int, float]:
 
 
 _REFINEMENT_COLUMNS = ("refinements", "first_refinement_step", "refinement_attempts", "gold_calls", "judge_calls",
-                       "proposer_calls")
+                       "proposer_calls", "fresh_answers", "fresh_generation_s")
 
 
 def compare_runs(run_dirs: list[Path], out_prefix: Path, pattern: re.Pattern | None = None) -> list[dict[str, Any]]:
@@ -231,6 +231,8 @@ def compare_runs(run_dirs: list[Path], out_prefix: Path, pattern: re.Pattern | N
             "gold_calls": sum(len(r["pairs"]) for r in attempts),
             "judge_calls": sum(r.get("judge_calls", 0) for r in attempts),
             "proposer_calls": sum(r.get("proposer_costs", {}).get("calls", 0) for r in attempts),
+            "fresh_answers": sum(r["completions"] for r in records if r.get("status") == "sampled"),
+            "fresh_generation_s": sum(r["generation_s"] for r in records if r.get("status") == "sampled"),
         })
         if pattern is not None:
             shares = pattern_share(run_dir / "overopt_samples.jsonl", pattern)
