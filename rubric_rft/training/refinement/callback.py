@@ -109,8 +109,8 @@ class OnlineRefinementCallback(TrainerCallback):
 
     def _answer(self, step: int, is_main: bool, model, tokenizer) -> tuple[list[str], list[str], float] | None:
         """Every rank: the prompts the main process chose, answered (see `rubric_rft.training.refinement.fresh`)."""
-        chosen = fresh.prompts_to_answer(step, list(self.prompts), self.buffer, self.store, self.state.attempts,
-                                         self.state.last_attempt, self.config) if is_main else None
+        chosen = fresh.prompts_to_answer(step, list(self.prompts), self.buffer, self.store, self.state,
+                                         self.config) if is_main else None
         chosen = broadcast_object_list([chosen])[0]
         if not chosen:
             return None

@@ -21,25 +21,21 @@ from rubric_rft.llm.generation import Messages, generate_on_every_rank
 from rubric_rft.reward.rubric_reward import RubricReward
 from rubric_rft.rubrics.store import RubricStore
 from rubric_rft.training.refinement.config import RefinementConfig
+from rubric_rft.training.refinement.rounds import RefinementState, resting
 from rubric_rft.training.refinement.tail_buffer import TailBuffer
 
 
 def prompts_to_answer(step: int, prompt_ids: Sequence[str], buffer: TailBuffer, store: RubricStore,
-                      attempts: Mapping[str, int], last_attempt: Mapping[str, int],
-                      config: RefinementConfig) -> list[str]:
+                      state: RefinementState, config: RefinementConfig) -> list[str]:
     """The prompts to answer at `step` (see the module docstring), in `prompt_ids` order."""
-    budgets, chosen = config.budgets, []
+    chosen = []
     for prompt_id in prompt_ids:
         if len(chosen) == config.fresh_samples.prompts:
             break
-        if prompt_id not in store:
+        if prompt_id not in store or resting(prompt_id, step, state, config.budgets) is not None:
             continue
-        current = buffer.entries(prompt_id, version=store.rubric_for(prompt_id).version)
-        last = last_attempt.get(prompt_id)
-        if (len(current) >= config.min_completions or attempts.get(prompt_id, 0) >= budgets.rounds_per_prompt
-                or (last is not None and step - last < budgets.cooldown_steps)):
-            continue
-        chosen.append(prompt_id)
+        if len(buffer.entries(prompt_id, version=store.rubric_for(prompt_id).version)) < config.min_completions:
+            chosen.append(prompt_id)
     return chosen
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from rubric_rft.judges.base import Judge
 from rubric_rft.rubricgen.gold import Preference
 from rubric_rft.rubrics.store import RubricStore, RubricUpdate
-from rubric_rft.training.refinement.config import RefinementConfig
+from rubric_rft.training.refinement.config import Budgets, RefinementConfig
 from rubric_rft.training.refinement.proposers import Proposer
 from rubric_rft.training.refinement.refine import refine_prompt
 from rubric_rft.training.refinement.tail_buffer import Entry, TailBuffer
@@ -106,14 +106,23 @@ async def run_round(
     return result
 
 
-def _budget_skip(prompt_id: str, step: int, refined: int, state: RefinementState, config: RefinementConfig,
-                 proposer: Proposer, entries: list[Entry]) -> str | None:
-    budgets = config.budgets
+def resting(prompt_id: str, step: int, state: RefinementState, budgets: Budgets) -> str | None:
+    """Why `prompt_id` may not be attempted at `step`, whatever its answers (cooling down, out of rounds), or None."""
     last = state.last_attempt.get(prompt_id)
     if last is not None and step - last < budgets.cooldown_steps:
         return "cooldown"
     if state.attempts.get(prompt_id, 0) >= budgets.rounds_per_prompt:
         return "rounds_per_prompt"
+    return None
+
+
+def _budget_skip(prompt_id: str, step: int, refined: int, state: RefinementState, config: RefinementConfig,
+                 proposer: Proposer, entries: list[Entry]) -> str | None:
+    budgets = config.budgets
+    rest = resting(prompt_id, step, state, budgets)
+    if rest is not None:
+        return rest
+    last = state.last_attempt.get(prompt_id)
     if last is not None and max(entry.step for entry in entries) < last:
         # graded before the last attempt: trying again would only redraw the pairs and the held-out split
         return "no_new_completions"
