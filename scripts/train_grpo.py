@@ -23,8 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers.trainer_utils import get_last_checkpoint
-from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
+from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from rubric_rft.judges.registry import build_judge, load_judge_config
 from rubric_rft.llm.generation import generate_on_every_rank
@@ -35,13 +34,20 @@ from rubric_rft.reward.rubric_reward import RubricReward
 from rubric_rft.rubrics.datasets import load_prompt_dataset, render_prompt
 from rubric_rft.rubrics.format import write_json_records
 from rubric_rft.rubrics.store import RubricStore
-from rubric_rft.training.cpu_launch import plain_cpu_device_for_cpu_ranks, use_every_cpu_core
+from rubric_rft.training.checkpoint_state import ResumeSettingsError, check_resume_settings, last_complete_checkpoint
+from rubric_rft.training.cpu_launch import set_up_cpu_ranks, use_every_cpu_core
 from rubric_rft.training.monitor.callback import OverOptimizationMonitor
 from rubric_rft.training.monitor.config import load_monitor_config
 from rubric_rft.training.preemption import CheckpointOnSignal
 from rubric_rft.training.refinement.callback import OnlineRefinementCallback
 from rubric_rft.training.refinement.config import load_refinement_config
-from rubric_rft.training.rollouts import RolloutSettingsError, check_rollout_settings, use_cpu_weight_reload
+from rubric_rft.training.rollouts import (
+    RolloutSettingsError,
+    check_rollout_settings,
+    set_cpu_kv_cache_size,
+    use_cpu_weight_reload,
+    vllm_memory_errors_as_settings_errors,
+)
 from rubric_rft.training.rubric_checkpoints import RubricStoreCallback
 from rubric_rft.training.tracking import MetricsJsonlCallback, configure_wandb, log_samples_to_wandb
 
@@ -73,12 +79,20 @@ class RubricArguments:
         metadata={"help": "The training reward, {type: rubric} (default) or {type: bt, model: PATH}: a mapping in "
                   "the YAML, a JSON string, or a YAML path."},
     )
+    vllm_cpu_kv_cache_gib: int | None = field(
+        default=None,
+        metadata={"help": "KV cache of vLLM on the CPU, whole GiB: sets VLLM_CPU_KVCACHE_SPACE when that is unset. "
+                  "Without it vLLM takes vllm_gpu_memory_utilization of the NUMA node's memory, which differs across "
+                  "machines and which the colocated trainer eats into."},
+    )
 
 
 def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: ModelConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     check_rollout_settings(training_args)  # before anything loads: vLLM server mode needs CUDA
+    check_resume_settings(training_args)
     use_every_cpu_core(training_args.use_cpu)
+    set_cpu_kv_cache_size(script_args.vllm_cpu_kv_cache_gib)  # before the trainer builds a colocated vLLM
     preemption = CheckpointOnSignal()  # SIGUSR1/SIGTERM: checkpoint at the end of the step, then stop
     preemption.install()  # now: a signal that comes while models and data load is kept, not lost
     configure_wandb(training_args.report_to, training_args.output_dir)
@@ -88,26 +102,34 @@ def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: Mo
     store = reward.store if isinstance(reward, RubricReward) else None
 
     callbacks = [MetricsJsonlCallback(training_args.output_dir), preemption]
-    if store is not None:
-        callbacks.append(RubricStoreCallback(store))
+    store_callback = RubricStoreCallback(store) if store is not None else None
+    if store_callback is not None:
+        callbacks.append(store_callback)
     monitor = _monitor(script_args, training_args, model_path, reward)
     if monitor is not None:
         callbacks.append(monitor)
     refinement = _refinement(script_args, training_args, train_dataset, reward, monitor)
     if refinement is not None:  # after the monitor, whose evaluation at the same step it may read
         callbacks.append(refinement)
+    training_args.model_init_kwargs = _model_init_kwargs(model_args, training_args)
     trainer = GRPOTrainer(
         model=model_path,
         reward_funcs=[reward],
         args=training_args,
         train_dataset=train_dataset,
+        quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),
         callbacks=callbacks,
     )
     use_cpu_weight_reload(trainer)  # colocated vLLM on the CPU: weights reach it through vLLM's own reload
+    for callback in (monitor, refinement):  # they generate and save through the trainer (sharded under ZeRO-3)
+        if callback is not None:
+            callback.use_trainer(trainer)
+    if isinstance(reward, BTReward):
+        reward.use_accelerator(trainer.accelerator)
     checkpoint = _checkpoint_to_resume(training_args)
-    if store is not None and checkpoint is not None:
-        store.restore(checkpoint)  # a checkpoint saved without a store keeps the dataset's rubrics
+    if store_callback is not None and checkpoint is not None:
+        store_callback.restore(checkpoint)
     if monitor is not None and checkpoint is not None:
         monitor.restore(checkpoint)
     if refinement is not None and checkpoint is not None:
@@ -130,7 +152,13 @@ def _reward(script_args: RubricArguments, train_dataset) -> RubricReward | BTRew
         return BTReward(config.model, batch_size=config.batch_size)
     judge = build_judge(load_judge_config(script_args.judge)) if script_args.judge else None
     store = RubricStore.from_rows(train_dataset.select_columns(["prompt_id", "rubric"]), script_args.dataset_path)
-    return RubricReward(judge, normalize=script_args.normalize_reward, store=store)
+    return RubricReward(
+        judge,
+        normalize=script_args.normalize_reward,
+        store=store,
+        max_failure_rate=config.max_failure_rate,
+        failure_window=config.failure_window,
+    )
 
 
 def _monitor(script_args: RubricArguments, training_args: GRPOConfig, model_path: str, reward):
@@ -159,6 +187,9 @@ def _refinement(script_args: RubricArguments, training_args: GRPOConfig, train_d
     if not isinstance(reward, RubricReward):
         raise ValueError("refinement: online rubric refinement changes rubrics, so it needs the rubric reward "
                          "(reward: {type: rubric}), not a reward model")
+    if config.round_timeout_s >= training_args.ddp_timeout:
+        raise ValueError(f"refinement.round_timeout_s ({config.round_timeout_s}) must be well below ddp_timeout "
+                         f"({training_args.ddp_timeout} s): the other processes wait for a round in a collective")
     rows = train_dataset.select_columns(["prompt_id", "prompt"])
     prompts = {row["prompt_id"]: row["prompt"] for row in rows}
     callback = OnlineRefinementCallback(config, reward.store, prompts, training_args.output_dir,
@@ -168,16 +199,28 @@ def _refinement(script_args: RubricArguments, training_args: GRPOConfig, train_d
     return callback
 
 
+def _model_init_kwargs(model_args: ModelConfig, training_args: GRPOConfig) -> dict:
+    """How the policy loads: the `ModelConfig` fields, as TRL's own `examples/scripts/grpo.py` passes them
+    (quantization goes to the trainer); a `model_init_kwargs` mapping in the config wins."""
+    kwargs = {
+        "revision": model_args.model_revision,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+    }
+    return {**kwargs, **(training_args.model_init_kwargs or {})}
+
+
 def _checkpoint_to_resume(training_args: GRPOConfig) -> str | None:
-    """`--resume_from_checkpoint PATH`, or `true` for the last checkpoint in output_dir."""
+    """`--resume_from_checkpoint PATH`, or `true` for the last complete checkpoint in output_dir."""
     value = training_args.resume_from_checkpoint
     if value is None or str(value).lower() == "false":
         return None
     if str(value).lower() == "true":
-        last = get_last_checkpoint(training_args.output_dir)
+        last = last_complete_checkpoint(training_args.output_dir)
         if last is None:
-            raise FileNotFoundError(f"--resume_from_checkpoint true: no checkpoint in {training_args.output_dir}")
-        return last
+            raise FileNotFoundError(f"--resume_from_checkpoint true: no complete checkpoint in "
+                                    f"{training_args.output_dir}")
+        return str(last)
     return value
 
 
@@ -230,12 +273,12 @@ async def _grade_once(reward: RubricReward | BTReward, prompts: list, completion
 
 
 if __name__ == "__main__":
-    plain_cpu_device_for_cpu_ranks()  # before parsing: it builds accelerate's state
-    argv = sys.argv[1:]
+    argv = set_up_cpu_ranks(sys.argv[1:])  # before parsing: it builds accelerate's state
     if "--config" not in argv:
         argv = ["--config", str(DEFAULT_CONFIG), *argv]
     parser = TrlParser((RubricArguments, GRPOConfig, ModelConfig))
     try:
-        main(*parser.parse_args_and_config(args=argv))
-    except RolloutSettingsError as exc:
+        with vllm_memory_errors_as_settings_errors():  # vLLM's memory refusal, raised while the trainer is built
+            main(*parser.parse_args_and_config(args=argv))
+    except (RolloutSettingsError, ResumeSettingsError) as exc:
         sys.exit(f"error: {exc}")

@@ -1,12 +1,13 @@
 """Train a model a few GRPO steps with rollouts from colocated vLLM, then measure whether vLLM follows the policy.
 
-    python tests/colocate_probe.py MODEL_DIR OUT.json [--lora]
+    python tests/colocate_probe.py MODEL_DIR OUT.json [--lora] [--sync-failures]
 
-Run in a process of its own (a vLLM engine and its process group live as long as the process). After training, the
-weights are synced once more and the log-probability of every token of a fixed text is taken three ways: from
-vLLM (`prompt_logprobs`), from the trained policy and from the starting model. If the weights reach vLLM, vLLM's
-numbers sit near the trained policy's and away from the start's. Writes the mean absolute gaps and the trainer's
-log history.
+Run in a process of its own (a vLLM engine and its process group live as long as the process). vLLM gets a 1 GiB KV
+cache, as configs/cpu_vllm.yaml gives it. After training, the weights are synced once more and the log-probability
+of every token of a fixed text is taken three ways: from vLLM (`prompt_logprobs`), from the trained policy and from
+the starting model. If the weights reach vLLM, vLLM's numbers sit near the trained policy's and away from the
+start's. Writes the mean absolute gaps and the trainer's log history; with --sync-failures, then also what a sync
+raises when the policy's weights leave one of vLLM's out, and when they name one vLLM does not have.
 """
 
 import json
@@ -19,7 +20,7 @@ from transformers import AutoModelForCausalLM
 from trl import GRPOConfig, GRPOTrainer
 from vllm import SamplingParams
 
-from rubric_rft.training.rollouts import use_cpu_weight_reload
+from rubric_rft.training.rollouts import set_cpu_kv_cache_size, use_cpu_weight_reload
 
 TEXT = "How do I make tea? Boil the water, pour it over the leaves and wait three minutes."
 PROMPTS = ["How do I make tea?", "How do I boil an egg?", "How do I save money?", "How do I sleep better?"]
@@ -44,12 +45,28 @@ def vllm_token_logprobs(llm, ids: list[int]) -> torch.Tensor:
     return torch.tensor([entry[token].logprob for entry, token in pairs])
 
 
-def main(model_dir: str, out: str, lora: bool) -> None:
+def sync_failures(generation) -> dict[str, str]:
+    """What one sync raises (type: message) when the policy's weights lack one of vLLM's, and when they carry one
+    vLLM does not have."""
+    weights = list(generation._iter_named_params())
+    extra = ("model.layers.0.mlp.extra_proj.weight", torch.zeros(2, 2))
+    failures = {}
+    for case, fed in {"missing": weights[1:], "unknown": [*weights, extra]}.items():
+        generation._iter_named_params = lambda fed=fed: iter(fed)
+        try:
+            generation.sync_weights()
+        except Exception as exc:
+            failures[case] = f"{type(exc).__name__}: {exc}"
+    return failures
+
+
+def main(model_dir: str, out: str, lora: bool, failures: bool) -> None:
+    set_cpu_kv_cache_size(1)
     args = GRPOConfig(
         output_dir=f"{out}.run", use_cpu=True, bf16=False, seed=0, learning_rate=1e-2, max_steps=3,
         per_device_train_batch_size=8, num_generations=8, max_completion_length=16, logging_steps=1,
         report_to="none", gradient_checkpointing=False, save_strategy="no",
-        use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.1, vllm_max_model_length=256,
+        use_vllm=True, vllm_mode="colocate", vllm_max_model_length=256,
     )
     peft_config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM") if lora else None
     trainer = GRPOTrainer(
@@ -72,9 +89,11 @@ def main(model_dir: str, out: str, lora: bool) -> None:
         "trained_vs_start": (trained - start).abs().mean().item(),
         "log_history": trainer.state.log_history,
     }
+    if failures:
+        report["sync_failures"] = sync_failures(trainer.vllm_generation)
     with open(out, "w") as file:
         json.dump(report, file)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], "--lora" in sys.argv[3:])
+    main(sys.argv[1], sys.argv[2], "--lora" in sys.argv[3:], "--sync-failures" in sys.argv[3:])

@@ -6,9 +6,18 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from rubric_rft.rubrics.format import Rubric, RubricFileError
-from rubric_rft.rubrics.imports import FORMATS, FormatError, detect_format, import_records, read_records, to_dataset_row
+from rubric_rft.rubrics.imports import (
+    FORMATS,
+    FormatError,
+    detect_format,
+    import_records,
+    prompt_key,
+    read_records,
+    to_dataset_row,
+)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "formats"
 
@@ -143,6 +152,22 @@ def test_dataset_rubric_may_be_json_text_with_arrow_nulls():
     assert row["prompt_id"] == "houseplant-yellow"
     assert "check" not in row["rubric"]["criteria"][0] and row["rubric"]["version"] == 1
     assert row["rubric"]["criteria"][2]["check"] == {"type": "regex", "pattern": "[.!?]\\s*$", "ignore_case": True}
+
+
+def test_dataset_rows_without_prompt_id_take_the_rubrics_then_the_prompt_hash():
+    record = records("dataset")[0]
+    del record["prompt_id"]
+    assert to_dataset_row(record)["prompt_id"] == "descale-kettle", "the rubric's prompt_id"
+    del record["rubric"]["prompt_id"]
+    assert to_dataset_row(record)["prompt_id"] == prompt_key(record["prompt"]), "not the rubric's id, which repeats"
+
+
+def test_prompt_key_hashes_the_messages_whatever_their_form():
+    text = "Why are the leaves on my pothos turning yellow?"
+    expected = hashlib.sha1(json.dumps(user(text), ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:12]
+    assert prompt_key(text) == prompt_key(user(text)) == prompt_key([user(text)[0] | {"name": None}]) == expected
+    with pytest.raises(ValidationError, match=r"prompt\n  Value error, the prompt is empty"):
+        prompt_key("  ")
 
 
 def test_prompt_id_is_preferred_to_id():

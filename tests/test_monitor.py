@@ -2,20 +2,23 @@
 
 import asyncio
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 from peft import LoraConfig
+from test_rubric_store import save_checkpoint
+from test_training import tiny_grpo_config
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from rubric_rft.reward.rubric_reward import RubricReward
 from rubric_rft.rubrics.datasets import completion_text, load_prompt_dataset
 from rubric_rft.rubrics.format import Rubric
-from rubric_rft.training.monitor.callback import STATE_FILE, OverOptimizationMonitor
+from rubric_rft.training.monitor.callback import OverOptimizationMonitor
 from rubric_rft.training.monitor.config import MonitorConfig, load_monitor_config
 from rubric_rft.training.monitor.scoring import summarize
-from tests.test_training import tiny_grpo_config
 
 ROOT = Path(__file__).resolve().parent.parent
 EVERYDAY = ROOT / "data" / "everyday"
@@ -123,7 +126,8 @@ def test_a_killed_and_resumed_run_reports_what_an_uninterrupted_run_reports(tmp_
             tiny_model_path, broken, OverOptimizationMonitor(config, str(broken)), [CrashAfter(3)], max_steps=4, **save
         ).train()
     assert [r["step"] for r in read_jsonl(broken / "overopt.jsonl")] == [0, 1, 2, 3]
-    assert (broken / "checkpoint-2" / STATE_FILE).exists()
+    saved = json.loads((broken / "checkpoint-2" / "trainer_state.json").read_text())["stateful_callbacks"]
+    assert [r["step"] for r in saved["OverOptimizationMonitor"]["attributes"]["history"]] == [0, 1, 2]
 
     monitor = OverOptimizationMonitor(config, str(broken))
     monitor.restore(broken / "checkpoint-2")
@@ -181,6 +185,9 @@ def test_a_prompt_without_a_gold_rubric_is_named(tmp_path):
 
 def test_restoring_from_a_checkpoint_without_monitor_state_is_a_clear_error(tmp_path):
     monitor = OverOptimizationMonitor(monitor_config(), str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        monitor.restore(tmp_path)
+    save_checkpoint(tmp_path)  # saved by a run without the monitor
     with pytest.raises(FileNotFoundError, match="no monitor state in this checkpoint"):
         monitor.restore(tmp_path)
 
@@ -198,3 +205,58 @@ def test_criterion_statistics_keep_criteria_of_different_prompts_apart():
     assert record["pass_rate"] == record["pass_rate/kind/rule"] == record["pass_rate/positive"] == 3 / 4
     assert record["saturated_criteria"] == 1 / 2  # a.c1 always passes, b.c1 half the time
     assert record["saturation"] == 3 / 4
+
+
+GRADE_ON_EVERY_RANK = """
+import asyncio, json, sys
+from pathlib import Path
+
+import torch.distributed as dist
+from accelerate import PartialState
+
+sys.path.insert(0, sys.argv[2])
+from test_monitor import monitor_config
+from rubric_rft.reward.rubric_reward import GradedCompletion
+from rubric_rft.training.monitor.callback import OverOptimizationMonitor
+
+
+class RecordingProxy:
+    def __init__(self):
+        self.graded = []
+
+    async def grade(self, prompts, texts, rubrics):
+        self.graded += texts
+        return [GradedCompletion(float(text)) for text in texts]
+
+    async def aclose(self):
+        pass
+
+
+out = Path(sys.argv[1])
+state = PartialState(cpu=True)
+monitor = OverOptimizationMonitor(monitor_config(gold={"rubrics_path": sys.argv[3]}), str(out))
+monitor.proxy, monitor.gold = RecordingProxy(), None
+rows = monitor.rows[:1] * 5
+proxy, gold, pairs = monitor._grade_on_every_rank(rows, [str(i) for i in range(5)])
+Path(out, f"rank{state.process_index}.json").write_text(json.dumps(
+    {"graded": monitor.proxy.graded, "scores": [g.score for g in proxy], "gold": gold, "pairs": pairs}))
+"""
+
+
+@pytest.mark.slow
+def test_every_rank_grades_its_share_of_the_samples_and_the_main_process_gets_them_all(tmp_path):
+    """No rank waits in a collective while another grades alone (a slow gold judge would pass the timeout)."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(GRADE_ON_EVERY_RANK)
+    port = str(20000 + os.getpid() % 20000)
+    command = ["accelerate", "launch", "--config_file", str(ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"),
+               "--main_process_port", port, str(driver), str(tmp_path), str(Path(__file__).parent),
+               str(EVERYDAY / "heldout_rules.jsonl")]
+    result = subprocess.run(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                            text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert ranks[0]["graded"] == ["0", "1", "2"]
+    assert ranks[1]["graded"] == ["3", "4", "4"], "padded to the other rank's count with its last sample"
+    assert ranks[0]["scores"] == [0.0, 1.0, 2.0, 3.0, 4.0], "every grade, in order, the padding dropped"
+    assert ranks[0]["gold"] is None and ranks[0]["pairs"] is None

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from test_rubric_store import save_checkpoint
 
 from rubric_rft.judges.registry import build_judge
 from rubric_rft.llm.costs import Costs
@@ -25,12 +26,13 @@ from rubric_rft.rubrics.format import Criterion, Rubric
 from rubric_rft.rubrics.store import RubricStore
 from rubric_rft.testing.judge_server import DEFAULT_MODEL
 from rubric_rft.training.refinement import callback as callback_module
-from rubric_rft.training.refinement.callback import RECORDS_FILE, STATE_FILE, OnlineRefinementCallback
+from rubric_rft.training.refinement.callback import RECORDS_FILE, OnlineRefinementCallback
 from rubric_rft.training.refinement.config import RefinementConfig, load_refinement_config
 from rubric_rft.training.refinement.proposers import BankProposer, LLMProposer, Proposal, load_bank
 from rubric_rft.training.refinement.rounds import RefinementState, run_round
 from rubric_rft.training.refinement.tail_buffer import Entry, TailBuffer
 from rubric_rft.training.refinement.trigger import check, monitor_diverging, spread_collapsed
+from rubric_rft.training.rubric_checkpoints import RubricStoreCallback
 
 ROOT = Path(__file__).resolve().parent.parent
 EVERYDAY = ROOT / "data" / "everyday"
@@ -505,7 +507,7 @@ def test_the_callback_refines_every_refine_steps_only(tmp_path):
     cfg = write_world(tmp_path)
     store = RubricStore.from_rows([{"prompt_id": "tea", "rubric": weak()}])
     callback = OnlineRefinementCallback(cfg, store, {"tea": "How do I make tea?"}, tmp_path / "out")
-    args, control = SimpleNamespace(output_dir=str(tmp_path / "out")), SimpleNamespace()
+    args, control = SimpleNamespace(output_dir=str(tmp_path / "out")), SimpleNamespace(should_save=False)
     for step in range(1, 11):
         fill(callback.buffer, store, "tea", [VAGUE[step % 3]], step)  # one vague answer per step: never refined
         callback.on_step_end(args, SimpleNamespace(global_step=step, is_world_process_zero=True), control)
@@ -543,7 +545,7 @@ def test_the_callback_with_an_llm_proposer_and_judge_works_on_each_steps_fresh_l
     assert [r.id for r in callback.refine(5, is_main=True)] == ["tea-v2"]
     fill(callback.buffer, store, "egg", SPECIFIC + VAGUE, step=9)  # the next round runs on another event loop
     assert [r.id for r in callback.refine(10, is_main=True)] == ["egg-v2"]
-    assert callback.state.proposer_calls == 2 and callback.state.accepted == 2
+    assert callback.progress.proposer_calls == 2 and callback.progress.accepted == 2
 
 
 UP_DOWN = [{"step": 0, "proxy": 0.5, "gold": 0.6}, {"step": 2, "proxy": 0.7, "gold": 0.5},
@@ -597,6 +599,24 @@ def test_fresh_samples_need_the_monitor_trigger_and_enough_samples_to_trigger():
     assert config(monitor={"enabled": True}, fresh_samples={"enabled": True}).fresh_samples.prompts == 8
 
 
+def test_a_round_that_outlasts_its_bound_is_cut_without_changing_rubrics(tmp_path):
+    """The other ranks wait for the main process's round in a collective: a slow gold or proposer must not run past
+    the collective's timeout, which would kill the job."""
+    cfg = write_world(tmp_path).model_copy(update={"round_timeout_s": 0.2})
+    store = RubricStore.from_rows([{"prompt_id": "tea", "rubric": weak()}])
+    callback = OnlineRefinementCallback(cfg, store, {"tea": "How do I make tea?"}, tmp_path / "out")
+    fill(callback.buffer, store, "tea", SPECIFIC + VAGUE, step=4)
+
+    async def stuck_round(step, diverging, answered):
+        await asyncio.sleep(30)
+
+    callback._round = stuck_round
+    assert callback.refine(5, is_main=True) == []
+    assert store.rubric_for("tea").version == 1
+    assert [(r["step"], r["status"]) for r in records(tmp_path / "out")] == [(5, "timed_out")]
+    assert "round_timeout_s (0.2 s)" in records(tmp_path / "out")[0]["reason"]
+
+
 def test_state_and_rubrics_survive_a_kill_and_resume(tmp_path):
     """Unit level: the callback's and the store's checkpoint files, then a fresh callback and store resume."""
     cfg = write_world(tmp_path, ("tea", "egg"))
@@ -612,25 +632,25 @@ def test_state_and_rubrics_survive_a_kill_and_resume(tmp_path):
         fill(callback.buffer, store, pid, SPECIFIC + VAGUE, step=4)
     assert [r.id for r in callback.refine(5, is_main=True)] == ["tea-v2", "egg-v2"]
     checkpoint = out / "checkpoint-5"
-    callback.on_save(SimpleNamespace(output_dir=str(out)), SimpleNamespace(global_step=5, is_world_process_zero=True),
-                     SimpleNamespace())
-    store.save(checkpoint)
+    save_checkpoint(checkpoint, callback, RubricStoreCallback(store))
+    saved_buffer = callback.buffer.state_dict()
     fill(callback.buffer, store, "tea", SPECIFIC, step=9)
     callback.refine(10, is_main=True)  # after the checkpoint: lost with the kill
-    assert json.loads((checkpoint / STATE_FILE).read_text())["state"]["accepted"] == 2
 
     resumed_store, resumed = fresh()
-    assert resumed_store.restore(checkpoint) and resumed.restore(checkpoint, is_main=True)
-    assert resumed.state == RefinementState(step=5, attempts={"tea": 1, "egg": 1}, last_attempt={"tea": 5, "egg": 5},
-                                            gold_calls=resumed.state.gold_calls, accepted=2)
-    assert resumed.buffer.state_dict() == json.loads((checkpoint / STATE_FILE).read_text())["buffer"]
+    RubricStoreCallback(resumed_store).restore(checkpoint)
+    assert resumed.restore(checkpoint, is_main=True)
+    assert resumed.progress == RefinementState(step=5, attempts={"tea": 1, "egg": 1}, last_attempt={"tea": 5, "egg": 5},
+                                               gold_calls=resumed.progress.gold_calls, accepted=2)
+    assert resumed.buffer.state_dict() == saved_buffer
     assert [r.id for r in resumed_store.current()] == ["tea-v2", "egg-v2"]
     assert {r["step"] for r in records(out)} == {5}
-    assert not resumed.restore(tmp_path / "no-such-checkpoint", is_main=True)
+    save_checkpoint(out / "checkpoint-6")  # saved by a run without online refinement: it starts afresh
+    assert not resumed.restore(out / "checkpoint-6", is_main=True)
 
     other_rank_store, other_rank = fresh()
     other_rank.restore(checkpoint, is_main=False)  # another rank's buffer stays empty: the main process has them
-    assert len(other_rank.buffer) == 0 and other_rank.state.accepted == 2
+    assert len(other_rank.buffer) == 0 and other_rank.progress.accepted == 2
 
 
 # --- two processes ----------------------------------------------------------------------------------------
@@ -638,6 +658,7 @@ def test_state_and_rubrics_survive_a_kill_and_resume(tmp_path):
 DRIVER = """
 import json, sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from accelerate import PartialState
 
@@ -659,9 +680,14 @@ for pid in ("tea", "egg"):
 new = callback.refine(5, is_main=rank == 0)
 fill(callback.buffer, store, "tea", half, step=6)
 later = callback.refine(10, is_main=rank == 0)
+buffered = len(callback.buffer)
+fill(callback.buffer, store, "egg", half, step=11)
+# a step that saves a checkpoint: the main process, which alone writes it, gets every rank's completions first
+callback.on_step_end(None, SimpleNamespace(global_step=11, is_world_process_zero=rank == 0),
+                     SimpleNamespace(should_save=True))
 Path(out, f"rank{rank}.json").write_text(json.dumps({
     "new": [r.id for r in new], "later": [r.id for r in later], "store": store.state_dict(),
-    "buffered": len(callback.buffer)}))
+    "buffered": buffered, "buffered_at_save": len(callback.buffer)}))
 """
 
 
@@ -686,4 +712,5 @@ def test_two_processes_grade_with_the_same_rubric_versions(tmp_path):
     assert ranks[0]["store"] == ranks[1]["store"]
     # every rank's completions end up on the main process: 3 + 3 per prompt and step (tea twice, egg once)
     assert (ranks[0]["buffered"], ranks[1]["buffered"]) == (18, 0)
+    assert (ranks[0]["buffered_at_save"], ranks[1]["buffered_at_save"]) == (18 + 6, 0)
     assert [r["status"] for r in records(tmp_path / "run") if r["step"] == 5] == ["accepted", "accepted"]

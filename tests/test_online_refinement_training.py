@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_training import store_in
 
 from rubric_rft.rubrics.format import load_rubrics
-from rubric_rft.rubrics.store import RubricStore
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ["How do I make tea?", "How do I boil an egg?", "How do I save money?", "How do I sleep better?"]
@@ -60,7 +60,6 @@ def test_the_training_script_refines_rubrics_online_and_resumes(tmp_path, tiny_m
 
     first = records(out)
     assert {r["step"] for r in first} <= {2, 4} and {r["prompt_id"] for r in first} <= {f"p{i}" for i in range(4)}
-    assert (out / "checkpoint-2" / "online_refinement.json").exists()
     final = {r.prompt_id: r for r in load_rubrics(out / "rubrics.jsonl")}
     accepted = [r for r in first if r["status"] == "accepted"]
     assert accepted, "a saturated rubric that the bank can fix was refined"
@@ -71,8 +70,9 @@ def test_the_training_script_refines_rubrics_online_and_resumes(tmp_path, tiny_m
     for change in (r for r in accepted if r["step"] == 2):  # graded with the new version since: nothing to judge yet
         later = next(r for r in first if r["step"] == 4 and r["prompt_id"] == change["prompt_id"])
         assert (later["status"], later["reason"]) == ("not_triggered", "too_few_completions")
-    saved = json.loads((out / "checkpoint-2" / "online_refinement.json").read_text())
-    assert saved["state"]["accepted"] == sum(r["step"] == 2 for r in accepted)
+    saved = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["stateful_callbacks"]
+    assert saved["OnlineRefinementCallback"]["attributes"]["progress"]["accepted"] == sum(
+        r["step"] == 2 for r in accepted)
 
     # resumed from step 2: the records after it are redone, the store and the budgets come back
     train(out, tiny_model_path, data, refinement, "--max_steps", "4", "--resume_from_checkpoint",
@@ -80,6 +80,6 @@ def test_the_training_script_refines_rubrics_online_and_resumes(tmp_path, tiny_m
     again = records(out)
     assert [r for r in again if r["step"] == 2] == [r for r in first if r["step"] == 2]
     assert {r["step"] for r in again} == {2, 4}
-    before = RubricStore.from_checkpoint(out / "checkpoint-2").state_dict()["versions"]
-    after = RubricStore.from_checkpoint(out / "checkpoint-4").state_dict()["versions"]
+    before = store_in(out / "checkpoint-2").state_dict()["versions"]
+    after = store_in(out / "checkpoint-4").state_dict()["versions"]
     assert all(version in after for version in before)

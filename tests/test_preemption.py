@@ -161,10 +161,10 @@ import json, os, sys
 from datasets import Dataset
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
-from rubric_rft.training.cpu_launch import plain_cpu_device_for_cpu_ranks
+from rubric_rft.training.cpu_launch import set_up_cpu_ranks
 from rubric_rft.training.preemption import CheckpointOnSignal
 
-plain_cpu_device_for_cpu_ranks()
+set_up_cpu_ranks([])
 out, max_steps, model, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 
 

@@ -2,11 +2,11 @@
 reading it."""
 
 import asyncio
-import logging
 import pickle
 
 import pytest
 import torch.distributed as dist
+from transformers import TrainerState
 
 from rubric_rft.cli import main as cli_main
 from rubric_rft.reward.rubric_reward import RubricReward
@@ -14,7 +14,6 @@ from rubric_rft.rubrics.format import Rubric
 from rubric_rft.rubrics.store import (
     FINAL_RUBRICS_FILE,
     LINEAGE_FILE,
-    STORE_FILE,
     RubricStore,
     RubricUpdate,
     UnknownPromptError,
@@ -68,27 +67,36 @@ def test_unknown_and_conflicting_prompt_ids_are_named():
         RubricStore.from_rows(conflicting, "train.jsonl")
 
 
-def test_state_and_checkpoint_round_trip(tmp_path, caplog):
+def test_state_round_trip():
     store = RubricStore.from_rows(rows())
     store.update("egg", rubric("x", says("salt")), step=3, reason="salt")
     restored = RubricStore()
     restored.load_state_dict(pickle.loads(pickle.dumps(store.state_dict())))
     assert restored.state_dict() == store.state_dict()
+    assert restored.history("egg") == store.history("egg") and restored.current() == store.current()
 
-    path = store.save(tmp_path / "checkpoint-3")
-    assert path.name == STORE_FILE
-    from_disk = RubricStore.from_checkpoint(tmp_path / "checkpoint-3")
-    assert from_disk.history("egg") == store.history("egg") and from_disk.current() == store.current()
+
+def save_checkpoint(folder, *callbacks) -> None:
+    """What the trainer writes last into a checkpoint: `trainer_state.json`, with the callbacks' states."""
+    folder.mkdir(parents=True, exist_ok=True)
+    TrainerState(stateful_callbacks=list(callbacks)).save_to_json(str(folder / "trainer_state.json"))
+
+
+def test_the_store_rides_in_the_checkpoints_trainer_state_and_comes_back(tmp_path):
+    store = RubricStore.from_rows(rows())
+    store.update("egg", rubric("x", says("salt")), step=3, reason="salt")
+    save_checkpoint(tmp_path / "checkpoint-3", RubricStoreCallback(store))
 
     dataset_only = RubricStore.from_rows(rows())
-    with caplog.at_level(logging.WARNING):
-        assert dataset_only.restore(tmp_path) is False, "a checkpoint saved before stores existed"
-    assert "no rubric store in this checkpoint" in caplog.text
-    assert dataset_only.rubric_for("egg").version == 1
-    assert dataset_only.restore(tmp_path / "checkpoint-3") is True
+    RubricStoreCallback(dataset_only).restore(tmp_path / "checkpoint-3")
+    assert dataset_only.state_dict() == store.state_dict()
     assert dataset_only.rubric_for("egg").reason == "salt"
-    with pytest.raises(FileNotFoundError, match=STORE_FILE):
-        RubricStore.from_checkpoint(tmp_path)
+
+    save_checkpoint(tmp_path / "checkpoint-4")  # saved by a run without the rubric reward
+    with pytest.raises(FileNotFoundError, match="checkpoint-4: no rubric store in this checkpoint"):
+        RubricStoreCallback(dataset_only).restore(tmp_path / "checkpoint-4")
+    with pytest.raises(FileNotFoundError, match="checkpoint-5.*not a complete checkpoint"):
+        RubricStoreCallback(dataset_only).restore(tmp_path / "checkpoint-5")
 
 
 def test_updates_decided_on_the_main_process_reach_every_rank(monkeypatch):
@@ -118,16 +126,13 @@ class State:
         self.global_step, self.is_world_process_zero = step, main
 
 
-def test_the_callback_saves_into_each_checkpoint_and_the_final_rubrics_on_the_main_process(tmp_path):
+def test_the_callback_writes_the_final_rubrics_on_the_main_process(tmp_path):
     store = RubricStore.from_rows(rows())
     callback = RubricStoreCallback(store)
-    callback.on_save(Args(tmp_path), State(2, main=False), None)
     callback.on_train_end(Args(tmp_path), State(2, main=False), None)
     assert list(tmp_path.iterdir()) == []
-    callback.on_save(Args(tmp_path), State(2), None)
     store.update("tea", rubric("x", says("kettle")), step=3, reason="kettles")
     callback.on_train_end(Args(tmp_path), State(3), None)
-    assert RubricStore.from_checkpoint(tmp_path / "checkpoint-2").rubric_for("tea").version == 1
     final = tmp_path / FINAL_RUBRICS_FILE
     assert cli_main(["validate", str(final)]) == 0
     assert [Rubric.model_validate_json(line).id for line in final.read_text().splitlines()] == ["tea-v2", "egg"]

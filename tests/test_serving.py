@@ -8,7 +8,16 @@ import pytest
 
 from rubric_rft.cli import main
 from rubric_rft.llm import serving
-from rubric_rft.llm.serving import EngineUnavailable, resolve_engine, start_judge_server, vllm_command, vllm_environment
+from rubric_rft.llm.serving import (
+    EngineOptions,
+    EngineUnavailable,
+    launch_command,
+    resolve_engine,
+    start_judge_server,
+    vllm_command,
+    vllm_environment,
+)
+from tests.test_scale_path import vllm_serve_args, vllm_serve_parser  # noqa: F401 (a fixture)
 
 
 @pytest.fixture
@@ -73,11 +82,50 @@ def test_a_vllm_that_is_not_installed_or_does_not_import_is_named(fresh_import_c
 
 
 def test_the_vllm_command_and_environment():
-    command = vllm_command("/models/smol", "org/judge", host="127.0.0.1", port=8001, prefix_caching=False)
+    command = vllm_command("/models/smol", "org/judge", device="cpu", host="127.0.0.1", port=8001, prefix_caching=False)
     assert command[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]  # not the `vllm` script
     assert " ".join(command[3:]).startswith(
         "--model /models/smol --served-model-name org/judge --host 127.0.0.1 --port 8001 "
         "--dtype float32 --enforce-eager --max-model-len 2048 --no-enable-prefix-caching"
     )
-    assert "--enable-prefix-caching" in vllm_command("/m", "m", host="h", port=1)
+    assert "--enable-prefix-caching" in vllm_command("/m", "m", device="cpu", host="h", port=1)
     assert vllm_environment(2, base={"PATH": "/bin"}) == {"PATH": "/bin", "VLLM_CPU_KVCACHE_SPACE": "2"}
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda', not 'cuda:1'"):
+        vllm_command("/m", "m", device="cuda:1", host="h", port=1)
+
+
+def served_args(parser, device: str, **options):
+    """What vLLM's own parser makes of the judge server's command line for `device`."""
+    command = vllm_command("/models/smol", "org/judge", device=device, host="127.0.0.1", port=8001, **options)
+    return vllm_serve_args(parser, ["serve", *command[3:]])  # `python -m vllm...api_server` takes `vllm serve`'s
+
+
+@pytest.mark.vllm
+def test_the_judge_server_runs_vllm_cpu_shaped_on_the_cpu_and_gpu_shaped_on_cuda(request):
+    parser = request.getfixturevalue("vllm_serve_parser")
+    cpu = served_args(parser, "cpu", gpu_memory_utilization=0.5)
+    cuda = served_args(parser, "cuda", gpu_memory_utilization=0.5)
+    unset = parser.parse_args([]).gpu_memory_utilization
+    # float32 and no torch.compile warm-up on the CPU; the checkpoint's dtype (bf16 for a bf16 model) and CUDA
+    # graphs on a GPU, which sizes vLLM by a share of its memory (on the CPU, VLLM_CPU_KVCACHE_SPACE does).
+    assert (cpu.dtype, cpu.enforce_eager, cpu.gpu_memory_utilization) == ("float32", True, unset)
+    assert (cuda.dtype, cuda.enforce_eager, cuda.gpu_memory_utilization) == ("auto", False, 0.5)
+    for args in (cpu, cuda):
+        assert (args.model, args.served_model_name, args.port) == ("/models/smol", ["org/judge"], 8001)
+        assert args.max_model_len == 2048 and args.enable_prefix_caching
+
+
+@pytest.mark.parametrize("cuda", [False, True], ids=["cpu", "cuda"])
+def test_serve_judge_starts_vllm_for_the_device_torch_sees(monkeypatch, tmp_path, cuda):
+    monkeypatch.setattr(serving, "cuda_available", lambda: cuda)
+    command, env = launch_command("vllm", "/m", "m", "127.0.0.1", 8001, tmp_path, EngineOptions(kv_cache_gib=2))
+    assert ("--enforce-eager" in command) is not cuda and ("--gpu-memory-utilization" in command) is cuda
+    assert (env or {}).get("VLLM_CPU_KVCACHE_SPACE") == (None if cuda else "2")
+
+
+def test_a_gpu_memory_share_outside_0_to_1_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        main(["serve-judge", "--gpu-memory-utilization", "1.5"])
+    assert exit_status.value.code == 2 and "expected a share of the GPU's memory in (0, 1], got '1.5'" in (
+        capsys.readouterr().err
+    )

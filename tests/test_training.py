@@ -11,10 +11,12 @@ from trl import GRPOConfig, GRPOTrainer
 
 from rubric_rft.judges.openai_compat import OpenAIJudgeConfig
 from rubric_rft.judges.registry import build_judge
+from rubric_rft.reward.failure_limit import JudgeFailingError
 from rubric_rft.reward.rubric_reward import RubricReward
 from rubric_rft.rubrics.datasets import load_prompt_dataset
 from rubric_rft.rubrics.format import Rubric, load_rubrics
 from rubric_rft.rubrics.store import RubricStore
+from rubric_rft.training.rubric_checkpoints import RubricStoreCallback
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ["How do I make tea?", "How do I boil an egg?", "How do I save money?", "How do I sleep better?"]
@@ -88,6 +90,37 @@ def test_failed_grades_are_masked_not_zeroed_and_training_goes_on(tmp_path, tiny
     assert trainer.state.global_step == 1
 
 
+@pytest.mark.slow
+def test_a_judge_that_always_fails_stops_training_with_its_error(tmp_path, tiny_model_path, start_judge_server):
+    server = start_judge_server(fail_first_n=10_000, fail_status=503)
+    judge = build_judge(OpenAIJudgeConfig(model="scripted-judge", base_urls=[server.base_url], max_retries=0))
+    trainer = GRPOTrainer(
+        model=tiny_model_path,
+        reward_funcs=[RubricReward(judge)],  # the default limit: more than 16 failures in the last 32
+        args=tiny_grpo_config(tmp_path, max_steps=50),
+        train_dataset=load_prompt_dataset(str(write_dataset(tmp_path / "data.jsonl"))),
+    )
+    with pytest.raises(JudgeFailingError, match=r"^20 of the last 20 completions .*503.*scripted failure"):
+        trainer.train()
+    assert server.stats.requests == 20 and trainer.state.global_step == 4, "5 steps of 4 completions, not 50"
+
+
+@pytest.mark.slow
+def test_training_script_takes_the_failure_limit_from_the_reward_config(tmp_path, tiny_model_path, start_judge_server):
+    server = start_judge_server(fail_first_n=10_000)
+    judge = json.dumps({"backend": "openai", "model": "scripted-judge", "base_urls": [server.base_url],
+                        "max_retries": 0})
+    out = tmp_path / "run"
+    args = script_args(out, tiny_model_path, write_dataset(tmp_path / "data.jsonl"), "--max_steps", "50",
+                       "--judge", judge, "--reward", '{"type": "rubric", "failure_window": 8}')
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_grpo.py"), *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "JudgeFailingError: 8 of the last 8 completions sent to the judge failed" in result.stderr
+    assert "scripted failure" in result.stderr
+    assert server.stats.requests == 8 and not (out / "model.safetensors").exists()
+
+
 def run_script(args: list[str], env: dict | None = None, launcher: list[str] | None = None):
     command = [*(launcher or [sys.executable]), str(ROOT / "scripts" / "train_grpo.py"), *args]
     result = subprocess.run(
@@ -124,14 +157,16 @@ def test_training_script_writes_its_outputs_and_resumes(tmp_path, tiny_model_pat
     assert all(0.0 <= s["before_score"] <= 1.0 and 0.0 <= s["after_score"] <= 1.0 for s in samples)
     assert (out / "model.safetensors").exists() and (out / "checkpoint-1").is_dir()
     dataset_rubrics = RubricStore.from_rows(load_prompt_dataset(str(data))).current()
-    assert RubricStore.from_checkpoint(out / "checkpoint-2").current() == dataset_rubrics
+    assert store_in(out / "checkpoint-2").current() == dataset_rubrics
     assert load_rubrics(out / "rubrics.jsonl") == dataset_rubrics
 
     # rubrics changed before the checkpoint was saved: the resumed run grades with them and ends with them
-    store = RubricStore.from_checkpoint(out / "checkpoint-2")
+    store = store_in(out / "checkpoint-2")
     for prompt_id in ("p0", "p1", "p2", "p3"):
         store.update(prompt_id, Rubric.model_validate({"id": "x", "criteria": [SHORT]}), step=2, reason="rules only")
-    store.save(out / "checkpoint-2")
+    trainer_state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    trainer_state["stateful_callbacks"]["RubricStoreCallback"]["attributes"] = store.state_dict()
+    (out / "checkpoint-2" / "trainer_state.json").write_text(json.dumps(trainer_state))
     requests = server.stats.requests
     run_script(
         script_args(out, tiny_model_path, data, "--max_steps", "3", "--save_steps", "1", "--judge", judge,
@@ -144,7 +179,14 @@ def test_training_script_writes_its_outputs_and_resumes(tmp_path, tiny_model_pat
     assert server.stats.requests - requests == 2 * 2
     final = load_rubrics(out / "rubrics.jsonl")
     assert [(r.id, r.parent, r.reason) for r in final] == [(f"p{i}-v2", f"p{i}", "rules only") for i in range(4)]
-    assert RubricStore.from_checkpoint(out / "checkpoint-3").state_dict() == store.state_dict()
+    assert store_in(out / "checkpoint-3").state_dict() == store.state_dict()
+
+
+def store_in(checkpoint) -> RubricStore:
+    """The rubric store a checkpoint holds."""
+    store = RubricStore()
+    RubricStoreCallback(store).restore(checkpoint)
+    return store
 
 
 @pytest.mark.slow
@@ -187,3 +229,30 @@ def test_default_config_trains_the_real_model(tmp_path, smollm2_path):
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 4 and all(len(s["before"].split()) > 5 for s in samples), "real English answers"
     assert (out / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_model_config_flags_reach_the_loaded_policy(tmp_path, tiny_model_path):
+    """`--dtype`, `--attn_implementation` (every `ModelConfig` loading field) load the policy, as in TRL's scripts."""
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"prompt_id": f"p{i}", "prompt": p, "rubric": {"id": f"p{i}", "criteria": [
+        SHORT]}}) + "\n" for i, p in enumerate(PROMPTS)))
+    out = tmp_path / "run"
+    probe = tmp_path / "probe.py"  # the script, with a look at the model the trainer loaded
+    probe.write_text(
+        "import json, runpy, sys\n"
+        "from trl import GRPOTrainer\n"
+        "built = GRPOTrainer.__init__\n"
+        "def init(self, *args, **kwargs):\n"
+        "    built(self, *args, **kwargs)\n"
+        "    json.dump({'dtype': str(self.model.dtype), 'attn': self.model.config._attn_implementation},\n"
+        f"              open({str(tmp_path / 'loaded.json')!r}, 'w'))\n"
+        "GRPOTrainer.__init__ = init\n"
+        "sys.argv = sys.argv[1:]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
+    run_script(script_args(out, tiny_model_path, data, "--max_steps", "1", "--num_samples", "0", "--use_cpu", "true",
+                           "--bf16", "false", "--dtype", "bfloat16", "--attn_implementation", "eager"),
+               launcher=[sys.executable, str(probe)])
+    assert json.loads((tmp_path / "loaded.json").read_text()) == {"dtype": "torch.bfloat16", "attn": "eager"}
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"

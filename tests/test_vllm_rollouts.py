@@ -5,12 +5,21 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
+import torch
 from trl import GRPOConfig
 
-from rubric_rft.training.rollouts import RolloutSettingsError, check_rollout_settings
+from rubric_rft.training.rollouts import (
+    RolloutSettingsError,
+    WeightSyncError,
+    _reload_weights,
+    check_rollout_settings,
+    set_cpu_kv_cache_size,
+    vllm_memory_errors_as_settings_errors,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 # vLLM's own switch for running the model under dynamo + eager instead of compiling it with inductor (minutes).
@@ -45,6 +54,108 @@ def test_the_training_script_refuses_server_mode_on_cpu_with_a_message_not_a_tra
     assert not (tmp_path / "run").exists()  # refused before anything was loaded or written
 
 
+def test_the_kv_cache_size_is_set_when_unset_and_the_environment_wins():
+    environ = {}
+    set_cpu_kv_cache_size(1, environ)
+    assert environ == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    environ = {"VLLM_CPU_KVCACHE_SPACE": "3"}
+    set_cpu_kv_cache_size(1, environ)
+    assert environ == {"VLLM_CPU_KVCACHE_SPACE": "3"}
+    environ = {"VLLM_CPU_KVCACHE_SPACE": ""}  # vLLM reads an empty value as unset
+    set_cpu_kv_cache_size(2, environ)
+    assert environ == {"VLLM_CPU_KVCACHE_SPACE": "2"}
+    environ = {}
+    set_cpu_kv_cache_size(None, environ)
+    assert environ == {}
+
+
+@pytest.mark.parametrize("gib", [0, 1.5, "1"])
+def test_a_kv_cache_size_vllm_cannot_read_is_refused(gib):
+    with pytest.raises(RolloutSettingsError, match="vllm_cpu_kv_cache_gib must be a whole number of GiB"):
+        set_cpu_kv_cache_size(gib, {})
+
+
+# vLLM's CPU worker, without and with an explicit KV-cache size (vllm/v1/worker/cpu_worker.py).
+SHARE_TOO_SMALL = (
+    "Available memory on node 0 (8.69/10.46 GiB) on kv cache allocation is less than requested memory for kv "
+    "(-0.49/1.05 GiB). Reduce CPU memory used by other processes."
+)
+EXPLICIT_TOO_LARGE = (
+    "Available memory on node 0 (7.06/7.84 GiB) on kv cache allocation is less than requested memory for kv "
+    "(4096.00 GiB). Decrease --kv-cache-memory-bytes, VLLM_CPU_KVCACHE_SPACE, or reduce CPU memory used by other "
+    "processes."
+)
+
+
+def test_vllm_memory_errors_become_settings_errors_naming_the_key_to_change(monkeypatch):
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    with pytest.raises(RolloutSettingsError, match=r"set vllm_cpu_kv_cache_gib.*8\.69/10\.46 GiB") as error:
+        with vllm_memory_errors_as_settings_errors():
+            raise ValueError(SHARE_TOO_SMALL)
+    assert isinstance(error.value.__cause__, ValueError)
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "4096")
+    with pytest.raises(RolloutSettingsError, match=r"VLLM_CPU_KVCACHE_SPACE=4096.*lower vllm_cpu_kv_cache_gib"):
+        with vllm_memory_errors_as_settings_errors():
+            raise ValueError(EXPLICIT_TOO_LARGE)
+    with pytest.raises(ValueError, match="^something else$"):
+        with vllm_memory_errors_as_settings_errors():
+            raise ValueError("something else")
+
+
+class TiedEngineModel(torch.nn.Module):
+    """A stand-in for vLLM's CPU model after loading, with its tied LM head listed before the embedding: both keep
+    their shared weight packed (vLLM packs embeddings and heads with `remove_weight=False`), while a linear layer
+    keeps only its packed copy (an empty weight)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lm_head, self.embed_tokens, self.proj = torch.nn.Module(), torch.nn.Module(), torch.nn.Module()
+        self.embed_tokens.weight = torch.nn.Parameter(torch.ones(4, 2), requires_grad=False)
+        self.lm_head.weight = self.embed_tokens.weight
+        self.proj.weight = torch.nn.Parameter(torch.empty(0), requires_grad=False)
+        for module in (self.lm_head, self.embed_tokens, self.proj):
+            module.cpu_linear = "packed at load"
+
+    def load_weights(self, weights) -> set[str]:
+        """Like vLLM's models: the names it loaded; a tied head is loaded through the embedding."""
+        known = dict(self.named_parameters(remove_duplicate=False))
+        return {name for name, _ in weights if name in known and name != "lm_head.weight"}
+
+
+def fake_generation(model: torch.nn.Module, fed: list[str]):
+    """A `VLLMGeneration` whose engine is `model` and whose policy yields the weights named `fed`."""
+
+    def reload_weights(weights_iterator, is_checkpoint_format):
+        model.load_weights(weights_iterator)  # vLLM's reload keeps the loaded names to itself (it logs the rest)
+
+    runner = types.SimpleNamespace(get_model=lambda: model, reload_weights=reload_weights)
+    engine = types.SimpleNamespace(model_executor=types.SimpleNamespace(driver_worker=types.SimpleNamespace(
+        model_runner=runner)))
+    llm = types.SimpleNamespace(llm_engine=engine, reset_prefix_cache=lambda: None)
+    return types.SimpleNamespace(llm=llm, _iter_named_params=lambda: iter([(n, torch.zeros(1)) for n in fed]))
+
+
+@pytest.fixture
+def repacked(monkeypatch) -> list[torch.nn.Module]:
+    """The modules packed again, in order, through a stand-in for vLLM's CPU packing function."""
+    modules = []
+    packing = types.ModuleType("vllm.model_executor.layers.utils")
+    packing.dispatch_cpu_unquantized_gemm = lambda module, remove_weight: modules.append(module)
+    monkeypatch.setitem(sys.modules, packing.__name__, packing)
+    return modules
+
+
+def test_every_packed_layer_that_keeps_its_weight_is_repacked_whatever_the_module_order(repacked):
+    model = TiedEngineModel()
+    _reload_weights(fake_generation(model, ["embed_tokens.weight", "proj.weight"]))
+    assert {id(module) for module in repacked} == {id(model.lm_head), id(model.embed_tokens)}
+
+
+def test_a_weight_the_reload_did_not_load_is_an_error_naming_it(repacked):
+    with pytest.raises(WeightSyncError, match=r"did not load 1 of its weights.*: proj\.weight$"):
+        _reload_weights(fake_generation(TiedEngineModel(), ["embed_tokens.weight"]))
+
+
 def run_probe(model_path: str, tmp_path: Path, *flags: str) -> dict:
     out = tmp_path / "probe.json"
     result = subprocess.run(
@@ -57,8 +168,10 @@ def run_probe(model_path: str, tmp_path: Path, *flags: str) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.vllm
-@pytest.mark.parametrize("flags", [(), ("--lora",)], ids=["full", "lora"])
+@pytest.mark.parametrize("flags", [("--sync-failures",), ("--lora",)], ids=["full", "lora"])
 def test_colocated_vllm_samples_from_the_trained_weights(tiny_model_path, tmp_path, flags):
+    """With a 1 GiB KV cache, whatever this machine's NUMA node reports (with vllm_gpu_memory_utilization 0.1 of a
+    node reporting 7.8 GiB vLLM stopped before the first step: the trainer already held more than that share)."""
     pytest.importorskip("vllm")
     report = run_probe(tiny_model_path, tmp_path, *flags)
     assert report["installed"]
@@ -71,19 +184,41 @@ def test_colocated_vllm_samples_from_the_trained_weights(tiny_model_path, tmp_pa
     steps = [entry for entry in report["log_history"] if "sampling/sampling_logp_difference/mean" in entry]
     assert len(steps) == 3  # every step sampled from vLLM, and its samples scored like the policy's own
     assert all(entry["sampling/sampling_logp_difference/mean"] < 0.01 for entry in steps)
+    if "sync_failures" in report:
+        # A weight the policy did not send would have stayed as it was (vLLM only logs it); one vLLM does not know
+        # already stops its loader.
+        failures = report["sync_failures"]
+        assert failures["missing"] == "WeightSyncError: vLLM's reload did not load 1 of its weights, so it would "\
+            "keep sampling from their old values: model.embed_tokens.weight"
+        assert failures["unknown"].startswith("ValueError: There is no module or parameter named 'layers.0.mlp.extra")
+
+
+def run_train_script(tmp_path: Path, model_path: str, *flags: str) -> subprocess.CompletedProcess:
+    """scripts/train_grpo.py on configs/cpu_vllm.yaml, its KV-cache size left to the config."""
+    command = [
+        sys.executable, str(ROOT / "scripts" / "train_grpo.py"), "--config", str(ROOT / "configs" / "cpu_vllm.yaml"),
+        "--model_name_or_path", model_path, "--output_dir", str(tmp_path / "run"), "--report_to", "none",
+        "--num_samples", "0", "--save_steps", "1", *flags,
+    ]
+    env = {name: value for name, value in os.environ.items() if name != "VLLM_CPU_KVCACHE_SPACE"}
+    return subprocess.run(command, cwd=ROOT, env={**env, **VLLM_ENV}, capture_output=True, text=True, timeout=900)
 
 
 def train_script(tmp_path: Path, smollm2_path: str, *flags: str) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable, str(ROOT / "scripts" / "train_grpo.py"), "--config", str(ROOT / "configs" / "cpu_vllm.yaml"),
-        "--model_name_or_path", smollm2_path, "--output_dir", str(tmp_path / "run"), "--report_to", "none",
-        "--num_samples", "0", "--save_steps", "1", *flags,
-    ]
-    result = subprocess.run(
-        command, cwd=ROOT, env={**os.environ, **VLLM_ENV}, capture_output=True, text=True, timeout=900
-    )
+    result = run_train_script(tmp_path, smollm2_path, *flags)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_a_kv_cache_larger_than_the_machine_has_is_an_error_naming_the_key_not_a_traceback(tiny_model_path, tmp_path):
+    pytest.importorskip("vllm")
+    result = run_train_script(tmp_path, tiny_model_path, "--vllm_cpu_kv_cache_gib", "4096")
+    assert result.returncode == 1, result.stderr[-4000:]
+    assert "error: vLLM could not allocate its KV cache" in result.stderr
+    assert "VLLM_CPU_KVCACHE_SPACE=4096 GiB" in result.stderr and "lower vllm_cpu_kv_cache_gib" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.slow

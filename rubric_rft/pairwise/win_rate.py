@@ -100,10 +100,30 @@ async def win_rate(
     The estimate is `bootstrap_mean` over prompts of each prompt's mean outcome (several items may share a
     prompt id). `on_pair` is called as each pair finishes (a progress bar, say).
     """
-    pairs = [_as_item(index, item) for index, item in enumerate(items)]
-    if not pairs:
+    judged = await judge_pairs(judge, items, on_pair)
+    if not judged:
         raise ValueError("win_rate needs at least one item")
-    judged = await asyncio.gather(*(_judge_pair(judge, item, on_pair) for item in pairs))
+    return summarize_pairs(judged, confidence=confidence, resamples=resamples, seed=seed)
+
+
+JudgedPair = tuple[PairOutcome, tuple[PairVerdict, PairVerdict]]
+
+
+async def judge_pairs(
+    judge: PairwiseJudge,
+    items: Iterable[PairItem | Mapping[str, Any]],
+    on_pair: Callable[[PairOutcome], None] | None = None,
+) -> list[JudgedPair]:
+    """Every pair judged in both orders, all concurrently, with the verdicts of both orders (for their costs).
+    Pairs judged apart (each rank its share, say) are summed up together by `summarize_pairs`."""
+    pairs = [_as_item(index, item) for index, item in enumerate(items)]
+    return list(await asyncio.gather(*(_judge_pair(judge, item, on_pair) for item in pairs)))
+
+
+def summarize_pairs(
+    judged: list[JudgedPair], *, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> WinRateResult:
+    """`win_rate`'s result from judged pairs."""
     outcomes = [outcome for outcome, _ in judged]
     verdicts = [verdict for _, both in judged for verdict in both]
     scored = [o for o in outcomes if o.outcome is not None]
@@ -135,7 +155,7 @@ async def judge_pair(judge: PairwiseJudge, item: PairItem | Mapping[str, Any]) -
 
 async def _judge_pair(
     judge: PairwiseJudge, item: PairItem, on_pair: Callable[[PairOutcome], None] | None
-) -> tuple[PairOutcome, tuple[PairVerdict, PairVerdict]]:
+) -> JudgedPair:
     prompt = render_prompt(item.prompt)
     rubric = as_rubric(item.rubric) if item.rubric is not None else None
     forward, backward = await asyncio.gather(

@@ -45,6 +45,17 @@ class BTReward(AsyncClosing):
         self.batch_size = batch_size
         self.__name__ = name
 
+    def use_accelerator(self, accelerator) -> None:
+        """Under DeepSpeed ZeRO-3 the model was loaded sharded (transformers' `zero.Init`): wrap it as TRL wraps the
+        reward models it is given (`prepare_deepspeed`), so that its forward passes gather the shards. Every rank
+        must then score as many batches as the others, as in training and the monitor's grading."""
+        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+        if is_deepspeed_zero3_enabled():
+            from trl.models.utils import prepare_deepspeed
+
+            self.model = prepare_deepspeed(self.model, accelerator)
+
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
         return self.score(prompts, completions)
 

@@ -1,6 +1,7 @@
 """Which reward a policy trains on: `reward:` in a training config (a mapping, a JSON string, or a YAML path).
 
     reward: {type: rubric}                                # the default: each prompt's rubric (`judge:` grades it)
+    reward: {type: rubric, max_failure_rate: 0.5, failure_window: 32}  # stop when the judge keeps failing
     reward: {type: bt, model: outputs/bt/reward_model}    # a Bradley-Terry reward model (scripts/train_reward_model.py)
 
 The type is checked first, so that an error names the field as written (`reward.model`, not a union branch).
@@ -13,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from rubric_rft.config_values import load_validated, read_mapping
+from rubric_rft.reward.failure_limit import DEFAULT_FAILURE_WINDOW, DEFAULT_MAX_FAILURE_RATE
 
 
 class _Strict(BaseModel):
@@ -23,6 +25,16 @@ class RubricRewardConfig(_Strict):
     """Each row's rubric, graded by rules and the `judge:` of the training config."""
 
     type: Literal["rubric"] = "rubric"
+    max_failure_rate: float | None = Field(
+        default=DEFAULT_MAX_FAILURE_RATE,
+        ge=0,
+        lt=1,
+        description="Stop training when more than this share of the last `failure_window` completions sent to the "
+        "judge failed (a broken judge masks every reward and training goes on on nothing); null: never stop.",
+    )
+    failure_window: int = Field(
+        default=DEFAULT_FAILURE_WINDOW, ge=1, description="How many recent judged completions the limit looks at."
+    )
 
 
 class BTRewardConfig(_Strict):

@@ -3,7 +3,8 @@
 TRL awaits async reward functions on its own event loop, so every completion of a batch is graded
 concurrently; the judge bounds how many requests are in flight. Rule criteria are checked in-process and
 never cost a judge call. A completion whose llm criteria could not be graded after the judge's retries gets
-`None`, which TRL masks out of its group, and is counted in the logged metrics: never a made-up score.
+`None`, which TRL masks out of its group, and is counted in the logged metrics: never a made-up score. A judge
+that fails too often stops training (`rubric_rft.reward.failure_limit`) rather than leaving it to run on nothing.
 
 Criterion pass rates are logged pooled (by kind, for positive criteria and for pitfalls): ids such as `c1` repeat
 across prompts and name unrelated criteria, so a series per id would merge them.
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from rubric_rft.judges.base import AsyncClosing, GradeRequest, Judge, Verdict
 from rubric_rft.llm.costs import Costs
+from rubric_rft.reward.failure_limit import DEFAULT_FAILURE_WINDOW, DEFAULT_MAX_FAILURE_RATE, FailureLimit
 from rubric_rft.rubrics.datasets import completion_text, render_prompt
 from rubric_rft.rubrics.format import Rubric
 from rubric_rft.rubrics.rules import grade_rules
@@ -58,6 +60,9 @@ class RubricReward(AsyncClosing):
     row's `prompt_id` (so a rubric may change during training). `judge` may be None when every criterion is a
     rule. `normalize=False` returns the raw weighted sum instead of a score in [0, 1]. `on_graded(completions,
     graded, columns)` sees every training batch's grades (online refinement buffers the policy's tail with it).
+    A training call raises `JudgeFailingError` when more than `max_failure_rate * failure_window` of the last
+    `failure_window` completions sent to the judge failed (None: never); `grade`, which evaluation tools call and
+    report failures from, does not.
     """
 
     def __init__(
@@ -69,6 +74,8 @@ class RubricReward(AsyncClosing):
         name: str = "rubric_reward",
         store: RubricStore | None = None,
         on_graded: Callable[[Sequence[Any], list[GradedCompletion], dict[str, Any]], None] | None = None,
+        max_failure_rate: float | None = DEFAULT_MAX_FAILURE_RATE,
+        failure_window: int = DEFAULT_FAILURE_WINDOW,
     ) -> None:
         self.judge = judge
         self.rubric_column = rubric_column
@@ -77,6 +84,7 @@ class RubricReward(AsyncClosing):
         self.normalize = normalize
         self.__name__ = name
         self.totals: Counter[str] = Counter()
+        self.failure_limit = None if max_failure_rate is None else FailureLimit(max_failure_rate, failure_window)
 
     async def __call__(
         self,
@@ -92,6 +100,8 @@ class RubricReward(AsyncClosing):
         if log_metric is not None:
             for name, value in self.batch_metrics(graded, time.perf_counter() - started).items():
                 log_metric(name, value)
+        if self.failure_limit is not None:  # rule-only completions say nothing about the judge
+            self.failure_limit.record(g.error for g in graded if g.verdict is not None)
         return [g.score for g in graded]
 
     def _rubrics(self, columns: dict[str, Any]) -> Sequence[Any]:

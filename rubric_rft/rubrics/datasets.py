@@ -3,6 +3,8 @@
 A row has `prompt` (chat messages, TRL's conversational format), `prompt_id`, `rubric` (the rubric as JSON
 text, so rubrics of any shape share one Arrow column) and optionally `reference`. Local JSON/JSONL files may
 be in any format `rubric_rft.rubrics.imports` detects; errors name the file, the line and the field.
+A row without a `prompt_id` gets the same id from every source (`rubric_rft.rubrics.imports.dataset_prompt_id`),
+so one prompt keeps its id across files and two prompts never share one.
 """
 
 from __future__ import annotations
@@ -15,14 +17,13 @@ from datasets import Dataset, load_dataset
 from pydantic import ValidationError
 
 from rubric_rft.rubrics.format import Rubric, RubricFileError, describe_validation_error
+from rubric_rft.rubrics.imports import dataset_prompt_id, read_records
 
 
 def load_prompt_dataset(source: str, split: str = "train") -> Dataset:
     """Load a local JSON/JSONL/Parquet file or a hub dataset id into the row format above."""
     path = Path(source)
     if path.suffix in {".json", ".jsonl"}:
-        from rubric_rft.rubrics.imports import read_records
-
         rows = [_to_row(location, row) for location, row in read_records(path)]
         if not rows:
             raise RubricFileError(f"{path}: no records")
@@ -52,16 +53,24 @@ def _validated(dataset: Dataset, source: str) -> Dataset:
             f"{source}: dataset has no {missing} column(s); columns are {dataset.column_names}. "
             "Each row needs 'prompt' (a string or chat messages) and 'rubric' (a rubric object or its JSON)."
         )
-    rubrics = []
-    for index, value in enumerate(dataset["rubric"]):
-        try:
-            rubrics.append(Rubric.from_value(value).model_dump_json(exclude_none=True))
-        except ValidationError as exc:
-            raise RubricFileError(f"{source}: row {index}: rubric.{describe_validation_error(exc)}") from None
-    dataset = dataset.remove_columns("rubric").add_column("rubric", rubrics)
-    if "prompt_id" not in dataset.column_names:
-        dataset = dataset.add_column("prompt_id", [str(i) for i in range(len(dataset))])
+    given = dataset["prompt_id"] if "prompt_id" in dataset.column_names else [None] * len(dataset)
+    rows = zip(dataset["rubric"], dataset["prompt"], given, strict=True)
+    checked = [_checked(source, index, *row) for index, row in enumerate(rows)]
+    dataset = dataset.remove_columns([c for c in ("rubric", "prompt_id") if c in dataset.column_names])
+    dataset = dataset.add_column("rubric", [r for r, _ in checked]).add_column("prompt_id", [i for _, i in checked])
     return dataset.map(lambda row: {"prompt": as_messages(row["prompt"])})
+
+
+def _checked(source: str, index: int, value: Any, prompt: Any, prompt_id: Any) -> tuple[str, str]:
+    """A row's rubric as JSON text and its prompt id, as a JSON file's row gets them; errors name the row."""
+    try:
+        rubric = Rubric.from_value(value)
+    except ValidationError as exc:
+        raise RubricFileError(f"{source}: row {index}: rubric.{describe_validation_error(exc)}") from None
+    try:
+        return rubric.model_dump_json(exclude_none=True), dataset_prompt_id(prompt_id, rubric, prompt)
+    except ValidationError as exc:
+        raise RubricFileError(f"{source}: row {index}: {describe_validation_error(exc)}") from None
 
 
 def as_messages(prompt: str | list[dict[str, str]]) -> list[dict[str, str]]:

@@ -291,16 +291,6 @@ def write_json_records(records: list[dict[str, Any]], path: str | Path) -> None:
 MAX_JSON_DEPTH = 64  # a rubric, a dataset row or a config is a few levels deep
 
 
-def write_json_atomic(value: Any, path: str | Path) -> Path:
-    """`value` as JSON in `path`, replaced whole (a crash mid-write leaves the old file): checkpoint state."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(value, ensure_ascii=False) + "\n", encoding="utf-8")
-    temporary.replace(path)
-    return path
-
-
 def parse_json(text: str) -> Any:
     """`json.loads` for records and configs. A document nested deeper than `MAX_JSON_DEPTH` is invalid JSON here
     (a `json.JSONDecodeError`, which callers turn into file:line messages): Python's parser, and every recursive

@@ -11,8 +11,9 @@ Conventions applied on import, so that scores mean the same whatever the source:
   `pitfall_phrasing="avoids"` turns "avoids X" pitfalls (met is good) into positive weights.
 - A zero weight is an error, never silently dropped: such a criterion cannot move the score, so it is a
   mistake in the source.
-- `prompt_id` (and the rubric id) is the source's `prompt_id`, else its `id`, else the first 12 hex digits of
-  the sha1 of the prompt messages as canonical JSON.
+- `prompt_id` (and the rubric id) is the source's `prompt_id`, else its `id`, else `prompt_key`: the first 12 hex
+  digits of the sha1 of the prompt messages as canonical JSON. Our own dataset rows (and Parquet and hub datasets,
+  `dataset_prompt_id`) take the row's `prompt_id`, else the rubric's, else `prompt_key`.
 - References: HealthBench `ideal_completions_data.ideal_completion`, RaR `reference_answer`.
 """
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
@@ -94,10 +95,28 @@ class _Message(_Lenient):
 Prompt = Annotated[list[_Message], BeforeValidator(_messages), Field(min_length=1)]
 
 
-def prompt_key(prompt: list[_Message]) -> str:
-    """A short stable id for a prompt that comes without one: the hash of its messages."""
-    canonical = json.dumps([m.model_dump() for m in prompt], ensure_ascii=False, sort_keys=True)
+class _PromptOnly(_Lenient):
+    prompt: Prompt
+
+
+def prompt_key(prompt: str | Sequence[Mapping[str, Any] | _Message]) -> str:
+    """A short stable id for a prompt that comes without one: the hash of its messages, so that a prompt gets the same
+    id in every file and source, and a plain string the id of the same text as one user message.
+
+    Raises `ValidationError` (field `prompt`) for an empty prompt or a message without `role` or `content`.
+    """
+    messages = _PromptOnly(prompt=prompt).prompt
+    canonical = json.dumps([m.model_dump() for m in messages], ensure_ascii=False, sort_keys=True)
     return hashlib.sha1(canonical.encode()).hexdigest()[:12]
+
+
+def dataset_prompt_id(prompt_id: Any, rubric: Rubric, prompt: str | Sequence[Mapping[str, Any] | _Message]) -> str:
+    """A dataset row's id: its own `prompt_id`, else its rubric's, else `prompt_key`. Never the row's position nor
+    the rubric's `id`, which both repeat across files: the rubric store is keyed by prompt id, so a held-out prompt
+    would find a training prompt's rubric under a shared id."""
+    if prompt_id is not None:
+        return str(prompt_id)
+    return rubric.prompt_id or prompt_key(prompt)
 
 
 def _row(prompt_id: str, prompt: list[_Message] | None, rubric: Rubric, reference: str | None) -> dict[str, Any]:
@@ -159,7 +178,7 @@ class _DatasetRow(_Lenient):
         return _drop_nulls(value)
 
     def to_row(self, pitfall_phrasing: PitfallPhrasing) -> dict[str, Any]:
-        key = self.prompt_id or self.rubric.prompt_id or self.rubric.id
+        key = dataset_prompt_id(self.prompt_id, self.rubric, self.prompt)
         return _row(key, self.prompt, self.rubric, self.reference)
 
 

@@ -8,23 +8,17 @@ are unique within a prompt's history and each names its predecessor.
 
 Every rank must grade with the same rubrics: updates are decided on the main process and applied on every
 rank at a step boundary through `apply`, which broadcasts them. In training, `RubricStoreCallback`
-(`rubric_rft.training.rubric_checkpoints`) saves the store into each checkpoint (`rubric_store.json`).
+(`rubric_rft.training.rubric_checkpoints`) saves `state_dict()` in each checkpoint.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from rubric_rft.rubrics.format import Rubric, write_json_atomic
+from rubric_rft.rubrics.format import Rubric
 
-logger = logging.getLogger(__name__)
-
-STORE_FILE = "rubric_store.json"
 FINAL_RUBRICS_FILE = "rubrics.jsonl"
 LINEAGE_FILE = "rubric_lineage.jsonl"
 
@@ -75,13 +69,6 @@ class RubricStore:
                     f"{source}: prompt_id {prompt_id!r} has two different rubrics "
                     f"({known[-1].rubric.id!r} and {rubric.id!r}); a prompt id must name one rubric"
                 )
-        return store
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path) -> RubricStore:
-        """The store saved in `checkpoint` (a missing file is a `FileNotFoundError` naming it)."""
-        store = cls()
-        store.load_state_dict(_read_state(Path(checkpoint) / STORE_FILE))
         return store
 
     # ----- reading --------------------------------------------------------------------------------------------
@@ -151,26 +138,6 @@ class RubricStore:
                 RubricVersion(Rubric.model_validate(record["rubric"]), record["step"])
             )
         self._history = history
-
-    def save(self, folder: str | Path) -> Path:
-        """Write the state into `folder/rubric_store.json`, replacing the file whole."""
-        return write_json_atomic(self.state_dict(), Path(folder) / STORE_FILE)
-
-    def restore(self, checkpoint: str | Path) -> bool:
-        """Load the store saved in `checkpoint`. A checkpoint saved without one keeps the store as it is (the
-        dataset's rubrics) and says so; returns whether a store was loaded."""
-        path = Path(checkpoint) / STORE_FILE
-        if not path.exists():
-            logger.warning("%s: no rubric store in this checkpoint (saved by an older version); "
-                           "grading with the dataset's rubrics", checkpoint)
-            return False
-        self.load_state_dict(_read_state(path))
-        logger.info("rubric store: resumed %d prompts from %s", len(self), checkpoint)
-        return True
-
-
-def _read_state(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _from_main(updates: Sequence[RubricUpdate] | None) -> list[RubricUpdate]:

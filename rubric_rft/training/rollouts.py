@@ -9,6 +9,15 @@ packs it again. It misses one thing: a tied LM head (SmolLM2, the tiny test mode
 embedding that no reloaded weight touches, and without repacking it the engine samples from the old head (its
 log-probs stayed 0.10 nats from the trained model's on the tiny model; 0.001 once it is repacked).
 
+vLLM's reload reports the weights it did not load only in a log line (which the colocated engine does not even
+print), and keeps their old values: the sync here fails instead, naming them.
+
+Memory. Without an explicit KV-cache size, vLLM's CPU worker sizes its cache as `vllm_gpu_memory_utilization` of
+its NUMA node's memory (sysfs, not `free`: from 7.8 to 11.6 GiB within an hour on one machine whose `free` shows
+23 GiB) less what the process already holds, which in colocate mode includes the trainer; the same config then
+trains on one machine, or at one time, and stops before the first step on another. `VLLM_CPU_KVCACHE_SPACE` (whole
+GiB, read with `int()`) gives the cache an explicit size, and then vLLM ignores that share on the CPU.
+
 Server mode pushes the weights to the vLLM server over NCCL (vLLM's weight-transfer engine), which needs CUDA.
 Without it TRL fails deep inside its client; the run is refused before the trainer is built, naming colocate as
 the CPU path.
@@ -16,17 +25,27 @@ the CPU path.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import types
+from collections import defaultdict
+from collections.abc import Iterator, MutableMapping
 
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
 logger = logging.getLogger(__name__)
 
+KV_CACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
+
 
 class RolloutSettingsError(ValueError):
     """The vLLM settings ask for something this machine cannot do."""
+
+
+class WeightSyncError(RuntimeError):
+    """Some of vLLM's weights kept their old values after a sync: it would sample from a model no longer trained."""
 
 
 def check_rollout_settings(args: GRPOConfig) -> None:
@@ -39,6 +58,40 @@ def check_rollout_settings(args: GRPOConfig) -> None:
             "over NCCL after every step, and without CUDA they would never arrive. On a CPU machine use "
             "vllm_mode: colocate (vLLM inside the training process; configs/cpu_vllm.yaml), or use_vllm: false."
         )
+
+
+def set_cpu_kv_cache_size(gib: int | None, environ: MutableMapping[str, str] = os.environ) -> None:
+    """Give a CPU vLLM engine a KV cache of `gib` GiB unless the environment already sets `VLLM_CPU_KVCACHE_SPACE`
+    (None: leave vLLM to its share of the NUMA node's memory). Call it before the trainer builds the engine."""
+    if gib is None:
+        return
+    if type(gib) is not int or gib < 1:
+        raise RolloutSettingsError(
+            f"vllm_cpu_kv_cache_gib must be a whole number of GiB, at least 1 (vLLM reads {KV_CACHE_ENV} with "
+            f"int()), not {gib!r}"
+        )
+    if not environ.get(KV_CACHE_ENV):  # vLLM takes an empty value for unset too
+        environ[KV_CACHE_ENV] = str(gib)
+
+
+@contextlib.contextmanager
+def vllm_memory_errors_as_settings_errors() -> Iterator[None]:
+    """Turn vLLM's CPU worker refusing its memory (a ValueError while the trainer builds the engine) into a
+    `RolloutSettingsError` that names the setting to change."""
+    try:
+        yield
+    except ValueError as exc:
+        if not str(exc).startswith("Available memory on node"):
+            raise
+        size = os.environ.get(KV_CACHE_ENV)
+        advice = (
+            f"{KV_CACHE_ENV}={size} GiB is more than its NUMA node has free: lower vllm_cpu_kv_cache_gib (or the "
+            "environment variable, which wins)"
+            if size
+            else "without an explicit size it takes vllm_gpu_memory_utilization of its NUMA node's memory, less what "
+            "this process already holds: set vllm_cpu_kv_cache_gib (e.g. 1)"
+        )
+        raise RolloutSettingsError(f"vLLM could not allocate its KV cache on the CPU: {advice}. vLLM: {exc}") from exc
 
 
 def use_cpu_weight_reload(trainer: GRPOTrainer) -> bool:
@@ -58,18 +111,54 @@ def _vllm_runs_on_cpu() -> bool:
 
 def _reload_weights(generation) -> None:
     """`VLLMGeneration.sync_weights` for a CPU engine: TRL's own walk over the (adapter-merged) parameters, fed to
-    vLLM's layer-by-layer reload; then every packed layer whose weight belongs to an earlier layer (a tied LM
-    head: the reload repacked only the embedding) is packed again from that weight."""
+    vLLM's layer-by-layer reload; then every packed layer that keeps its weight is packed again from it (a tied LM
+    head shares the embedding's weight, and the reload repacked only the layer the weight was loaded through)."""
+    runner = generation.llm.llm_engine.model_executor.driver_worker.model_runner
+    model = runner.get_model()
+    with _names_loaded_by(model) as loaded:
+        runner.reload_weights(weights_iterator=generation._iter_named_params(), is_checkpoint_format=True)
+    unloaded = _unloaded_weights(model, loaded)
+    if unloaded:
+        raise WeightSyncError(
+            f"vLLM's reload did not load {len(unloaded)} of its weights, so it would keep sampling from their old "
+            f"values: {', '.join(unloaded)}"
+        )
+    _repack_kept_weights(model)
+    generation.llm.reset_prefix_cache()
+
+
+@contextlib.contextmanager
+def _names_loaded_by(model: torch.nn.Module) -> Iterator[set[str]]:
+    """The names `model.load_weights` reports loading inside the block: vLLM's reload keeps them to itself."""
+    loaded: set[str] = set()
+    load = model.load_weights
+
+    def recording_load(weights):
+        names = load(weights)
+        loaded.update(names)
+        return names
+
+    model.load_weights = recording_load
+    try:
+        yield loaded
+    finally:
+        del model.load_weights
+
+
+def _unloaded_weights(model: torch.nn.Module, loaded: set[str]) -> list[str]:
+    """The model's weights loaded under none of their names (a tied weight has one per module holding it)."""
+    names = defaultdict(list)
+    for name, weight in model.named_parameters(remove_duplicate=False):
+        names[id(weight)].append(name)
+    return sorted(aliases[0] for aliases in names.values() if loaded.isdisjoint(aliases))
+
+
+def _repack_kept_weights(model: torch.nn.Module) -> None:
+    """Pack again every packed layer that keeps its weight (vLLM's CPU backend keeps it for embeddings and LM
+    heads): whichever of two layers sharing a weight the reload went through, both pack the current values."""
     from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
 
-    runner = generation.llm.llm_engine.model_executor.driver_worker.model_runner
-    runner.reload_weights(weights_iterator=generation._iter_named_params(), is_checkpoint_format=True)
-    owners = set()
-    for module in runner.get_model().modules():
+    for module in model.modules():
         weight = getattr(module, "weight", None)
-        if not hasattr(module, "cpu_linear") or weight is None or not weight.numel():
-            continue
-        if id(weight) in owners:
+        if hasattr(module, "cpu_linear") and weight is not None and weight.numel():
             dispatch_cpu_unquantized_gemm(module, remove_weight=False)
-        owners.add(id(weight))
-    generation.llm.reset_prefix_cache()

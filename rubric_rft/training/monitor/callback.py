@@ -6,11 +6,15 @@ reward) and the gold evaluator, measures KL to the starting policy, and applies 
 (`rubric_rft.training.monitor.onset`). Results go to `rubric_rft.training.monitor.report`; actions: alert,
 stop training at onset, and keep the best-by-gold model in `OUTPUT_DIR/best_gold`.
 
-Every rank samples its share of the held-out answers (under ZeRO-3 no rank can generate alone); the main process
-grades them, records and acts, and broadcasts the record and a stop decision to the other ranks.
-The monitor's state is written into every checkpoint (`overopt_state.json`), and
-`restore(checkpoint)` brings it back, so a run killed and resumed reports the same history and onset as one
-that never stopped.
+Every rank samples its share of the held-out answers (under ZeRO-3 no rank can generate alone) and grades its share
+of all of them (no rank waits in a collective while another grades alone); the main process records and acts, and
+broadcasts the record and a stop decision to the other ranks. With `use_trainer(trainer)` (the training script
+calls it) sampling goes through TRL's `unwrap_model_for_generation`, the frozen starting model for the KL is
+sharded like TRL's own reference model, and the best-by-gold model is saved by the trainer on every rank: what
+DeepSpeed ZeRO-3 needs, where the model a callback is given holds only this rank's shard.
+The monitor's state is saved in every checkpoint's `trainer_state.json`
+(`rubric_rft.training.checkpoint_state`), and `restore(checkpoint)` brings it back, so a run killed and resumed
+reports the same history and onset as one that never stopped.
 """
 
 from __future__ import annotations
@@ -23,13 +27,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from accelerate.utils import broadcast_object_list
-from transformers import TrainerCallback
+from accelerate.utils import broadcast_object_list, gather_object
 
 from rubric_rft.judges.registry import build_judge, load_judge_config
+from rubric_rft.llm.generation import rank_block
+from rubric_rft.pairwise.win_rate import judge_pairs, summarize_pairs
 from rubric_rft.reward.rubric_reward import RubricReward
 from rubric_rft.rubrics.datasets import load_prompt_dataset, render_prompt
 from rubric_rft.rubrics.store import RubricStore
+from rubric_rft.training.checkpoint_state import CheckpointedCallback, saved_state
 from rubric_rft.training.monitor import report
 from rubric_rft.training.monitor.config import MonitorConfig
 from rubric_rft.training.monitor.onset import Evaluation, detect_onset
@@ -38,11 +44,10 @@ from rubric_rft.training.monitor.scoring import summarize
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "overopt_state.json"
 BEST_DIR = "best_gold"
 
 
-class OverOptimizationMonitor(TrainerCallback):
+class OverOptimizationMonitor(CheckpointedCallback):
     """Held-out proxy-vs-gold evaluations during training, onset detection, and the actions it triggers.
 
     `proxy` is the training reward when it is not a rubric (anything with `RubricReward`'s `grade` and `aclose`, e.g.
@@ -71,6 +76,7 @@ class OverOptimizationMonitor(TrainerCallback):
         self.max_new_tokens = config.max_new_tokens or max_new_tokens
         self.start_model_path = start_model_path
         self._reference_model = None
+        self.trainer = None
         self.title = title
         self.rubric_store = rubric_store
         self.rows = _heldout_rows(config)
@@ -88,8 +94,13 @@ class OverOptimizationMonitor(TrainerCallback):
         self.train_seconds_before = 0.0
         self._started = time.perf_counter()
 
+    def use_trainer(self, trainer) -> None:
+        """Sample, measure and save through `trainer` (its wrapped model and accelerator); see the module docstring."""
+        self.trainer = trainer
+
     # ----- trainer events -------------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
         self._started = time.perf_counter()
         if not self.history:  # a resumed run has its history back already
             self._evaluate(state, kwargs["model"], kwargs["processing_class"])
@@ -112,13 +123,6 @@ class OverOptimizationMonitor(TrainerCallback):
                 report.log_summary(run, summary, self.history, self._samples(), self.output_dir / "overopt.png")
         return control
 
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            checkpoint.mkdir(parents=True, exist_ok=True)
-            (checkpoint / STATE_FILE).write_text(json.dumps(self.state_dict()))
-        return control
-
     # ----- state ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -132,21 +136,24 @@ class OverOptimizationMonitor(TrainerCallback):
 
     def restore(self, checkpoint: str | Path) -> None:
         """Continue from the state saved in `checkpoint`; local files are cut back to that point."""
-        path = Path(checkpoint) / STATE_FILE
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no monitor state in this checkpoint (was it saved with the monitor on?)")
-        saved = json.loads(path.read_text())
+        saved = saved_state(checkpoint, type(self).__name__)
+        if saved is None:
+            raise FileNotFoundError(
+                f"{checkpoint}: no monitor state in this checkpoint (was it saved with the monitor on?)")
         self.history = saved["history"]
         self.baseline_texts = saved["baseline_texts"]
         self.best = saved["best"]
         self.onset_acted = saved["onset_acted"]
         self.monitor_seconds = saved["monitor_seconds"]
         self.train_seconds_before = saved["train_seconds"]
-        last_step = self.history[-1]["step"] if self.history else -1
-        kept = [s for s in self._samples() if s["step"] <= last_step]
-        report.write_history(self.output_dir / "overopt_samples.jsonl", kept)
-        if self.history:
-            self._write_outputs()
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:  # the files are the main process's
+            last_step = self.history[-1]["step"] if self.history else -1
+            kept = [s for s in self._samples() if s["step"] <= last_step]
+            report.write_history(self.output_dir / "overopt_samples.jsonl", kept)
+            if self.history:
+                self._write_outputs()
         logger.info("monitor: resumed from %s with %d evaluations", checkpoint, len(self.history))
 
     # ----- evaluation -----------------------------------------------------------------------------------------
@@ -154,8 +161,10 @@ class OverOptimizationMonitor(TrainerCallback):
         """Called on every rank. Every rank keeps the record too: whether to evaluate again depends on the history."""
         started = time.perf_counter()
         n = self.config.samples_per_prompt
+        policy, accelerator, checkpointing = (model, None, None) if self.trainer is None else (
+            self.trainer.model_wrapped, self.trainer.accelerator, self.trainer.args.gradient_checkpointing_kwargs)
         samples = sample_policy(
-            model,
+            policy,
             tokenizer,
             [row["prompt"] for row in self.rows],
             samples_per_prompt=n,
@@ -164,28 +173,36 @@ class OverOptimizationMonitor(TrainerCallback):
             seed=self.config.seed + state.global_step,
             reference=reference_of(model, self._frozen_start(model)),
             batch_size=self.config.batch_size,
+            accelerator=accelerator,
+            gradient_checkpointing_kwargs=checkpointing,
         )
-        if not state.is_world_process_zero:
-            self.history.append(broadcast_object_list([None])[0])
-            return
         rows = [row for row in self.rows for _ in range(n)]
-        proxy, gold, win_rate = asyncio.run(self._grade(rows, samples.texts))
+        proxy, gold, pairs = self._grade_on_every_rank(rows, samples.texts)
         if self.baseline_texts is None:
             self.baseline_texts = samples.texts
-        record = summarize(
-            state.global_step,
-            [row["prompt_id"] for row in rows],
-            proxy,
-            gold,
-            win_rate,
-            samples.kl,
-            samples.lengths,
-            seed=self.config.seed,
-        )
-        record["monitor_s"] = time.perf_counter() - started
-        broadcast_object_list([record])
+        record = None
+        if state.is_world_process_zero:
+            win_rate = None
+            if pairs is not None:
+                result = summarize_pairs(pairs)
+                win_rate = {**result.estimate.as_dict("win_rate"), "win_rate_failures": result.failures}
+            record = summarize(
+                state.global_step,
+                [row["prompt_id"] for row in rows],
+                proxy,
+                gold,
+                win_rate,
+                samples.kl,
+                samples.lengths,
+                seed=self.config.seed,
+            )
+            record["monitor_s"] = time.perf_counter() - started
+        record = broadcast_object_list([record])[0]
         self.monitor_seconds += record["monitor_s"]
         self.history.append(record)
+        self._keep_if_best(record, model, tokenizer, state.is_world_process_zero)
+        if not state.is_world_process_zero:
+            return
         sample_rows = [
             {
                 "step": state.global_step,
@@ -205,7 +222,6 @@ class OverOptimizationMonitor(TrainerCallback):
             )
         ]
         report.write_history(self.output_dir / "overopt_samples.jsonl", self._samples() + sample_rows)
-        self._keep_if_best(record, model, tokenizer)
         summary = self._write_outputs()
         run = report.wandb_run()
         if run is not None:
@@ -222,18 +238,46 @@ class OverOptimizationMonitor(TrainerCallback):
         logger.info("monitor step %d: %s", state.global_step, _brief(record))
 
     def _frozen_start(self, model):
-        """The starting weights, for a model trained without adapters; loaded once on every rank, on first use."""
+        """The starting weights, for a model trained without adapters; loaded once on every rank, on first use.
+        Under ZeRO-3 they are sharded and wrapped as TRL wraps its reference model (`prepare_deepspeed`)."""
         if hasattr(model, "disable_adapter") or self._reference_model is not None:
             return self._reference_model
         if self.start_model_path is None:
             raise ValueError("the monitor needs start_model_path to measure the KL of a model trained without LoRA")
         from transformers import AutoModelForCausalLM
+        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
-        self._reference_model = AutoModelForCausalLM.from_pretrained(self.start_model_path, dtype=model.dtype)
-        self._reference_model.to(model.device).eval().requires_grad_(False)
+        reference = AutoModelForCausalLM.from_pretrained(self.start_model_path, dtype=model.dtype)
+        if is_deepspeed_zero3_enabled():
+            if self.trainer is None:
+                raise ValueError("under DeepSpeed ZeRO-3 the monitor needs use_trainer(trainer) to shard its "
+                                 "reference model")
+            from trl.models.utils import prepare_deepspeed
+
+            self._reference_model = prepare_deepspeed(reference, self.trainer.accelerator)
+        else:
+            self._reference_model = reference.to(model.device).eval().requires_grad_(False)
         return self._reference_model
 
-    async def _grade(self, rows: list[dict], texts: list[str]):
+    def _grade_on_every_rank(self, rows: list[dict], texts: list[str]):
+        """Every rank grades its block of the samples (`rank_block`); the main process gets every grade, in order.
+        Blocks are padded to one length with their last sample (its grade thrown away), so that an in-process proxy
+        sharded under ZeRO-3 (a reward model) runs as many forward passes on every rank."""
+        from accelerate import PartialState
+
+        ranks = PartialState()
+        block = rank_block(len(rows), ranks.process_index, ranks.num_processes)
+        padded = list(block) + [block[-1] if block else len(rows) - 1] * (
+            -(-len(rows) // ranks.num_processes) - len(block))
+        mine = asyncio.run(self._grade([rows[i] for i in padded], [texts[i] for i in padded], padded))
+        blocks = [rank_block(len(rows), rank, ranks.num_processes) for rank in range(ranks.num_processes)]
+        kept = [[None if graded is None else graded[: len(block)] for graded in grades]
+                for grades, block in zip(gather_object([mine]), blocks, strict=True)]
+        return tuple(None if kept[0][k] is None else [g for grades in kept for g in grades[k]] for k in range(3))
+
+    async def _grade(self, rows: list[dict], texts: list[str], indices: list[int]):
+        """Proxy and gold grades of these samples, and their pairs against the starting policy's samples at the
+        same `indices` (None where there is no such grader, or no baseline yet)."""
         prompts = [row["prompt"] for row in rows]
         async with contextlib.AsyncExitStack() as clients:  # each evaluation runs on a fresh loop: close on it
             for client in (self.proxy, self.gold, self.pairwise):
@@ -244,28 +288,30 @@ class OverOptimizationMonitor(TrainerCallback):
             if self.gold is not None:
                 rubrics = [self.gold_rubrics[row["prompt_id"]] for row in rows]
                 gold = await self.gold.grade(prompts, texts, rubrics)
-            win_rate = None
+            pairs = None
             if self.pairwise is not None and self.baseline_texts is not None:
-                from rubric_rft.pairwise.win_rate import win_rate as pairwise_win_rate
-
                 items = [
-                    {"prompt_id": row["prompt_id"], "prompt": row["prompt"], "candidate": text, "baseline": base,
-                     "rubric": self.gold_rubrics.get(row["prompt_id"])}
-                    for row, text, base in zip(rows, texts, self.baseline_texts, strict=True)
+                    {"prompt_id": row["prompt_id"], "prompt": row["prompt"], "candidate": text,
+                     "baseline": self.baseline_texts[index], "rubric": self.gold_rubrics.get(row["prompt_id"])}
+                    for row, text, index in zip(rows, texts, indices, strict=True)
                 ]
-                result = await pairwise_win_rate(self.pairwise, items)
-                win_rate = {**result.estimate.as_dict("win_rate"), "win_rate_failures": result.failures}
-            return proxy, gold, win_rate
+                pairs = await judge_pairs(self.pairwise, items)
+            return proxy, gold, pairs
 
-    def _keep_if_best(self, record: dict[str, Any], model, tokenizer) -> None:
+    def _keep_if_best(self, record: dict[str, Any], model, tokenizer, is_main: bool) -> None:
+        """On every rank (the record is the same on all): under ZeRO-3 saving the model is a collective."""
         gold = record.get(self._gold_metric())
         if not self.config.keep_best or gold is None or (self.best is not None and gold <= self.best["gold"]):
             return
         folder = self.output_dir / BEST_DIR
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
         self.best = {"step": record["step"], "gold": gold, "dir": str(folder)}
-        (folder / "best_gold.json").write_text(json.dumps(self.best) + "\n")
+        if self.trainer is not None:
+            self.trainer.save_model(str(folder))  # gathers a sharded model; writes on the main process
+        elif is_main:
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+        if is_main:
+            (folder / "best_gold.json").write_text(json.dumps(self.best) + "\n")
 
     def _should_stop(self) -> bool:
         """Whether to stop now: onset found and `on_onset: stop`; the main process decides for every rank."""

@@ -57,13 +57,18 @@ def sample_policy(
     seed: int,
     reference: Callable[[], contextlib.AbstractContextManager],
     batch_size: int = 16,
+    accelerator=None,
+    gradient_checkpointing_kwargs: dict | None = None,
 ) -> PolicySamples:
     """Samples with their length and KL. Call it on every rank of a distributed run: each rank samples and
-    measures its share of the batches (`rubric_rft.llm.generation.generate_on_every_rank`), and gets all of them."""
+    measures its share of the batches (`rubric_rft.llm.generation.generate_on_every_rank`), and gets all of them.
+    With the trainer's `accelerator`, `model` is its wrapped model (see `generate_on_every_rank`)."""
     generated = generate_on_every_rank(
         model,
         tokenizer,
         prompts,
+        accelerator=accelerator,
+        gradient_checkpointing_kwargs=gradient_checkpointing_kwargs,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         samples_per_prompt=samples_per_prompt,

@@ -4,12 +4,13 @@ when they saturate.
 Every `refine_steps` optimizer steps, on every rank at the same step boundary: the tail buffers are gathered to
 the main process; when `fresh_samples` is on and the monitor trigger fires, prompts not answered lately are
 answered now (`rubric_rft.training.refinement.fresh`, every rank generating its share); the main process decides
-and refines (`rubric_rft.training.refinement.rounds`, on a fresh event loop whose
-clients are closed after it), and the accepted rubrics go to every rank through `RubricStore.apply`, so from the
-next step on every rank grades with the same versions. Each decision is appended to
-`OUTPUT_DIR/refinements.jsonl` and counted in W&B when a run is active. The callback's state (budgets spent,
-cooldowns, the buffer) goes into each checkpoint (`online_refinement.json`), and `restore(checkpoint)` brings it
-back; the rubrics themselves are the store's, saved by `RubricStoreCallback`.
+and refines (`rubric_rft.training.refinement.rounds`, on a fresh event loop whose clients are closed after it,
+within `round_timeout_s`, since the other ranks wait in a collective meanwhile), and the accepted rubrics go to
+every rank through `RubricStore.apply`, so from the next step on every rank grades with the same versions. Each
+decision is appended to `OUTPUT_DIR/refinements.jsonl` and counted in W&B when a run is active. The callback's
+state (budgets spent, cooldowns, the buffer) is saved in each checkpoint's `trainer_state.json`
+(`rubric_rft.training.checkpoint_state`), and `restore(checkpoint)` brings it back; the rubrics themselves are
+the store's, saved by `RubricStoreCallback`.
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from accelerate.utils import broadcast_object_list
-from transformers import TrainerCallback
 
 from rubric_rft.judges.registry import build_judge, load_judge_config
 from rubric_rft.llm.generation import Messages
 from rubric_rft.reward.rubric_reward import RubricReward
 from rubric_rft.rubricgen.gold import build_gold
 from rubric_rft.rubrics.datasets import as_messages, render_prompt
-from rubric_rft.rubrics.format import Rubric, write_json_atomic
+from rubric_rft.rubrics.format import Rubric
 from rubric_rft.rubrics.store import RubricStore
+from rubric_rft.training.checkpoint_state import CheckpointedCallback, saved_state
 from rubric_rft.training.monitor import report
 from rubric_rft.training.refinement import fresh
 from rubric_rft.training.refinement.config import RefinementConfig
@@ -44,11 +45,10 @@ from rubric_rft.training.refinement.trigger import monitor_diverging
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "online_refinement.json"
 RECORDS_FILE = "refinements.jsonl"
 
 
-class OnlineRefinementCallback(TrainerCallback):
+class OnlineRefinementCallback(CheckpointedCallback):
     """`prompts` maps each training prompt id to its prompt (text or chat messages); `judge` (the training judge
     config) grades llm criteria when rubrics are compared, unless `config.judge` names another; `monitor` (an
     `OverOptimizationMonitor`) feeds the monitor trigger; `max_new_tokens` bounds fresh answers unless
@@ -74,20 +74,21 @@ class OnlineRefinementCallback(TrainerCallback):
         self.judge_config = config.judge if config.judge is not None else judge
         self.monitor = monitor
         self.buffer = TailBuffer(config.buffer_size)
-        self.state = RefinementState()
+        self.progress = RefinementState()
         self._clients = None
+        self.trainer = None
+
+    def use_trainer(self, trainer) -> None:
+        """Answer fresh prompts through `trainer`'s wrapped model and accelerator (sharded under ZeRO-3)."""
+        self.trainer = trainer
 
     # ----- trainer events -------------------------------------------------------------------------------------
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.config.refine_steps == 0:
             self.refine(state.global_step, state.is_world_process_zero,
                         policy=(kwargs.get("model"), kwargs.get("processing_class")))
-        return control
-
-    def on_save(self, args, state, control, **kwargs):
-        self.buffer.gather()  # a collective: the main process saves every rank's completions
-        if state.is_world_process_zero:
-            self.save(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+        elif control.should_save:  # decided on every rank alike, before the save that follows this event
+            self.buffer.gather()  # a collective: the main process saves every rank's completions
         return control
 
     # ----- the loop -------------------------------------------------------------------------------------------
@@ -102,21 +103,27 @@ class OnlineRefinementCallback(TrainerCallback):
             answered = self._answer(step, is_main, *policy)
         updates = None
         if is_main:
-            result = asyncio.run(self._round(step, diverging, answered))
-            updates = result.updates
-            self._report(step, result.records)
+            records = [{"step": step, "status": "timed_out", "prompt_id": None,
+                        "reason": f"the round took longer than round_timeout_s ({self.config.round_timeout_s} s)"}]
+            try:
+                result = asyncio.run(asyncio.wait_for(self._round(step, diverging, answered),
+                                                      self.config.round_timeout_s))
+                updates, records = result.updates, result.records
+            except TimeoutError:  # cut well before the other ranks' collective times out and kills the job
+                pass
+            self._report(step, records)
         return self.store.apply(updates)
 
     def _answer(self, step: int, is_main: bool, model, tokenizer) -> tuple[list[str], list[str], float] | None:
         """Every rank: the prompts the main process chose, answered (see `rubric_rft.training.refinement.fresh`)."""
-        chosen = fresh.prompts_to_answer(step, list(self.prompts), self.buffer, self.store, self.state,
+        chosen = fresh.prompts_to_answer(step, list(self.prompts), self.buffer, self.store, self.progress,
                                          self.config) if is_main else None
         chosen = broadcast_object_list([chosen])[0]
         if not chosen:
             return None
         started = time.perf_counter()
         texts = fresh.answer(model, tokenizer, [self.messages[p] for p in chosen], self.config,
-                             self.max_new_tokens, seed=self.config.seed + step)
+                             self.max_new_tokens, seed=self.config.seed + step, trainer=self.trainer)
         return chosen, texts, time.perf_counter() - started
 
     async def _round(self, step: int, diverging: bool, answered: tuple[list[str], list[str], float] | None):
@@ -130,7 +137,7 @@ class OnlineRefinementCallback(TrainerCallback):
                 sampled.append(await fresh.grade_into_buffer(step, answered[0], self.prompts, answered[1],
                                                              RubricReward(judge), self.store, self.buffer,
                                                              answered[2]))
-            result = await run_round(step, self.buffer, self.store, self.prompts, self.state, self.config,
+            result = await run_round(step, self.buffer, self.store, self.prompts, self.progress, self.config,
                                      gold=gold, proposer=proposer, judge=judge, diverging=diverging)
             result.records[:0] = sampled
             return result
@@ -162,33 +169,30 @@ class OnlineRefinementCallback(TrainerCallback):
         if run is not None:
             metrics = {f"refinement/{status}": float(count) for status, count in statuses.items()}
             totals = {"gold_calls", "proposer_calls", "accepted", "rejected", "errors"}
-            metrics.update({f"refinement/total_{k}": float(v) for k, v in self.state.as_dict().items() if k in totals})
+            spent = self.progress.as_dict()
+            metrics.update({f"refinement/total_{k}": float(v) for k, v in spent.items() if k in totals})
             run.log({**metrics, "train/global_step": step})
 
     # ----- state ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"state": self.state.as_dict(), "buffer": self.buffer.state_dict()}
-
-    def save(self, checkpoint: str | Path) -> Path:
-        return write_json_atomic(self.state_dict(), Path(checkpoint) / STATE_FILE)
+        return {"progress": self.progress.as_dict(), "buffer": self.buffer.state_dict()}
 
     def restore(self, checkpoint: str | Path, is_main: bool) -> bool:
         """Continue from `checkpoint` (call on every rank; the buffer goes to the main process, where every rank's
         completions were gathered). `refinements.jsonl` is cut back to the checkpoint's step. A checkpoint saved
         without online refinement starts it afresh and says so; returns whether state was loaded."""
-        path = Path(checkpoint) / STATE_FILE
-        if not path.exists():
+        saved = saved_state(checkpoint, type(self).__name__)
+        if saved is None:
             logger.warning("%s: no online refinement state in this checkpoint; starting it afresh", checkpoint)
             return False
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        self.state = RefinementState(**saved["state"])
+        self.progress = RefinementState(**saved["progress"])
         if is_main:
             self.buffer.load_state_dict(saved["buffer"])
             records = self.output_dir / RECORDS_FILE
             if records.exists():
                 kept = [line for line in records.read_text(encoding="utf-8").splitlines()
-                        if line.strip() and json.loads(line)["step"] <= self.state.step]
+                        if line.strip() and json.loads(line)["step"] <= self.progress.step]
                 records.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         logger.info("online refinement: resumed from %s (%d rubric changes accepted so far)", checkpoint,
-                    self.state.accepted)
+                    self.progress.accepted)
         return True

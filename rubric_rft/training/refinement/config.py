@@ -132,6 +132,10 @@ class RefinementConfig(_Strict):
     judge: dict[str, Any] | str | None = Field(
         default=None, description="Judge for llm criteria when rubrics are compared; defaults to the training judge."
     )
+    round_timeout_s: float = Field(
+        default=600, gt=0,
+        description="A round still deciding after this long is cut (no rubric changes, a 'timed_out' record): the "
+                    "other ranks wait for it in a collective, which fails at the training's ddp_timeout (1800 s).")
     seed: int = 0
 
     @field_validator("selection", mode="before")

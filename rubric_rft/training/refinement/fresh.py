@@ -40,11 +40,16 @@ def prompts_to_answer(step: int, prompt_ids: Sequence[str], buffer: TailBuffer, 
 
 
 def answer(model, tokenizer, messages: Sequence[Messages], config: RefinementConfig, max_new_tokens: int,
-           seed: int) -> list[str]:
-    """`samples_per_prompt` sampled answers per prompt, adjacent; call on every rank with the same arguments."""
+           seed: int, trainer=None) -> list[str]:
+    """`samples_per_prompt` sampled answers per prompt, adjacent; call on every rank with the same arguments. With
+    the `trainer`, through its wrapped model and accelerator (TRL's unwrapping: ZeRO-3 gathers each layer once)."""
     fresh = config.fresh_samples
+    policy, accelerator, checkpointing = (model, None, None) if trainer is None else (
+        trainer.model_wrapped, trainer.accelerator, trainer.args.gradient_checkpointing_kwargs)
     return generate_on_every_rank(
-        model, tokenizer, list(messages),
+        policy, tokenizer, list(messages),
+        accelerator=accelerator,
+        gradient_checkpointing_kwargs=checkpointing,
         max_new_tokens=fresh.max_new_tokens or max_new_tokens,
         batch_size=fresh.batch_size,
         samples_per_prompt=fresh.samples_per_prompt,
