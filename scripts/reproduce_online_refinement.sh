@@ -1,30 +1,43 @@
 #!/usr/bin/env bash
 # Does refining the rubric during training stop over-optimization? One command:
 #   bash scripts/reproduce_online_refinement.sh OUTDIR [extra train_grpo.py flags]
-# Trains SmolLM2-135M-Instruct three times from the same start, seed and steps (80) under the over-optimization
-# monitor:
-#   OUTDIR/static        the prompt-only rubric as it is (configs/overopt_prompt_only.yaml, its loophole included);
-#   OUTDIR/online        the same run with online refinement (configs/overopt_online_refinement.yaml: bank proposer,
-#                        the training prompts' gold rubrics ordering pairs, never a reward), fresh samples off:
-#                        a prompt is refined on the answers of its own visits only;
-#   OUTDIR/online_fresh  the same with fresh samples on, as the config has it: when the monitor fires, prompts not
-#                        answered lately are answered at once and refined.
-# Then writes OUTDIR/comparison.png and OUTDIR/comparison.json and prints the runs side by side: onset, gold at
-# the end, answer length, refinements made and what they cost, wall time.
+#   SEEDS="1 2 3" STEPS=40 bash scripts/reproduce_online_refinement.sh OUTDIR      # the defaults
+# Trains SmolLM2-135M-Instruct from the same start for STEPS steps under the over-optimization monitor, once per
+# seed and arm:
+#   static       the prompt-only rubric as it is (configs/overopt_prompt_only.yaml, its loophole included);
+#   online       the same with online refinement (configs/overopt_online_refinement.yaml): the independent bank, the
+#                gold-free pooled trigger, fresh samples and transfer; the training prompts' gold rubrics order pairs;
+#   refined      the offline-refined rubric (configs/overopt_refined.yaml): the reference a good rubric reaches;
+#   gold_reward  the gold rubric as the reward (configs/overopt_gold_reward.yaml): what the gold costs when it
+#                grades every answer.
+# The monitor measures each run on the 8 held-out prompts (data/everyday/heldout_gold.jsonl), which nothing in the
+# online arm reads; after training, scripts/evaluate.py compares each run's greedy answers with the starting
+# policy's on the 16 test prompts (data/everyday/test_gold.jsonl), which no run trains on, refines on or monitors.
+# Runs already finished in OUTDIR are kept, so a stopped experiment resumes. Ends with
+# scripts/summarize_online_refinement.py OUTDIR (the table, OUTDIR/summary.json and OUTDIR/summary.png).
 set -euo pipefail
 out="${1:?usage: bash scripts/reproduce_online_refinement.sh OUTDIR [extra train_grpo.py flags]}"
 shift
 cd "$(dirname "$0")/.."
-steps=80
-online=configs/overopt_online_refinement.yaml
-visits_only="$(python -c 'import json, sys, yaml
-refinement = yaml.safe_load(open(sys.argv[1]))["refinement"]
-refinement["fresh_samples"]["enabled"] = False
-print(json.dumps(refinement))' "$online")"
-accelerate launch scripts/train_grpo.py --config configs/overopt_prompt_only.yaml --max_steps "$steps" \
-  --output_dir "$out/static" --run_name overopt_static "$@"
-accelerate launch scripts/train_grpo.py --config "$online" --refinement "$visits_only" --max_steps "$steps" \
-  --output_dir "$out/online" --run_name overopt_online "$@"
-accelerate launch scripts/train_grpo.py --config "$online" --max_steps "$steps" \
-  --output_dir "$out/online_fresh" --run_name overopt_online_fresh "$@"
-rubric-rft overopt-report "$out/static" "$out/online" "$out/online_fresh" --out "$out/comparison"
+seeds="${SEEDS:-1 2 3}"
+steps="${STEPS:-40}"
+declare -A configs=(
+  [static]=configs/overopt_prompt_only.yaml
+  [online]=configs/overopt_online_refinement.yaml
+  [refined]=configs/overopt_refined.yaml
+  [gold_reward]=configs/overopt_gold_reward.yaml
+)
+for seed in $seeds; do
+  for arm in static online refined gold_reward; do
+    run="$out/seed$seed/$arm"
+    if [ ! -f "$run/overopt.json" ] || [ ! -f "$run/adapter_config.json" ]; then
+      accelerate launch scripts/train_grpo.py --config "${configs[$arm]}" --max_steps "$steps" --seed "$seed" \
+        --output_dir "$run" --run_name "online_experiment_${arm}_seed$seed" --report_to none "$@"
+    fi
+    if [ ! -f "$run/test_eval.json" ]; then
+      python scripts/evaluate.py --model "$run" --prompts data/everyday/test_gold.jsonl --judge '{"backend": "rubric"}' \
+        --max_new_tokens 64 --out "$run/test_eval.json"
+    fi
+  done
+done
+python scripts/summarize_online_refinement.py "$out"

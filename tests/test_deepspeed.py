@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_online_refinement_training import ANYTHING, LONG, POLITE, write_rows
+from test_online_refinement_training import ANYTHING, LONG, saturated_bank_world, write_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 EVERYDAY = ROOT / "data" / "everyday"
@@ -53,13 +53,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def test_zero3_full_fine_tuning_with_the_monitor_and_refinement_checkpoints_and_resumes(tmp_path, tiny_model_path):
-    data = write_rows(tmp_path / "data.jsonl", [ANYTHING])  # saturated from the start: refinement has work
-    gold = write_rows(tmp_path / "gold.jsonl", [LONG])
-    bank = tmp_path / "bank.jsonl"
-    bank.write_text("".join(json.dumps({"prompt_id": f"p{i}", "criteria": [POLITE, LONG]}) + "\n" for i in range(4)))
-    refinement = {"refine_steps": 2, "min_completions": 4, "saturation": {"top_k": 2}, "buffer_size": 8,
-                  "gold": {"rubrics_path": str(gold)}, "proposer": {"type": "bank", "bank_path": str(bank)},
-                  "selection": {"min_tail": 2, "max_similarity": 1.0}, "acceptance": {"min_pairs": 2}}
+    data, refinement = saturated_bank_world(tmp_path)  # refinement has work from the start
     out = tmp_path / "run"
     args = ("--use_peft", "false", "--refinement", json.dumps(refinement))
     launch("cpu_zero3.yaml", out, tiny_model_path, data, *args, "--max_steps", "2")

@@ -6,11 +6,11 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 from test_rubric_store import save_checkpoint
 
 from rubric_rft.judges.registry import build_judge
@@ -29,9 +29,15 @@ from rubric_rft.training.refinement import callback as callback_module
 from rubric_rft.training.refinement.callback import RECORDS_FILE, OnlineRefinementCallback
 from rubric_rft.training.refinement.config import RefinementConfig, load_refinement_config
 from rubric_rft.training.refinement.proposers import BankProposer, LLMProposer, Proposal, load_bank
-from rubric_rft.training.refinement.rounds import RefinementState, run_round
+from rubric_rft.training.refinement.rounds import RefinementState, answer_digests, run_round
 from rubric_rft.training.refinement.tail_buffer import Entry, TailBuffer
-from rubric_rft.training.refinement.trigger import check, monitor_diverging, spread_collapsed
+from rubric_rft.training.refinement.trigger import (
+    Trigger,
+    check,
+    monitor_diverging,
+    pooled_saturation,
+    spread_collapsed,
+)
 from rubric_rft.training.rubric_checkpoints import RubricStoreCallback
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +47,13 @@ EVERYDAY = ROOT / "data" / "everyday"
 SPECIFIC = ["Boil water, steep the tea three minutes.", "Steep it in hot water for minutes, add milk.",
             "Pour water on leaves, wait two minutes then milk."]
 VAGUE = ["Just make some tea, it is easy.", "Tea is nice, drink your tea daily.", "Any tea works fine for you here."]
+
+MANY_SPECIFIC = ["Boil water, steep the tea three minutes.", "Heat water and steep tea leaves for minutes.",
+                 "Tea: water near boiling, steep four minutes, milk.", "Steep green tea in warm water two minutes.",
+                 "Add milk after you steep the tea in water.", "Black tea wants boiling water, then some milk."]
+MANY_VAGUE = ["Just make some tea, it is easy.", "Tea is nice, drink your tea daily.",
+              "Any tea works fine for you here.", "Buy good tea from a shop.", "Tea? Sure, just enjoy it.",
+              "Everyone likes tea in the morning."]
 
 
 def rule(cid, check, weight=2, text=None):
@@ -78,17 +91,17 @@ def fill(buffer: TailBuffer, store: RubricStore, pid: str, texts, step: int) -> 
     buffer.record([pid] * len(texts), list(texts), graded, step)
 
 
-def saturated_world(pids=("tea",)):
+def saturated_world(pids=("tea",), texts=MANY_SPECIFIC + MANY_VAGUE):
     store = RubricStore.from_rows([{"prompt_id": p, "rubric": weak(p)} for p in pids])
     buffer = TailBuffer(16)
     for p in pids:
-        fill(buffer, store, p, SPECIFIC + VAGUE, step=4)
+        fill(buffer, store, p, texts, step=4)
     return store, buffer, {p: f"How do I make {p}?" for p in pids}
 
 
-def round_(store, buffer, prompts, state, cfg, proposer, step=5, gold=None, judge=None, diverging=False):
+def round_(store, buffer, prompts, state, cfg, proposer, step=5, gold=None, judge=None, broad=None):
     return asyncio.run(run_round(step, buffer, store, prompts, state, cfg, gold=gold or rubric_gold(list(prompts)),
-                                 proposer=proposer, judge=judge, diverging=diverging))
+                                 proposer=proposer, judge=judge, broad=broad))
 
 
 class FixedProposer:
@@ -142,11 +155,10 @@ def entries(scores_by_step, pid="tea"):
 
 def test_saturation_fires_when_the_top_completions_all_score_high():
     cfg = config()
-    assert check(entries({1: [1.0, 1.0, 0.96, 0.2]}), cfg, False).reason == "saturation"
-    assert check(entries({1: [1.0, 1.0, 0.9, 0.2]}), cfg, False).reason == "not_saturated"
-    assert check(entries({1: [1.0, 1.0, 1.0]}), cfg, False).reason == "too_few_completions"
-    assert not check(entries({1: [1.0] * 4}), config(saturation={"enabled": False}, spread={"enabled": False}),
-                     False).fired
+    assert check(entries({1: [1.0, 1.0, 0.96, 0.2]}), cfg).reason == "saturation"
+    assert check(entries({1: [1.0, 1.0, 0.9, 0.2]}), cfg).reason == "not_saturated"
+    assert check(entries({1: [1.0, 1.0, 1.0]}), cfg).reason == "too_few_completions"
+    assert not check(entries({1: [1.0] * 4}), config(saturation={"enabled": False}, spread={"enabled": False})).fired
 
 
 def test_collapsed_spread_fires_on_flat_high_groups_only():
@@ -156,7 +168,7 @@ def test_collapsed_spread_fires_on_flat_high_groups_only():
     assert not spread_collapsed(entries({1: [0.3, 0.3], 2: [0.3, 0.3]}), groups=2, max_std=0.02, min_mean=0.8)
     assert not spread_collapsed(entries({2: [0.9, 0.9]}), groups=2, max_std=0.02, min_mean=0.8)  # one group only
     cfg = config(saturation={"enabled": False})
-    assert check(entries(flat), cfg, False).reason == "collapsed_spread"
+    assert check(entries(flat), cfg).reason == "collapsed_spread"
 
 
 def test_the_monitor_trigger_fires_on_proxy_up_gold_down_and_makes_every_prompt_a_candidate():
@@ -169,8 +181,24 @@ def test_the_monitor_trigger_fires_on_proxy_up_gold_down_and_makes_every_prompt_
                               for r in up_down], window=2)
     spread_out = entries({1: [0.9, 0.5, 0.4, 0.3]})
     cfg = config()
-    assert check(spread_out, cfg, False).reason == "not_saturated"
-    assert check(spread_out, cfg, True).reason == "monitor_divergence"
+    assert check(spread_out, cfg).reason == "not_saturated"
+    assert check(spread_out, cfg, "monitor_divergence").reason == "monitor_divergence"
+
+
+def test_the_pooled_trigger_fires_when_most_prompts_answered_lately_are_saturated():
+    buffer = TailBuffer(16)
+    for pid, top in (("a", 1.0), ("b", 1.0), ("c", 0.5), ("d", 0.4)):
+        for entry in entries({4: [top, top, top, top, 0.1]}, pid):
+            buffer.add(entry)
+    versions = {pid: 1 for pid in "abcd"}
+    cfg = config(pooled={"enabled": True, "window_steps": 8, "min_prompts": 4, "min_share": 0.5})
+    assert pooled_saturation(buffer, versions, step=5, config=cfg)  # 2 of the 4 answered lately
+    assert not pooled_saturation(buffer, versions, step=5, config=cfg.model_copy(
+        update={"pooled": cfg.pooled.model_copy(update={"min_share": 0.75})}))
+    assert not pooled_saturation(buffer, versions, step=12, config=cfg)  # answered too long ago
+    assert not pooled_saturation(buffer, {**versions, "a": 2, "b": 2}, step=5, config=cfg)  # rubrics changed since
+    spread_out = entries({4: [0.9, 0.5, 0.4, 0.3]})
+    assert check(spread_out, cfg, "pooled_saturation") == Trigger(True, "pooled_saturation")
 
 
 def test_only_completions_graded_with_the_current_rubric_count():
@@ -226,14 +254,6 @@ class Memorizer:
         pass
 
 
-MANY_SPECIFIC = ["Boil water, steep the tea three minutes.", "Heat water and steep tea leaves for minutes.",
-                 "Tea: water near boiling, steep four minutes, milk.", "Steep green tea in warm water two minutes.",
-                 "Add milk after you steep the tea in water.", "Black tea wants boiling water, then some milk."]
-MANY_VAGUE = ["Just make some tea, it is easy.", "Tea is nice, drink your tea daily.",
-              "Any tea works fine for you here.", "Buy good tea from a shop.", "Tea? Sure, just enjoy it.",
-              "Everyone likes tea in the morning."]
-
-
 def test_a_proposal_that_only_fits_the_pairs_it_was_shown_fails_on_the_held_out_pairs():
     def attempt(holdout_fraction):
         store = RubricStore.from_rows([{"prompt_id": "tea", "rubric": weak()}])
@@ -255,13 +275,71 @@ def test_a_proposal_that_only_fits_the_pairs_it_was_shown_fails_on_the_held_out_
     assert (record["status"], record["agreement_after"]) == ("accepted", 1.0)
 
 
+class OneHeldOutAnswer:
+    """Proposes a criterion that passes one specific answer it was not shown: it can order only the held-out pairs
+    that answer is in, the thin evidence `min_newly_ordered` asks more than."""
+
+    name = "one_answer"
+    asks_model = False
+
+    async def propose(self, prompt_id, prompt, rubric, pairs, agreement, before):
+        shown = {t for b, w in pairs for t in (b.candidate.response, w.candidate.response)}
+        target = next(t for t in MANY_SPECIFIC if t not in shown)
+        criterion = rule("that_answer", {"type": "contains", "any_of": [target]})
+        return Proposal([*rubric.criteria, criterion], "one answer", {"target": target})
+
+    async def aclose(self):
+        pass
+
+
+def test_a_change_needs_enough_newly_ordered_held_out_pairs_and_optionally_a_sign_test():
+    def attempt(seed, **acceptance):
+        store, buffer, prompts = saturated_world()
+        [record] = round_(store, buffer, prompts, RefinementState(), config(seed=seed, acceptance=acceptance),
+                          OneHeldOutAnswer()).records
+        return record
+
+    thin = attempt(5)  # the answer is in one held-out pair: one pair moves from a tie to the gold's order
+    assert thin["agreement_after"] > thin["agreement_before"] and thin["newly_ordered"] == 1
+    assert (thin["status"], thin["reason"]) == ("rejected", "too_little_evidence: 1 more held-out pairs ordered < 2")
+    assert attempt(5, min_newly_ordered=1)["status"] == "accepted"
+
+    three = attempt(7)  # three pairs improve, none worsens: one-sided sign test p = 1/8
+    assert (three["newly_ordered"], three["no_longer_ordered"], three["sign_test_p"]) == (3, 0, 0.125)
+    assert three["status"] == "accepted"
+    refused = attempt(7, max_p_value=0.1)
+    assert (refused["status"], refused["reason"]) == ("rejected", "too_little_evidence: sign test p = 0.125 > 0.1")
+
+
+def test_the_proposal_and_the_test_never_share_an_answer_in_the_shipped_regime():
+    """The shipped config's acceptance (16 buffered answers, 12 pairs, half held out) on a collapsing policy that
+    repeats itself: a proposer that memorizes the better answers it was shown gains nothing on the test, because
+    no test pair holds an answer it saw. Drawing the held-out pairs among the same answers would let it pass."""
+    shipped = yaml.safe_load((ROOT / "configs" / "overopt_online_refinement.yaml").read_text())["refinement"]
+    settings = {key: shipped[key] for key in ("buffer_size", "selection", "acceptance")}
+    assert settings["buffer_size"] == 16 and settings["selection"]["num_pairs"] == 12
+    store = RubricStore.from_rows([{"prompt_id": "tea", "rubric": weak()}])
+    buffer = TailBuffer(settings["buffer_size"])
+    answers = MANY_SPECIFIC[:5] + MANY_VAGUE[:5]
+    fill(buffer, store, "tea", answers + answers[:6], step=4)  # 16 completions, 10 distinct
+    for seed in range(6):
+        [record] = round_(store, buffer, {"tea": "How do I make tea?"}, RefinementState(),
+                          config(seed=seed, **settings), Memorizer()).records
+        shown = {t for p in record["pairs"] if "proposal" in p.get("use", []) for t in (p["first"], p["second"])}
+        tested = {t for p in record["pairs"] if "test" in p.get("use", []) for t in (p["first"], p["second"])}
+        assert shown and tested and not shown & tested
+        assert record["edit"]["fit"] == 1.0 and record["agreement_after"] == record["agreement_before"]
+        assert (record["status"], record["reason"]) == ("rejected", "no_improvement")
+
+
 def test_too_few_gold_ordered_pairs_spend_the_gold_calls_but_ask_no_proposer():
-    store, buffer, prompts = saturated_world()  # 3 specific and 3 vague answers: at most 9 pairs the gold orders
+    # 3 specific and 3 vague answers, split 3 and 3: each part orders at most 2 pairs
+    store, buffer, prompts = saturated_world(texts=SPECIFIC + VAGUE)
     state = RefinementState()
     proposer = FixedProposer(SPECIFICS)
-    [record] = round_(store, buffer, prompts, state, config(acceptance={"min_pairs": 10}), proposer).records
+    [record] = round_(store, buffer, prompts, state, config(acceptance={"min_pairs": 6}), proposer).records
     assert record["status"] == "skipped" and record["reason"].startswith("too_few_pairs: ")
-    assert record["reason"].endswith("< 10") and proposer.asked == 0
+    assert record["reason"].endswith("< 6") and proposer.asked == 0
     assert state.gold_calls == len(record["pairs"]) > 0 and state.attempts == {"tea": 1}
 
 
@@ -338,6 +416,23 @@ def test_a_prompt_is_tried_again_only_on_completions_written_since_its_last_atte
     assert fresh["reason"] == "no_improvement" and state.attempts == {"tea": 2} and proposer.asked == 2
 
 
+def test_answers_given_at_the_refinement_step_itself_are_not_tried_twice():
+    """Fresh samples are buffered at the refinement step itself, training completions at the step before: either
+    way, an attempt that was rejected is not repeated on the same answers after its cooldown."""
+    store = RubricStore.from_rows([{"prompt_id": "tea", "rubric": weak()}])
+    buffer = TailBuffer(16)
+    fill(buffer, store, "tea", MANY_SPECIFIC + MANY_VAGUE, step=5)  # answered for the round at step 5
+    state = RefinementState()
+    cfg = config(budgets={"cooldown_steps": 5})
+    proposer = FixedProposer(POLITE)
+    assert round_(store, buffer, {"tea": "q"}, state, cfg, proposer, step=5).records[0]["reason"] == "no_improvement"
+    [again] = round_(store, buffer, {"tea": "q"}, state, cfg, proposer, step=10).records
+    assert (again["status"], again["reason"]) == ("skipped", "no_new_completions") and proposer.asked == 1
+    fill(buffer, store, "tea", MANY_VAGUE[:2], step=10)  # answers seen before are no new evidence either
+    assert round_(store, buffer, {"tea": "q"}, state, cfg, proposer, step=15).records[0]["reason"] == (
+        "no_new_completions")
+
+
 def test_gold_and_proposer_budgets_stop_refinement():
     store, buffer, prompts = saturated_world(("tea", "egg"))
     state = RefinementState()
@@ -354,6 +449,55 @@ def test_gold_and_proposer_budgets_stop_refinement():
         fill(buffer, store, pid, SPECIFIC + VAGUE, step=29)
     result = round_(store, buffer, prompts, state, config(budgets={"max_proposer_calls": 1}), bank, step=30)
     assert [r["status"] for r in result.records] == ["accepted", "accepted"]
+
+
+# --- transfer ---------------------------------------------------------------------------------------------
+
+VAGUE_WORDS = ["just", "nice", "fine", "shop", "sure", "likes"]
+
+
+def transfer_world(prefers_vague=()):
+    """tea and egg saturated and refined at step 5; rice and soup answered too, but over the round's slots."""
+    pids = ("tea", "egg", "rice", "soup")
+    store, buffer, prompts = saturated_world(pids)
+    vague = rule("vague", {"type": "contains", "any_of": VAGUE_WORDS})
+    vague_gold = Rubric(id="vague-gold", criteria=[ON_TOPIC, vague])
+    gold = GoldJudge(build_pairwise_judge(RubricPairwiseConfig()),
+                     {p: vague_gold if p in prefers_vague else gold_rubric(p) for p in pids})
+    bank = BankProposer({p: [POLITE, SPECIFICS] for p in pids})
+    cfg = config(budgets={"prompts_per_round": 2}, transfer={"enabled": True, "min_accepted": 2})
+    return store, buffer, prompts, gold, bank, cfg
+
+
+def test_a_criterion_accepted_on_two_prompts_is_tested_on_the_others_pooled_and_transferred():
+    store, buffer, prompts, gold, bank, cfg = transfer_world()
+    state = RefinementState()
+    result = round_(store, buffer, prompts, state, cfg, bank, gold=gold)
+    assert [(r["prompt_id"], r["status"]) for r in result.records[:4]] == [
+        ("tea", "accepted"), ("egg", "accepted"), ("rice", "skipped"), ("soup", "skipped")]
+    [moved] = result.records[4:]
+    assert (moved["transfer"], moved["sources"], moved["prompt_ids"]) == ("specifics", ["tea", "egg"], ["rice", "soup"])
+    assert moved["status"] == "accepted" and moved["changes"] == 2 and moved["agreement_after"] == 1.0
+    assert {p["prompt_id"] for p in moved["pairs"]} == {"rice", "soup"} and moved["newly_ordered"] >= 2
+    new = store.apply(result.updates)
+    assert [(r.prompt_id, r.version, [c.id for c in r.criteria][-1]) for r in new] == [
+        ("tea", 2, "specifics"), ("egg", 2, "specifics"), ("rice", 2, "specifics"), ("soup", 2, "specifics")]
+    assert "transferred 'specifics', accepted on tea, egg" in new[2].reason
+    assert state.transfers == {"specifics": ["rice", "soup"]} and state.accepted == 3
+    assert state.gold_calls == sum(len(r["pairs"]) for r in result.records if "pairs" in r)
+
+
+def test_a_transfer_that_misorders_the_other_prompts_pairs_is_rejected_and_not_retried():
+    store, buffer, prompts, gold, bank, cfg = transfer_world(prefers_vague=("rice", "soup"))
+    state = RefinementState()
+    result = round_(store, buffer, prompts, state, cfg, bank, gold=gold)
+    [moved] = result.records[4:]
+    assert (moved["status"], moved["reason"]) == ("rejected", "no_improvement")
+    assert moved["agreement_after"] < moved["agreement_before"] and moved["no_longer_ordered"] == 0
+    assert [u.prompt_id for u in result.updates] == ["tea", "egg"]
+    store.apply(result.updates)
+    again = round_(store, buffer, prompts, state, cfg, bank, gold=gold, step=10)
+    assert not [r for r in again.records if "transfer" in r]  # offered to rice and soup once: not again
 
 
 # --- proposers --------------------------------------------------------------------------------------------
@@ -457,15 +601,13 @@ def test_config_defaults_and_errors_name_the_field(tmp_path):
     assert load_refinement_config(str(path)).proposer.type == "llm"
 
 
-def test_the_shipped_bank_covers_every_everyday_prompt_with_rules():
-    bank = load_bank(EVERYDAY / "criteria_bank.jsonl")
+@pytest.mark.parametrize("name", ["criteria_bank_oracle.jsonl", "criteria_bank_independent.jsonl"])
+def test_the_shipped_banks_cover_every_everyday_prompt_with_rules(name):
+    bank = load_bank(EVERYDAY / name)
     ids = [json.loads(line)["prompt_id"] for line in (EVERYDAY / "train_prompt_only.jsonl").read_text().splitlines()]
     ids += [json.loads(line)["prompt_id"] for line in (EVERYDAY / "heldout_gold.jsonl").read_text().splitlines()]
     assert len(ids) == 48 and set(bank) == set(ids)
     assert all(c.kind == "rule" and len(criteria) >= 10 for criteria in bank.values() for c in criteria)
-    report = subprocess.run([sys.executable, "bank_overlap.py"], cwd=EVERYDAY, capture_output=True, text=True,
-                            check=True).stdout
-    assert "overall:" in report and "thorough         trap  matches gold in  0" in report
 
 
 def test_a_bank_file_error_names_the_line(tmp_path):
@@ -509,7 +651,7 @@ def test_the_callback_refines_every_refine_steps_only(tmp_path):
     callback = OnlineRefinementCallback(cfg, store, {"tea": "How do I make tea?"}, tmp_path / "out")
     args, control = SimpleNamespace(output_dir=str(tmp_path / "out")), SimpleNamespace(should_save=False)
     for step in range(1, 11):
-        fill(callback.buffer, store, "tea", [VAGUE[step % 3]], step)  # one vague answer per step: never refined
+        fill(callback.buffer, store, "tea", [MANY_VAGUE[step % 6]], step)  # a vague answer a step: never refined
         callback.on_step_end(args, SimpleNamespace(global_step=step, is_world_process_zero=True), control)
     # decided at steps 5 and 10 only: every answer is vague, so at 5 the gold ties every pair (gold calls spent, an
     # attempt), and at 10 the prompt is cooling down
@@ -523,7 +665,7 @@ def test_each_refinement_step_is_counted_in_wandb_when_a_run_is_active(tmp_path,
     cfg = write_world(tmp_path)
     store = RubricStore.from_rows([{"prompt_id": "tea", "rubric": weak()}])
     callback = OnlineRefinementCallback(cfg, store, {"tea": "How do I make tea?"}, tmp_path / "out")
-    fill(callback.buffer, store, "tea", SPECIFIC + VAGUE, step=4)
+    fill(callback.buffer, store, "tea", MANY_SPECIFIC + MANY_VAGUE, step=4)
     callback.refine(5, is_main=True)
     [metrics] = logged
     assert metrics["refinement/accepted"] == 1.0 and metrics["train/global_step"] == 5
@@ -541,9 +683,9 @@ def test_the_callback_with_an_llm_proposer_and_judge_works_on_each_steps_fresh_l
     store = RubricStore.from_rows([{"prompt_id": p, "rubric": weak(p)} for p in ("tea", "egg")])
     callback = OnlineRefinementCallback(cfg, store, {"tea": "How do I make tea?", "egg": "How do I make egg?"},
                                         tmp_path / "out", judge={"backend": "openai", **chat})
-    fill(callback.buffer, store, "tea", SPECIFIC + VAGUE, step=4)
+    fill(callback.buffer, store, "tea", MANY_SPECIFIC + MANY_VAGUE, step=4)
     assert [r.id for r in callback.refine(5, is_main=True)] == ["tea-v2"]
-    fill(callback.buffer, store, "egg", SPECIFIC + VAGUE, step=9)  # the next round runs on another event loop
+    fill(callback.buffer, store, "egg", MANY_SPECIFIC + MANY_VAGUE, step=9)  # the next round runs on another event loop
     assert [r.id for r in callback.refine(10, is_main=True)] == ["egg-v2"]
     assert callback.progress.proposer_calls == 2 and callback.progress.accepted == 2
 
@@ -592,7 +734,7 @@ def test_when_the_monitor_fires_prompts_not_answered_lately_are_answered_now(tmp
 
 
 def test_fresh_samples_need_the_monitor_trigger_and_enough_samples_to_trigger():
-    with pytest.raises(ValueError, match="enable monitor too"):
+    with pytest.raises(ValueError, match="enable monitor or pooled too"):
         config(fresh_samples={"enabled": True})
     with pytest.raises(ValueError, match=r"samples_per_prompt \(2\) is below min_completions \(4\)"):
         config(monitor={"enabled": True}, fresh_samples={"enabled": True, "samples_per_prompt": 2})
@@ -605,9 +747,9 @@ def test_a_round_that_outlasts_its_bound_is_cut_without_changing_rubrics(tmp_pat
     cfg = write_world(tmp_path).model_copy(update={"round_timeout_s": 0.2})
     store = RubricStore.from_rows([{"prompt_id": "tea", "rubric": weak()}])
     callback = OnlineRefinementCallback(cfg, store, {"tea": "How do I make tea?"}, tmp_path / "out")
-    fill(callback.buffer, store, "tea", SPECIFIC + VAGUE, step=4)
+    fill(callback.buffer, store, "tea", MANY_SPECIFIC + MANY_VAGUE, step=4)
 
-    async def stuck_round(step, diverging, answered):
+    async def stuck_round(step, broad, answered):
         await asyncio.sleep(30)
 
     callback._round = stuck_round
@@ -629,7 +771,7 @@ def test_state_and_rubrics_survive_a_kill_and_resume(tmp_path):
 
     store, callback = fresh()
     for pid in prompts:
-        fill(callback.buffer, store, pid, SPECIFIC + VAGUE, step=4)
+        fill(callback.buffer, store, pid, MANY_SPECIFIC + MANY_VAGUE, step=4)
     assert [r.id for r in callback.refine(5, is_main=True)] == ["tea-v2", "egg-v2"]
     checkpoint = out / "checkpoint-5"
     save_checkpoint(checkpoint, callback, RubricStoreCallback(store))
@@ -640,7 +782,10 @@ def test_state_and_rubrics_survive_a_kill_and_resume(tmp_path):
     resumed_store, resumed = fresh()
     RubricStoreCallback(resumed_store).restore(checkpoint)
     assert resumed.restore(checkpoint, is_main=True)
+    tried = sorted(answer_digests(MANY_SPECIFIC + MANY_VAGUE))
     assert resumed.progress == RefinementState(step=5, attempts={"tea": 1, "egg": 1}, last_attempt={"tea": 5, "egg": 5},
+                                               answers_tried={"tea": tried, "egg": tried},
+                                               accepted_criteria={"specifics": ["tea", "egg"]},
                                                gold_calls=resumed.progress.gold_calls, accepted=2)
     assert resumed.buffer.state_dict() == saved_buffer
     assert [r.id for r in resumed_store.current()] == ["tea-v2", "egg-v2"]
@@ -663,7 +808,7 @@ from types import SimpleNamespace
 from accelerate import PartialState
 
 sys.path.insert(0, sys.argv[2])
-from test_online_refinement import SPECIFIC, VAGUE, fill, weak, write_world
+from test_online_refinement import MANY_SPECIFIC, MANY_VAGUE, fill, weak, write_world
 from rubric_rft.rubrics.store import RubricStore
 from rubric_rft.training.refinement.callback import OnlineRefinementCallback
 
@@ -674,7 +819,7 @@ cfg = write_world(out / f"world{rank}", ("tea", "egg"))
 store = RubricStore.from_rows([{"prompt_id": p, "rubric": weak(p)} for p in ("tea", "egg")])
 callback = OnlineRefinementCallback(cfg, store, {"tea": "How do I make tea?", "egg": "How do I make egg?"},
                                     out / "run")
-half = (SPECIFIC + VAGUE)[rank::2]  # each rank graded half of every group: only together are they enough
+half = (MANY_SPECIFIC + MANY_VAGUE)[rank::2]  # each rank graded half of every group: only together are they enough
 for pid in ("tea", "egg"):
     fill(callback.buffer, store, pid, half, step=4)
 new = callback.refine(5, is_main=rank == 0)
@@ -710,7 +855,8 @@ def test_two_processes_grade_with_the_same_rubric_versions(tmp_path):
     assert ranks[0]["new"] == ranks[1]["new"] == ["tea-v2", "egg-v2"]
     assert ranks[0]["later"] == ranks[1]["later"] == []  # cooldown
     assert ranks[0]["store"] == ranks[1]["store"]
-    # every rank's completions end up on the main process: 3 + 3 per prompt and step (tea twice, egg once)
-    assert (ranks[0]["buffered"], ranks[1]["buffered"]) == (18, 0)
-    assert (ranks[0]["buffered_at_save"], ranks[1]["buffered_at_save"]) == (18 + 6, 0)
+    # every rank's completions end up on the main process: 6 + 6 per prompt and step (tea twice, egg once), the
+    # newest 16 a prompt kept
+    assert (ranks[0]["buffered"], ranks[1]["buffered"]) == (16 + 12, 0)
+    assert (ranks[0]["buffered_at_save"], ranks[1]["buffered_at_save"]) == (16 + 16, 0)
     assert [r["status"] for r in records(tmp_path / "run") if r["step"] == 5] == ["accepted", "accepted"]

@@ -42,19 +42,27 @@ def train(out: Path, model: str, data: Path, refinement: dict, *extra: str) -> N
     assert result.returncode == 0, result.stderr[-4000:]
 
 
+def saturated_bank_world(tmp_path: Path) -> tuple[Path, dict]:
+    """Prompts whose rubric every answer passes (saturated from the start), a gold that prefers longer answers, and
+    a bank offering `polite` and `long`: the training data and the `refinement:` settings."""
+    data = write_rows(tmp_path / "data.jsonl", [ANYTHING])
+    gold = write_rows(tmp_path / "gold.jsonl", [LONG])
+    bank = tmp_path / "bank.jsonl"
+    bank.write_text("".join(json.dumps({"prompt_id": f"p{i}", "criteria": [POLITE, LONG]}) + "\n" for i in range(4)))
+    refinement = {"refine_steps": 2, "min_completions": 4, "saturation": {"top_k": 2}, "buffer_size": 8,
+                  "gold": {"rubrics_path": str(gold)}, "proposer": {"type": "bank", "bank_path": str(bank)},
+                  "selection": {"min_tail": 2, "max_similarity": 1.0},
+                  "acceptance": {"min_pairs": 2, "min_newly_ordered": 1}}  # 4 answers a prompt: one pair to test
+    return data, refinement
+
+
 def records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "refinements.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.slow
 def test_the_training_script_refines_rubrics_online_and_resumes(tmp_path, tiny_model_path):
-    data = write_rows(tmp_path / "data.jsonl", [ANYTHING])  # saturated from the start
-    gold = write_rows(tmp_path / "gold.jsonl", [LONG])
-    bank = tmp_path / "bank.jsonl"
-    bank.write_text("".join(json.dumps({"prompt_id": f"p{i}", "criteria": [POLITE, LONG]}) + "\n" for i in range(4)))
-    refinement = {"refine_steps": 2, "min_completions": 4, "saturation": {"top_k": 2}, "buffer_size": 8,
-                  "gold": {"rubrics_path": str(gold)}, "proposer": {"type": "bank", "bank_path": str(bank)},
-                  "selection": {"min_tail": 2, "max_similarity": 1.0}, "acceptance": {"min_pairs": 2}}
+    data, refinement = saturated_bank_world(tmp_path)
     out = tmp_path / "run"
     train(out, tiny_model_path, data, refinement, "--max_steps", "4")
 

@@ -68,6 +68,26 @@ HELDOUT = [
     ("kid-bedtime", "How can I get my toddler to go to bed on time?", ["routine", "bath", "story", "same time", "screens", "calm"], "suggests a calm, regular bedtime routine without screens"),
 ]
 
+# Prompts no run trains on, refines rubrics on or monitors: an experiment's final comparison (test_gold.jsonl only).
+TEST = [
+    ("iron-shirt", "How do I iron a shirt without creases?", ["steam", "collar", "sleeves", "low", "hang", "damp"], "covers a damp or steamed shirt, the order (collar, sleeves, body) and hanging it straight away"),
+    ("chop-onion", "How do I chop an onion without crying?", ["knife", "sharp", "cold", "fridge", "root", "water"], "suggests a sharp knife, chilling the onion and leaving the root on"),
+    ("bike-chain", "How do I clean a bicycle chain?", ["degreaser", "brush", "rag", "oil", "lube", "wipe"], "explains degreasing, brushing and wiping the chain, then oiling it"),
+    ("frozen-pipes", "How do I keep my pipes from freezing in winter?", ["insulate", "drip", "heat", "tap", "garage", "cabinet"], "suggests insulating pipes, letting taps drip and keeping the heat on"),
+    ("cat-scratch", "How do I stop my cat from scratching the sofa?", ["post", "scratching", "spray", "nails", "treats", "cover"], "suggests a scratching post near the sofa, rewards and trimming nails"),
+    ("hiccups", "How do I get rid of hiccups?", ["breath", "hold", "water", "sip", "slowly", "sugar"], "suggests holding the breath, sipping water or a spoon of sugar"),
+    ("tomato-grow", "How do I grow tomatoes on a balcony?", ["pot", "sun", "stake", "water", "compost", "daily"], "covers a large pot, full sun, support stakes and regular watering"),
+    ("stain-wine", "How do I get a red wine stain out of a carpet?", ["blot", "cold", "salt", "soda", "dab", "vinegar"], "explains blotting, cold water and salt or a cleaning solution"),
+    ("new-habit", "How do I build a new habit that sticks?", ["small", "daily", "trigger", "track", "reward", "same time"], "suggests starting small, a fixed trigger or time, and tracking progress"),
+    ("knife-sharp", "How do I sharpen a kitchen knife?", ["stone", "angle", "strokes", "whetstone", "hone", "edge"], "explains using a whetstone at a steady angle and honing the edge"),
+    ("baby-sleep", "How can I help a newborn sleep through the night?", ["routine", "dark", "swaddle", "feed", "white noise", "back"], "suggests a routine, a dark room, swaddling and safe sleep on the back"),
+    ("noisy-neighbor", "How do I deal with a noisy neighbour politely?", ["talk", "calm", "note", "landlord", "hours", "friendly"], "suggests a calm, friendly talk first, then a note or the landlord"),
+    ("pack-suitcase", "How do I pack a suitcase efficiently?", ["roll", "clothes", "shoes", "list", "cubes", "heavy"], "suggests a list, rolling clothes and heavy items at the bottom"),
+    ("fridge-smell", "How do I get rid of a bad smell in my fridge?", ["baking soda", "clean", "wipe", "expired", "vinegar", "shelves"], "explains throwing out old food, wiping with vinegar and leaving baking soda"),
+    ("public-speaking", "How can I get better at speaking in meetings?", ["prepare", "notes", "points", "practice", "short", "questions"], "suggests preparing a few points, practising and keeping it short"),
+    ("sunburn", "What should I do about a mild sunburn?", ["cool", "aloe", "water", "shade", "moisturizer", "shower"], "suggests cooling the skin, aloe or moisturiser, water and staying out of the sun"),
+]
+
 # Words of a question that say nothing about its subject.
 COMMON_WORDS = {"how", "can", "the", "and", "for", "are", "what", "when", "which", "with", "should", "could", "would", "does", "have", "that", "this",
                 "there", "their", "from", "into", "your", "more", "less", "some", "each", "good", "best",
@@ -192,4 +212,5 @@ if __name__ == "__main__":
             if stem == "gold" and split == "train":  # the gold only ever evaluates
                 continue
             write(f"{split}_{stem}.jsonl", items, criteria_for, version, reason)
-    print(f"wrote {len(TRAIN)} train and {len(HELDOUT)} held-out prompts to {HERE}")
+    write("test_gold.jsonl", TEST, lambda keywords, prompt, covers: gold_criteria(keywords, prompt))
+    print(f"wrote {len(TRAIN)} train, {len(HELDOUT)} held-out and {len(TEST)} test prompts to {HERE}")

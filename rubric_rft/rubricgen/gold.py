@@ -8,6 +8,7 @@ order ties); None with an `error` when it could not be had, which is never read 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,12 +96,55 @@ def build_gold(config: str | dict | None, rubrics_path: str | Path | None = None
     return GoldJudge(build_pairwise_judge(parsed), rubrics)
 
 
+@dataclass(frozen=True)
+class GoldPairs:
+    """Pairs with the gold's verdicts: `records` for the logs and `directed` (better, worse), None where the gold
+    tied or failed, both in the order of the pairs."""
+
+    records: list[dict[str, Any]]
+    directed: list[tuple[Scored, Scored] | None]
+
+    @property
+    def ordered(self) -> list[tuple[Scored, Scored]]:
+        return [d for d in self.directed if d is not None]
+
+    @property
+    def errors(self) -> list[str]:
+        return [r["error"] for r in self.records if "error" in r]
+
+
+async def ask_gold(gold: Preference, prompt_id: str, prompt: str, pairs: Sequence[SelectedPair],
+                   shown: Callable[[Candidate], str]) -> GoldPairs:
+    """The gold's verdict on every pair, concurrently: what offline and online refinement and transfer all start
+    from. `shown` says how a response is named in the records."""
+    preferences = await asyncio.gather(
+        *(gold.prefer(prompt_id, prompt, p.first.candidate, p.second.candidate) for p in pairs)
+    )
+    judged = list(zip(pairs, preferences, strict=True))
+    return GoldPairs([pair_record(pair, preferred, shown) for pair, preferred in judged],
+                     [ordered_by_gold(pair, preferred) for pair, preferred in judged])
+
+
 def ordered_by_gold(pair: SelectedPair, preferred: Preferred) -> tuple[Scored, Scored] | None:
     """(better, worse) by the gold source; None for a tie or a failure."""
     first_better = preferred.better_is_first
     if first_better is None:
         return None
     return (pair.first, pair.second) if first_better else (pair.second, pair.first)
+
+
+def pair_credits(
+    directed: Sequence[tuple[Scored, Scored]],
+    score: Callable[[Scored], float] = lambda scored: scored.score,
+    tie_credit: float = 0.0,
+) -> list[float]:
+    """Each gold-ordered (better, worse) pair's credit under `score`: 1 when the better one scores strictly higher,
+    `tie_credit` for a tie, 0 when misordered."""
+    def credit(better: Scored, worse: Scored) -> float:
+        first, second = score(better), score(worse)
+        return 1.0 if first > second else tie_credit if first == second else 0.0
+
+    return [credit(better, worse) for better, worse in directed]
 
 
 def gold_agreement(
@@ -111,11 +155,8 @@ def gold_agreement(
     """The share of gold-ordered (better, worse) pairs that `score` puts strictly higher for the better one, a pair
     it ties counting `tie_credit` (0: a tie is a miss; 0.5: a tie is a coin flip, so a rubric that misorders as
     many pairs as it newly orders gains nothing over one that ties them all)."""
-    def credit(better: Scored, worse: Scored) -> float:
-        first, second = score(better), score(worse)
-        return 1.0 if first > second else tie_credit if first == second else 0.0
-
-    return sum(credit(better, worse) for better, worse in directed) / len(directed)
+    credits = pair_credits(directed, score, tie_credit)
+    return sum(credits) / len(credits)
 
 
 def pair_record(pair: SelectedPair, preferred: Preferred, shown: Callable[[Candidate], str]) -> dict[str, Any]:

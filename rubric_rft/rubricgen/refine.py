@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from rubric_rft.judges.base import Judge
 from rubric_rft.rubricgen.edits import apply_edits
-from rubric_rft.rubricgen.gold import Preference, gold_agreement, ordered_by_gold, pair_record
+from rubric_rft.rubricgen.gold import Preference, ask_gold, gold_agreement
 from rubric_rft.rubricgen.prompts import ShownPair
 from rubric_rft.rubricgen.proposer import RubricProposer
 from rubric_rft.rubricgen.records import Appender, Candidate, PromptRow, read_appended, replace_file
@@ -212,16 +212,12 @@ async def _refine_prompt(
     pairs = select_pairs(scored, config.selection, seed=f"{config.seed}:{number}:{row.prompt_id}")
     if not pairs:
         return finish("no_pairs", error="no pair of tail responses is diverse enough")
-    preferences = await asyncio.gather(
-        *(gold.prefer(row.prompt_id, row.text, p.first.candidate, p.second.candidate) for p in pairs)
-    )
-    judged = list(zip(pairs, preferences, strict=True))
-    record["pairs"] = [pair_record(pair, preferred, lambda c: c.name) for pair, preferred in judged]
-    directed = [d for d in (ordered_by_gold(pair, preferred) for pair, preferred in judged) if d is not None]
+    judged = await ask_gold(gold, row.prompt_id, row.text, pairs, lambda c: c.name)
+    record["pairs"] = judged.records
+    directed = judged.ordered
     if not directed:
-        failed = [p.error for p in preferences if p.error]
-        if failed:
-            return finish("error", error=f"gold preferences failed: {failed[0]}")
+        if judged.errors:
+            return finish("error", error=f"gold preferences failed: {judged.errors[0]}")
         return finish("no_pairs", error="the gold source ties every selected pair")
     agreement = gold_agreement(directed)
     record["agreement"] = agreement

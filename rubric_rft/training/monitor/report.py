@@ -225,7 +225,7 @@ def compare_runs(run_dirs: list[Path], out_prefix: Path, pattern: re.Pattern | N
             "length_last": last.get("completion_length"),
             "monitor_share": summary.get("monitor_share"),
             "wall_s": train_runtime(run_dir),
-            "refinements": len(accepted),
+            "refinements": sum(r.get("changes", 1) for r in accepted),  # a transfer changes several rubrics
             "first_refinement_step": min((r["step"] for r in accepted), default=None),
             "refinement_attempts": len(attempts),
             "gold_calls": sum(len(r["pairs"]) for r in attempts),

@@ -2,8 +2,9 @@
 when they saturate.
 
 Every `refine_steps` optimizer steps, on every rank at the same step boundary: the tail buffers are gathered to
-the main process; when `fresh_samples` is on and the monitor trigger fires, prompts not answered lately are
-answered now (`rubric_rft.training.refinement.fresh`, every rank generating its share); the main process decides
+the main process; when `fresh_samples` is on and a broad trigger fires (the monitor's divergence, pooled
+saturation), prompts not answered lately are answered now (`rubric_rft.training.refinement.fresh`, every rank
+generating its share); the main process decides
 and refines (`rubric_rft.training.refinement.rounds`, on a fresh event loop whose clients are closed after it,
 within `round_timeout_s`, since the other ranks wait in a collective meanwhile), and the accepted rubrics go to
 every rank through `RubricStore.apply`, so from the next step on every rank grades with the same versions. Each
@@ -41,7 +42,7 @@ from rubric_rft.training.refinement.config import RefinementConfig
 from rubric_rft.training.refinement.proposers import build_proposer
 from rubric_rft.training.refinement.rounds import RefinementState, run_round
 from rubric_rft.training.refinement.tail_buffer import TailBuffer
-from rubric_rft.training.refinement.trigger import monitor_diverging
+from rubric_rft.training.refinement.trigger import monitor_diverging, pooled_saturation
 
 logger = logging.getLogger(__name__)
 
@@ -96,23 +97,33 @@ class OnlineRefinementCallback(CheckpointedCallback):
         """One refinement step; call on every rank. `policy` (model, tokenizer) answers prompts for fresh samples.
         Returns the new rubric versions (the same on every rank)."""
         self.buffer.gather()
-        diverging = self.config.monitor.enabled and self.monitor is not None and monitor_diverging(
-            self.monitor.history, self.config.monitor.window)  # the monitor's history is the same on every rank
+        broad = broadcast_object_list([self._broad_signal(step) if is_main else None])[0]
         answered = None
-        if diverging and self.config.fresh_samples.enabled and policy is not None and policy[0] is not None:
+        if broad is not None and self.config.fresh_samples.enabled and policy is not None and policy[0] is not None:
             answered = self._answer(step, is_main, *policy)
         updates = None
         if is_main:
             records = [{"step": step, "status": "timed_out", "prompt_id": None,
                         "reason": f"the round took longer than round_timeout_s ({self.config.round_timeout_s} s)"}]
             try:
-                result = asyncio.run(asyncio.wait_for(self._round(step, diverging, answered),
+                result = asyncio.run(asyncio.wait_for(self._round(step, broad, answered),
                                                       self.config.round_timeout_s))
                 updates, records = result.updates, result.records
             except TimeoutError:  # cut well before the other ranks' collective times out and kills the job
                 pass
             self._report(step, records)
         return self.store.apply(updates)
+
+    def _broad_signal(self, step: int) -> str | None:
+        """The broad trigger that fires at `step` (main process: it holds the gathered buffer), or None."""
+        if self.config.monitor.enabled and self.monitor is not None and monitor_diverging(
+                self.monitor.history, self.config.monitor.window):
+            return "monitor_divergence"
+        versions = {prompt_id: self.store.rubric_for(prompt_id).version for prompt_id in self.prompts
+                    if prompt_id in self.store}
+        if self.config.pooled.enabled and pooled_saturation(self.buffer, versions, step, self.config):
+            return "pooled_saturation"
+        return None
 
     def _answer(self, step: int, is_main: bool, model, tokenizer) -> tuple[list[str], list[str], float] | None:
         """Every rank: the prompts the main process chose, answered (see `rubric_rft.training.refinement.fresh`)."""
@@ -126,7 +137,7 @@ class OnlineRefinementCallback(CheckpointedCallback):
                              self.max_new_tokens, seed=self.config.seed + step, trainer=self.trainer)
         return chosen, texts, time.perf_counter() - started
 
-    async def _round(self, step: int, diverging: bool, answered: tuple[list[str], list[str], float] | None):
+    async def _round(self, step: int, broad: str | None, answered: tuple[list[str], list[str], float] | None):
         gold, proposer, judge = self._build()
         async with contextlib.AsyncExitStack() as clients:  # each round runs on a fresh loop: close on it
             for client in (gold, proposer, judge):
@@ -138,7 +149,7 @@ class OnlineRefinementCallback(CheckpointedCallback):
                                                              RubricReward(judge), self.store, self.buffer,
                                                              answered[2]))
             result = await run_round(step, self.buffer, self.store, self.prompts, self.progress, self.config,
-                                     gold=gold, proposer=proposer, judge=judge, diverging=diverging)
+                                     gold=gold, proposer=proposer, judge=judge, broad=broad)
             result.records[:0] = sampled
             return result
 

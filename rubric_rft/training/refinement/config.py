@@ -5,11 +5,13 @@
       gold:                                 # who says which of two answers is better (never trains anything)
         judge: {backend: rubric}            # a pairwise judge config; `rubric` compares by gold rubrics
         rubrics_path: data/everyday/train_gold.jsonl
-      proposer: {type: bank, bank_path: data/everyday/criteria_bank.jsonl}   # or {type: llm, endpoint: {...}}
+      proposer: {type: bank, bank_path: data/everyday/criteria_bank_independent.jsonl}  # or type: llm
       budgets: {prompts_per_round: 4, rounds_per_prompt: 3, cooldown_steps: 20, max_gold_calls: 400}
-      acceptance: {min_pairs: 6, holdout_fraction: 0.5, tie_credit: 0.5}   # tested on pairs the proposer never saw
+      acceptance: {min_pairs: 6, holdout_fraction: 0.5, min_newly_ordered: 2}   # tested on answers never shown
       monitor: {enabled: true}              # the monitor's proxy up, gold down: every prompt is a candidate...
+      pooled: {enabled: false}              # ...or, gold-free, most recently answered prompts saturated...
       fresh_samples: {enabled: true}        # ...and prompts not answered lately are answered now
+      transfer: {enabled: false}            # a criterion accepted on 2 prompts is offered to the others
 """
 
 from __future__ import annotations
@@ -55,10 +57,37 @@ class MonitorTrigger(_Strict):
     window: int = Field(default=3, ge=2)
 
 
+class PooledTrigger(_Strict):
+    """Gold-free: the policy saturates its rubrics broadly. Among the prompts answered in the last `window_steps`
+    steps (at least `min_prompts` of them), a share of at least `min_share` is saturated (the `saturation`
+    settings, on completions graded with the current rubric): every prompt with enough completions becomes a
+    candidate, as with the monitor trigger, and fresh samples answer the prompts not answered lately. Reads only
+    the training reward, so an experiment's measuring stick never decides when the loop acts."""
+
+    enabled: bool = False
+    window_steps: int = Field(default=8, ge=1)
+    min_prompts: int = Field(default=4, ge=1)
+    min_share: float = Field(default=0.5, gt=0, le=1)
+
+
+class Transfer(_Strict):
+    """A criterion accepted on `min_accepted` prompts is offered to the others at once: each gets its own instance
+    (the bank's criterion of that id for the prompt; an LLM proposer's criterion as it is), and all of them are
+    tested together on the gold-ordered pairs of their buffered answers (up to `max_prompts` prompts with
+    `min_completions` answers each, regraded with their current rubric). The proposal came from other prompts,
+    so every one of those pairs is held out; the change goes to every tested prompt with an ordered pair when the
+    pooled pairs pass `acceptance` (agreement up, `min_newly_ordered`, `max_p_value`). A prompt is offered a
+    criterion once; prompts answered later are offered it at a later round."""
+
+    enabled: bool = False
+    min_accepted: int = Field(default=2, ge=1)
+    max_prompts: int = Field(default=40, ge=1)
+
+
 class FreshSamples(_Strict):
-    """When the monitor trigger fires, up to `prompts` prompts the policy has not answered under their current
-    rubric (too few buffered completions: a prompt's next visit may be far off) are answered now,
-    `samples_per_prompt` times each, graded with their rubric and buffered, so they can be refined at this step.
+    """When the monitor trigger or the pooled trigger fires, up to `prompts` prompts the policy has not answered
+    under their current rubric (too few buffered completions: a prompt's next visit may be far off) are answered
+    now, `samples_per_prompt` times each, graded with their rubric and buffered, so they can be refined at this step.
     Prompts in their cooldown or out of rounds are passed over; the rest come in dataset order."""
 
     enabled: bool = False
@@ -79,14 +108,20 @@ class Budgets(_Strict):
 
 
 class Acceptance(_Strict):
-    """How a proposal is tested. The gold-ordered pairs are split: the proposer sees `1 - holdout_fraction` of them,
-    and the change is accepted only when it orders the held-out rest better than the current rubric (0: tested on
-    the pairs it was chosen on). Fewer than `min_pairs` gold-ordered pairs in all: no attempt. A pair a rubric ties
-    counts `tie_credit`."""
+    """How a proposal is tested. The tail's answers are split: the proposer sees pairs among `1 - holdout_fraction`
+    of them, and the change is accepted only on pairs among the held-out rest (0: tested on the pairs it was chosen
+    on), when it orders them better than the current rubric and by enough: at least `min_newly_ordered` more pairs
+    in the gold's order, and with `max_p_value` a one-sided sign test over the pairs whose credit changed. Fewer than
+    `min_pairs` gold-ordered pairs in all: no attempt. A pair a rubric ties counts `tie_credit`."""
 
     min_pairs: int = Field(default=6, ge=1, description="Gold-ordered pairs needed, proposal and held-out together.")
-    holdout_fraction: float = Field(default=0.5, ge=0, lt=1, description="Share of the pairs kept for the test.")
+    holdout_fraction: float = Field(default=0.5, ge=0, lt=1, description="Share of the answers kept for the test.")
     tie_credit: float = Field(default=0.5, ge=0, le=1, description="Credit for a pair a rubric scores equal.")
+    min_newly_ordered: int = Field(
+        default=2, ge=0,
+        description="Held-out pairs the change must put in the gold's order beyond those it takes out of it.")
+    max_p_value: float | None = Field(
+        default=None, gt=0, le=1, description="Sign test over the held-out pairs whose credit changed; null: off.")
 
     @model_validator(mode="after")
     def _room_for_both(self) -> Acceptance:
@@ -123,6 +158,8 @@ class RefinementConfig(_Strict):
     saturation: SaturationTrigger = Field(default_factory=SaturationTrigger)
     spread: SpreadTrigger = Field(default_factory=SpreadTrigger)
     monitor: MonitorTrigger = Field(default_factory=MonitorTrigger)
+    pooled: PooledTrigger = Field(default_factory=PooledTrigger)
+    transfer: Transfer = Field(default_factory=Transfer)
     fresh_samples: FreshSamples = Field(default_factory=FreshSamples)
     budgets: Budgets = Field(default_factory=Budgets)
     selection: SelectionConfig = Field(default_factory=lambda: SelectionConfig(**_SELECTION_DEFAULTS))
@@ -147,8 +184,9 @@ class RefinementConfig(_Strict):
     def _policy_pairs(self) -> RefinementConfig:
         if self.selection.distinct_generators:
             raise ValueError("selection.distinct_generators must be false: every buffered completion is the policy's")
-        if self.fresh_samples.enabled and not self.monitor.enabled:
-            raise ValueError("fresh_samples answers prompts when the monitor trigger fires: enable monitor too")
+        if self.fresh_samples.enabled and not (self.monitor.enabled or self.pooled.enabled):
+            raise ValueError("fresh_samples answers prompts when the monitor or the pooled trigger fires: enable "
+                             "monitor or pooled too")
         if self.fresh_samples.enabled and self.fresh_samples.samples_per_prompt < self.min_completions:
             raise ValueError(f"fresh_samples.samples_per_prompt ({self.fresh_samples.samples_per_prompt}) is below "
                              f"min_completions ({self.min_completions}): the answered prompts could never trigger")

@@ -1,5 +1,6 @@
-"""Fresh samples: when the monitor sees the proxy rise while the gold falls, answer the prompts that have not been
-answered under their current rubric now, instead of waiting for their next visit.
+"""Fresh samples: when a broad trigger fires (the monitor sees the proxy rise while the gold falls, or most prompts
+answered lately saturate their rubrics), answer the prompts that have not been answered under their current rubric
+now, instead of waiting for their next visit.
 
 With many prompts and few per step, a prompt comes back only once an epoch, and a policy can collapse onto a
 loophole well within one (see the README's static-against-online experiment): the rubric refined at a prompt's

@@ -53,6 +53,11 @@ class Proposer(Protocol):
     async def propose(self, prompt_id: str, prompt: str, rubric: Rubric, pairs: Sequence[DirectedPair],
                       agreement: Agreement, before: float) -> Proposal: ...
 
+    def instance(self, prompt_id: str, criterion: Criterion) -> Criterion | None:
+        """`criterion`, accepted on another prompt, as it would be for `prompt_id` (None: it has no such criterion),
+        for `rubric_rft.training.refinement.transfer`."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -79,6 +84,10 @@ class LLMProposer:
         except EditError as exc:
             return Proposal(None, refinement.reason, edit, costs, error=f"proposer: {exc}")
         return Proposal(criteria, refinement.reason, edit, costs)
+
+    def instance(self, prompt_id: str, criterion: Criterion) -> Criterion | None:
+        """The criterion as it is: what the proposer wrote for one prompt is offered to the others unchanged."""
+        return criterion
 
     async def aclose(self) -> None:
         await self.proposer.aclose()
@@ -112,6 +121,10 @@ class BankProposer:
                   f"(the rubric: {before:.2f})")
         return Proposal([*rubric.criteria, chosen], reason, {"added": chosen.model_dump(mode="json"),
                                                               "tried": tried})
+
+    def instance(self, prompt_id: str, criterion: Criterion) -> Criterion | None:
+        """The bank's criterion with the same id for `prompt_id`: its own words, its own question's content."""
+        return next((c for c in self.bank.get(prompt_id, []) if c.id == criterion.id), None)
 
     async def aclose(self) -> None:
         pass

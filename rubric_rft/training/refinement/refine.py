@@ -4,16 +4,19 @@ acceptance test.
 The pairs are great and diverse pairs among the completions graded with the current rubric
 (`rubric_rft.rubricgen.selection`); the gold source orders each (ties and failures are left out). The
 *agreement* of a rubric is the share of gold-ordered pairs it scores higher for the better response, a tie
-counting `acceptance.tie_credit`. The gold-ordered pairs are split at random (seeded): the proposer sees one part,
-and its proposal is accepted only when its agreement on the other, held-out part is strictly above the current
-rubric's. A proposer that picks the best of many criteria on a handful of pairs will often find one that fits them
-by chance; the held-out pairs catch it. A failed gold, grading or proposer call is counted and reported, never read
-as a preference or an accepted edit.
+counting `acceptance.tie_credit`. The tail's distinct answers are split at random (seeded) before any pair is
+drawn: the proposer sees pairs of one part, the test is on pairs of the other, so no held-out answer was ever
+shown. A proposal is accepted only when, on the held-out pairs, its agreement is strictly above the current
+rubric's, it orders at least `acceptance.min_newly_ordered` more pairs correctly than the current rubric (pairs it
+newly orders less those it no longer orders), and, with `acceptance.max_p_value`, a one-sided sign test over the
+pairs whose credit changed passes. A proposer that picks the best of many criteria on a handful of pairs will often
+find one that fits them by chance; the held-out answers catch it. A failed gold, grading or proposer call is
+counted and reported, never read as a preference or an accepted edit.
 """
 
 from __future__ import annotations
 
-import asyncio
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,10 +24,10 @@ from typing import Any
 
 from rubric_rft.judges.base import Judge
 from rubric_rft.llm.costs import Costs
-from rubric_rft.rubricgen.gold import Preference, gold_agreement, ordered_by_gold, pair_record
+from rubric_rft.rubricgen.gold import Preference, ask_gold, gold_agreement, pair_credits
 from rubric_rft.rubricgen.records import Candidate
 from rubric_rft.rubricgen.scoring import score_responses
-from rubric_rft.rubricgen.selection import Scored, SelectionConfig, select_pairs
+from rubric_rft.rubricgen.selection import Scored, SelectedPair, SelectionConfig, select_pairs, tail
 from rubric_rft.rubrics.format import Criterion, Rubric
 from rubric_rft.training.refinement.config import Acceptance
 from rubric_rft.training.refinement.proposers import DirectedPair, Proposer
@@ -58,15 +61,36 @@ def scored_candidates(prompt_id: str, entries: Sequence[Entry]) -> list[Scored]:
     ]
 
 
-def split_pairs(count: int, holdout_fraction: float, seed: str) -> tuple[list[int], list[int]]:
-    """Positions of `count` pairs (shown to the proposer, held out for the test): a seeded shuffle, at least one in
-    each part when `holdout_fraction` > 0; with 0, both parts are every pair."""
+def split_tail_pairs(
+    scored: Sequence[Scored], selection: SelectionConfig, holdout_fraction: float, seed: str
+) -> tuple[list[SelectedPair], list[SelectedPair]]:
+    """Pairs to show the proposer and pairs to test on, drawn from disjoint sets of answers: the tail's answers are
+    shuffled (seeded) and `holdout_fraction` of them (at least 2, leaving at least 2) held out, and each part gets
+    its share of `selection.num_pairs` within itself. With `holdout_fraction` 0, both are the same pairs."""
     if holdout_fraction == 0:
-        return list(range(count)), list(range(count))
-    order = list(range(count))
-    random.Random(f"holdout:{seed}").shuffle(order)
-    held = min(count - 1, max(1, round(holdout_fraction * count)))
-    return sorted(order[held:]), sorted(order[:held])
+        pairs = select_pairs(scored, selection, seed=seed)
+        return pairs, pairs
+    answers = sorted(tail(scored, selection.tail_fraction, selection.min_tail), key=lambda s: s.candidate.key)
+    if len(answers) < 4 or selection.num_pairs < 2:
+        return [], []
+    random.Random(f"holdout:{seed}").shuffle(answers)
+    held = min(len(answers) - 2, max(2, round(holdout_fraction * len(answers))))
+    held_pairs = min(selection.num_pairs - 1, max(1, round(holdout_fraction * selection.num_pairs)))
+    whole_part = {"tail_fraction": 1.0, "min_tail": 2}  # each part is already the tail
+
+    def pairs_of(part: list[Scored], count: int, name: str) -> list[SelectedPair]:
+        config = selection.model_copy(update={**whole_part, "num_pairs": count})
+        return select_pairs(part, config, seed=f"{seed}:{name}")
+
+    return (pairs_of(answers[held:], selection.num_pairs - held_pairs, "shown"),
+            pairs_of(answers[:held], held_pairs, "held"))
+
+
+def sign_test_p(improved: int, worsened: int) -> float:
+    """One-sided sign test: the chance of at least `improved` of `improved + worsened` changed pairs improving if
+    improving and worsening were equally likely (1.0 when nothing changed)."""
+    changed = improved + worsened
+    return sum(math.comb(changed, k) for k in range(improved, changed + 1)) / 2**changed
 
 
 async def refine_prompt(
@@ -86,49 +110,60 @@ async def refine_prompt(
 ) -> Outcome:
     """Refine `rubric` on `entries` (completions graded with it), as the module docstring says."""
     record: dict[str, Any] = {"prompt_id": prompt_id, "rubric_in": rubric.id, "version_in": rubric.version}
-    pairs = select_pairs(scored_candidates(prompt_id, entries), selection, seed=seed)
-    if not pairs:
+    shown_pairs, held_pairs = split_tail_pairs(
+        scored_candidates(prompt_id, entries), selection, acceptance.holdout_fraction, seed
+    )
+    if not shown_pairs or not held_pairs:
         return Outcome({**record, "status": "skipped", "reason": "no_pairs"})
+    pairs = shown_pairs if acceptance.holdout_fraction == 0 else shown_pairs + held_pairs
+    uses = [["proposal", "test"]] * len(pairs) if acceptance.holdout_fraction == 0 else (
+        [["proposal"]] * len(shown_pairs) + [["test"]] * len(held_pairs))
     if gold_calls_left is not None and len(pairs) > gold_calls_left:
         return Outcome({**record, "status": "skipped", "reason": "gold_budget"})
-    preferences = await asyncio.gather(
-        *(gold.prefer(prompt_id, prompt, p.first.candidate, p.second.candidate) for p in pairs)
-    )
+    judged = await ask_gold(gold, prompt_id, prompt, pairs, lambda c: c.response)
     outcome = Outcome(record, gold_calls=len(pairs))
-    judged = list(zip(pairs, preferences, strict=True))
-    record["pairs"] = [pair_record(pair, preferred, lambda c: c.response) for pair, preferred in judged]
-    record["gold_failures"] = sum(p.error is not None for p in preferences)
-    ordered = [(at, d) for at, d in enumerate(ordered_by_gold(pair, preferred) for pair, preferred in judged)
-               if d is not None]
-    directed = [d for _, d in ordered]
-    if not directed:
+    record["pairs"] = judged.records
+    record["gold_failures"] = len(judged.errors)
+    shown: list[DirectedPair] = []
+    held_out: list[DirectedPair] = []
+    for pair_rec, directed, use in zip(record["pairs"], judged.directed, uses, strict=True):
+        if directed is None:
+            continue
+        pair_rec["use"] = use
+        if "proposal" in use:
+            shown.append(directed)
+        if "test" in use:
+            held_out.append(directed)
+    if not shown and not held_out:
         reason = "gold_failed" if record["gold_failures"] else "gold_ties"
         return _finish(outcome, "error" if record["gold_failures"] else "skipped", reason)
-    if len(directed) < acceptance.min_pairs:
-        return _finish(outcome, "skipped", f"too_few_pairs: {len(directed)} < {acceptance.min_pairs}")
-    shown_at, held_at = split_pairs(len(directed), acceptance.holdout_fraction, seed)
-    for part, use in ((shown_at, "proposal"), (held_at, "test")):
-        for position in part:
-            record["pairs"][ordered[position][0]].setdefault("use", []).append(use)
-    shown, held_out = [directed[i] for i in shown_at], [directed[i] for i in held_at]
+    in_all = len(shown) if acceptance.holdout_fraction == 0 else len(shown) + len(held_out)
+    if in_all < acceptance.min_pairs:
+        return _finish(outcome, "skipped", f"too_few_pairs: {in_all} < {acceptance.min_pairs}")
+    if not shown or not held_out:
+        return _finish(outcome, "skipped", f"too_few_pairs: none to {'show' if not shown else 'test on'}")
     judge_costs = Costs()
 
-    def agreement_on(part: Sequence[DirectedPair]):
-        async def agreement(candidate: Rubric) -> float | None:
-            texts = list(dict.fromkeys(t for b, w in part for t in (b.candidate.response, w.candidate.response)))
-            grades = await score_responses(judge, prompt, candidate, texts)
-            judge_costs.calls += sum(g.judge_calls for g in grades)
-            if any(g.error for g in grades):
-                return None
-            score = dict(zip(texts, (g.score for g in grades), strict=True))
-            return gold_agreement(part, lambda s: score[s.candidate.response], acceptance.tie_credit)
-        return agreement
+    async def scores_under(candidate: Rubric, part: Sequence[DirectedPair]) -> dict[str, float] | None:
+        """The raw scores `candidate` gives the part's answers, by text; None when a grade failed."""
+        texts = list(dict.fromkeys(t for b, w in part for t in (b.candidate.response, w.candidate.response)))
+        grades = await score_responses(judge, prompt, candidate, texts)
+        judge_costs.calls += sum(g.judge_calls for g in grades)
+        if any(g.error for g in grades):
+            return None
+        return dict(zip(texts, (g.score for g in grades), strict=True))
+
+    async def agreement_on_shown(candidate: Rubric) -> float | None:
+        score = await scores_under(candidate, shown)
+        if score is None:
+            return None
+        return gold_agreement(shown, lambda s: score[s.candidate.response], acceptance.tie_credit)
 
     fit_before = gold_agreement(shown, tie_credit=acceptance.tie_credit)
-    before = gold_agreement(held_out, tie_credit=acceptance.tie_credit)
-    record.update(fit_before=fit_before, agreement_before=before)
+    before = pair_credits(held_out, tie_credit=acceptance.tie_credit)
+    record.update(fit_before=fit_before, agreement_before=sum(before) / len(before))
     try:
-        proposal = await proposer.propose(prompt_id, prompt, rubric, shown, agreement_on(shown), fit_before)
+        proposal = await proposer.propose(prompt_id, prompt, rubric, shown, agreement_on_shown, fit_before)
     finally:
         record["judge_calls"] = judge_costs.calls
     outcome.proposer = proposal.costs
@@ -140,15 +175,64 @@ async def refine_prompt(
         return _finish(outcome, "rejected", "no_proposal")
     if len(proposal.criteria) > max_criteria:
         return _finish(outcome, "rejected", f"max_criteria: {len(proposal.criteria)} > {max_criteria}")
-    after = await agreement_on(held_out)(rubric.model_copy(update={"criteria": proposal.criteria}))
+    score = await scores_under(rubric.model_copy(update={"criteria": proposal.criteria}), held_out)
     record["judge_calls"] = judge_costs.calls
-    if after is None:
+    if score is None:
         return _finish(outcome, "error", "grading the proposed rubric failed")
-    record["agreement_after"] = after
-    if after <= before:
-        return _finish(outcome, "rejected", "no_improvement")
+    after = pair_credits(held_out, lambda s: score[s.candidate.response], acceptance.tie_credit)
+    evidence = Evidence.between(before, after)
+    record.update(agreement_after=sum(after) / len(after), **evidence.as_record())
+    refusal = evidence.refusal(acceptance)
+    if refusal is not None:
+        return _finish(outcome, "rejected", refusal)
     outcome.criteria, outcome.reason = proposal.criteria, proposal.reason
     return _finish(outcome, "accepted", "improved_agreement")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """How a proposal changed the held-out pairs: pairs it orders that the current rubric did not, pairs the
+    current rubric ordered that it no longer does, and the pairs whose credit rose or fell (for the sign test)."""
+
+    newly_ordered: int
+    no_longer_ordered: int
+    improved: int
+    worsened: int
+    gain: float  # the summed credit after, less before
+
+    @classmethod
+    def between(cls, before: Sequence[float], after: Sequence[float]) -> Evidence:
+        pairs = list(zip(before, after, strict=True))
+        return cls(
+            newly_ordered=sum(a == 1 and b < 1 for b, a in pairs),
+            no_longer_ordered=sum(b == 1 and a < 1 for b, a in pairs),
+            improved=sum(a > b for b, a in pairs),
+            worsened=sum(a < b for b, a in pairs),
+            gain=sum(after) - sum(before),
+        )
+
+    @property
+    def net_ordered(self) -> int:
+        return self.newly_ordered - self.no_longer_ordered
+
+    @property
+    def p_value(self) -> float:
+        return sign_test_p(self.improved, self.worsened)
+
+    def refusal(self, acceptance: Acceptance) -> str | None:
+        """Why the change is not accepted on this evidence, or None when it is."""
+        if self.gain <= 0:
+            return "no_improvement"
+        if self.net_ordered < acceptance.min_newly_ordered:
+            return (f"too_little_evidence: {self.net_ordered} more held-out pairs ordered < "
+                    f"{acceptance.min_newly_ordered}")
+        if acceptance.max_p_value is not None and self.p_value > acceptance.max_p_value:
+            return f"too_little_evidence: sign test p = {self.p_value:.3g} > {acceptance.max_p_value}"
+        return None
+
+    def as_record(self) -> dict[str, Any]:
+        return {"newly_ordered": self.newly_ordered, "no_longer_ordered": self.no_longer_ordered,
+                "sign_test_p": round(self.p_value, 4)}
 
 
 def _finish(outcome: Outcome, status: str, reason: str) -> Outcome:

@@ -1,7 +1,7 @@
 """A refinement round: which prompts are refined at this step, within which budgets, and what changes.
 
 Every prompt in the buffer gets a decision with its reason: not triggered (too few completions under the current
-rubric, not saturated), skipped (cooldown, rounds per prompt, no completions since the last attempt, prompts per
+rubric, not saturated), skipped (cooldown, rounds per prompt, no answer new since the last attempt, prompts per
 round, gold or proposer budget, no pairs, too few pairs), or refined (accepted, rejected, error). Prompts are
 looked at newest completions first (prompts answered for this round first of all, so the round's slots go to the
 answers just paid for), in the order they were first buffered among equals, so a round is reproducible. Runs on
@@ -10,7 +10,8 @@ the main process; the counts it keeps (`RefinementState`) go into checkpoints.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,16 +22,21 @@ from rubric_rft.training.refinement.config import Budgets, RefinementConfig
 from rubric_rft.training.refinement.proposers import Proposer
 from rubric_rft.training.refinement.refine import refine_prompt
 from rubric_rft.training.refinement.tail_buffer import Entry, TailBuffer
+from rubric_rft.training.refinement.transfer import transfer
 from rubric_rft.training.refinement.trigger import check
 
 
 @dataclass
 class RefinementState:
-    """What the run has spent and decided so far; `step` is the last refinement step."""
+    """What the run has spent and decided so far; `step` is the last refinement step, `answers_tried` the answers
+    (`answer_digests`) each prompt's last attempt was made on."""
 
     step: int = 0
     attempts: dict[str, int] = field(default_factory=dict)
     last_attempt: dict[str, int] = field(default_factory=dict)
+    answers_tried: dict[str, list[str]] = field(default_factory=dict)
+    accepted_criteria: dict[str, list[str]] = field(default_factory=dict)  # criterion id -> prompts that took it
+    transfers: dict[str, list[str]] = field(default_factory=dict)  # criterion id -> prompts it was offered to
     gold_calls: int = 0
     proposer_calls: int = 0
     accepted: int = 0
@@ -58,9 +64,10 @@ async def run_round(
     gold: Preference,
     proposer: Proposer,
     judge: Judge | None,
-    diverging: bool = False,
+    broad: str | None = None,
 ) -> Round:
-    """Decide and refine at `step`; `state` is updated in place. `prompts` maps prompt ids to their text."""
+    """Decide and refine at `step`; `state` is updated in place. `prompts` maps prompt ids to their text; `broad`
+    names the broad trigger that fired at this step, if any (`rubric_rft.training.refinement.trigger`)."""
     state.step = step
     result = Round([], [])
     refined = 0
@@ -70,7 +77,7 @@ async def run_round(
             continue
         rubric = store.rubric_for(prompt_id)
         entries = buffer.entries(prompt_id, version=rubric.version)
-        trigger = check(entries, config, diverging)
+        trigger = check(entries, config, broad)
         base = {"step": step, "prompt_id": prompt_id, "completions": len(entries)}
         if not trigger.fired:
             result.records.append({**base, "status": "not_triggered", "reason": trigger.reason})
@@ -95,6 +102,7 @@ async def run_round(
         refined += 1
         state.attempts[prompt_id] = state.attempts.get(prompt_id, 0) + 1
         state.last_attempt[prompt_id] = step
+        state.answers_tried[prompt_id] = sorted(answer_digests(e.text for e in entries))
         state.gold_calls += outcome.gold_calls
         state.proposer_calls += outcome.proposer.calls
         state.errors += status == "error"
@@ -103,7 +111,49 @@ async def run_round(
             state.accepted += 1
             new = rubric.model_copy(update={"criteria": outcome.criteria})
             result.updates.append(RubricUpdate(prompt_id, new, step, outcome.reason))
+            old_ids = {c.id for c in rubric.criteria}
+            for added in (c.id for c in outcome.criteria if c.id not in old_ids):
+                state.accepted_criteria.setdefault(added, []).append(prompt_id)
+    if config.transfer.enabled:
+        await _transfer_accepted(step, result, buffer, store, prompts, state, config, gold, proposer, judge)
     return result
+
+
+async def _transfer_accepted(step: int, result: Round, buffer: TailBuffer, store: RubricStore,
+                             prompts: Mapping[str, str], state: RefinementState, config: RefinementConfig,
+                             gold: Preference, proposer: Proposer, judge: Judge | None) -> None:
+    """Offer each criterion accepted on enough prompts to the prompts it was not offered to yet."""
+    rubrics = {p: store.rubric_for(p) for p in prompts if p in store}
+    rubrics.update({u.prompt_id: u.rubric for u in result.updates})
+    changed = {u.prompt_id for u in result.updates}
+    for criterion_id, sources in state.accepted_criteria.items():
+        if len(sources) < config.transfer.min_accepted:
+            continue
+        criterion = next(c for c in rubrics[sources[-1]].criteria if c.id == criterion_id)
+        offered = set(state.transfers.get(criterion_id, []))
+        targets = [p for p in rubrics if p not in changed and p not in sources and p not in offered
+                   and criterion_id not in {c.id for c in rubrics[p].criteria}
+                   and len(buffer.entries(p)) >= config.min_completions][:config.transfer.max_prompts]
+        if not targets:
+            continue
+        budget = config.budgets.max_gold_calls
+        record, updates, spent = await transfer(
+            step, criterion, sources, targets, buffer, rubrics, prompts, config, gold=gold, proposer=proposer,
+            judge=judge, gold_calls_left=None if budget is None else budget - state.gold_calls)
+        result.records.append(record)
+        state.transfers[criterion_id] = sorted(offered | set(record.get("prompt_ids", [])))
+        state.gold_calls += spent
+        state.errors += record["status"] == "error"
+        state.rejected += record["status"] == "rejected"
+        state.accepted += record["status"] == "accepted"
+        result.updates.extend(updates)
+        changed.update(u.prompt_id for u in updates)
+        rubrics.update({u.prompt_id: u.rubric for u in updates})
+
+
+def answer_digests(texts: Iterable[str]) -> set[str]:
+    """Short content hashes of answers: which answers an attempt saw, compact enough for a checkpoint."""
+    return {hashlib.sha1(text.encode()).hexdigest()[:12] for text in texts}
 
 
 def resting(prompt_id: str, step: int, state: RefinementState, budgets: Budgets) -> str | None:
@@ -122,9 +172,9 @@ def _budget_skip(prompt_id: str, step: int, refined: int, state: RefinementState
     rest = resting(prompt_id, step, state, budgets)
     if rest is not None:
         return rest
-    last = state.last_attempt.get(prompt_id)
-    if last is not None and max(entry.step for entry in entries) < last:
-        # graded before the last attempt: trying again would only redraw the pairs and the held-out split
+    tried = state.answers_tried.get(prompt_id)
+    if tried is not None and answer_digests(e.text for e in entries) <= set(tried):
+        # every answer was there at the last attempt: trying again would only redraw the pairs and the split
         return "no_new_completions"
     if refined >= budgets.prompts_per_round:
         return "prompts_per_round"

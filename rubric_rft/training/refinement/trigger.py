@@ -4,8 +4,10 @@ Three signals, each from the completions graded with the prompt's *current* rubr
 about it):
 - saturation: the `top_k` best completions all score at least `min_score`: the rubric has nothing left to ask;
 - collapsed spread: the last groups' rewards barely differ (GRPO's advantage is then zero) at a high mean;
-- monitor divergence: on held-out prompts the proxy rose while the gold fell (over-optimization in progress),
-  which makes every prompt with enough completions a candidate.
+- broad signals, which make every prompt with enough completions a candidate: the monitor's divergence (on
+  held-out prompts the proxy rose while the gold fell: over-optimization in progress), or, gold-free, pooled
+  saturation (most of the prompts answered lately have saturated rubrics: the policy is saturating them broadly,
+  and the prompts not answered lately are likely saturated too).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rubric_rft.training.refinement.config import RefinementConfig
-from rubric_rft.training.refinement.tail_buffer import Entry
+from rubric_rft.training.refinement.tail_buffer import Entry, TailBuffer
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,25 @@ def monitor_diverging(history: Sequence[Mapping[str, Any]], window: int) -> bool
     return last["proxy"] > first["proxy"] and _gold(last) < _gold(first)
 
 
+def pooled_saturation(buffer: TailBuffer, versions: Mapping[str, int], step: int, config: RefinementConfig) -> bool:
+    """Among the prompts answered in the last `pooled.window_steps` steps (at least `pooled.min_prompts`), a share of
+    at least `pooled.min_share` is saturated; `versions` are the prompts' current rubric versions."""
+    pooled, sat = config.pooled, config.saturation
+    recent = [prompt_id for prompt_id in buffer.prompt_ids() if prompt_id in versions
+              and max(e.step for e in buffer.entries(prompt_id)) > step - pooled.window_steps]
+    if len(recent) < pooled.min_prompts:
+        return False
+    full = sum(saturated(buffer.entries(p, versions[p]), sat.top_k, sat.min_score) for p in recent)
+    return full >= pooled.min_share * len(recent)
+
+
 def _gold(record: Mapping[str, Any]) -> float | None:
     return record.get("gold") if record.get("gold") is not None else record.get("win_rate")
 
 
-def check(entries: Sequence[Entry], config: RefinementConfig, diverging: bool) -> Trigger:
-    """Whether a prompt with these current-version `entries` is a candidate (`diverging`: the monitor's signal)."""
+def check(entries: Sequence[Entry], config: RefinementConfig, broad: str | None = None) -> Trigger:
+    """Whether a prompt with these current-version `entries` is a candidate; `broad` names a broad signal that
+    fired at this step (`monitor_divergence`, `pooled_saturation`), None when none did."""
     if len(entries) < config.min_completions:
         return Trigger(False, "too_few_completions")
     sat = config.saturation
@@ -66,6 +81,6 @@ def check(entries: Sequence[Entry], config: RefinementConfig, diverging: bool) -
     spread = config.spread
     if spread.enabled and spread_collapsed(entries, spread.groups, spread.max_std, spread.min_mean):
         return Trigger(True, "collapsed_spread")
-    if diverging:
-        return Trigger(True, "monitor_divergence")
+    if broad is not None:
+        return Trigger(True, broad)
     return Trigger(False, "not_saturated")

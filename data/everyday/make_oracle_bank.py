@@ -1,10 +1,11 @@
-"""Build the criteria bank for online refinement: `python data/everyday/make_criteria_bank.py`.
+"""Build the oracle control bank: `python data/everyday/make_oracle_bank.py`.
 
-For every everyday prompt (train and held-out), candidate criteria a rubric writer might add once the rubric
-saturates, all rules (so the bank proposer runs without an LLM judge). They are written from the prompt and its
-keywords alone, never from the gold rubric: some plausible (explains in some words, names specifics, finishes
-its sentences, does not loop), some traps a policy can game (length for its own sake, restating the question,
-lists, politeness, exclamation marks). Which of them coincide with the gold is what `bank_overlap.py` reports.
+An ORACLE, kept only as a control for experiments: its criteria come from the same keyword tables as the gold
+rubric (`make_dataset.py`), and several are the gold's own checks (`explains` is the gold's `substance`,
+`one_liner` its negation, `two_specifics` the gold's `specific`). A loop that refines with it is a loop with an
+oracle, and shows at most what a proposer that already knows the gold can do. `bank_overlap.py --bank
+criteria_bank_oracle.jsonl` measures how much of it behaves like the gold; `make_independent_bank.py` writes the
+bank that experiments use.
 """
 
 import json
@@ -14,7 +15,7 @@ from pathlib import Path
 from make_dataset import COMMON_WORDS, HELDOUT, TRAIN
 
 HERE = Path(__file__).parent
-BANK_FILE = HERE / "criteria_bank.jsonl"
+BANK_FILE = HERE / "criteria_bank_oracle.jsonl"
 
 # ids of the criteria that reward something other than a better answer
 TRAPS = {"thorough", "restates", "list", "polite", "enthusiastic"}

@@ -1,0 +1,136 @@
+"""Transfer: a criterion accepted on some prompts, offered to the others and tested on their pooled pairs.
+
+Per-prompt refinement changes a prompt's rubric only after the policy has answered it under that rubric, and
+with many prompts a prompt comes back once an epoch: slower than a policy collapses onto a loophole that every
+prompt's rubric shares. When `transfer.min_accepted` prompts have accepted a criterion (by id), every other prompt
+with `min_completions` buffered answers gets its own instance of it (`Proposer.instance`: for a bank, the bank's
+criterion of that id for the prompt) and the change is tested on all of them together: each prompt's tail pairs
+(its buffered answers regraded with its current rubric) ordered by the gold. No pair was shown to anyone, so all
+of them are held out; the pooled credits pass or fail `acceptance` as one pooled change, which then goes to every
+tested prompt with an ordered pair. A prompt is offered a criterion once (`RefinementState.transfers`); prompts
+answered later are offered it at a later round. One record in `refinements.jsonl` says which prompts, the pooled
+evidence, and the cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rubric_rft.judges.base import Judge
+from rubric_rft.rubricgen.gold import Preference, ask_gold, pair_credits
+from rubric_rft.rubricgen.scoring import score_responses
+from rubric_rft.rubricgen.selection import Scored, select_pairs
+from rubric_rft.rubrics.format import Criterion, Rubric
+from rubric_rft.rubrics.store import RubricUpdate
+from rubric_rft.training.refinement.config import RefinementConfig
+from rubric_rft.training.refinement.proposers import Proposer
+from rubric_rft.training.refinement.refine import Evidence, scored_candidates
+from rubric_rft.training.refinement.tail_buffer import TailBuffer
+
+
+@dataclass
+class Tested:
+    """One target prompt's part of a transfer: its pairs' records, and its credits before and after."""
+
+    prompt_id: str
+    rubric: Rubric
+    instance: Criterion
+    pairs: list[dict[str, Any]]
+    before: list[float]
+    after: list[float]
+    error: str | None = None
+
+
+async def transfer(
+    step: int,
+    criterion: Criterion,
+    sources: Sequence[str],
+    targets: Sequence[str],
+    buffer: TailBuffer,
+    rubrics: Mapping[str, Rubric],
+    prompts: Mapping[str, str],
+    config: RefinementConfig,
+    *,
+    gold: Preference,
+    proposer: Proposer,
+    judge: Judge | None,
+    gold_calls_left: int | None,
+) -> tuple[dict[str, Any], list[RubricUpdate], int]:
+    """Offer `criterion` (accepted on `sources`) to `targets`; returns the record, the updates when accepted, and
+    the gold calls spent."""
+    record: dict[str, Any] = {"step": step, "prompt_id": None, "transfer": criterion.id, "sources": list(sources)}
+    instances = {p: proposer.instance(p, criterion) for p in targets}
+    offered = [p for p in targets if instances[p] is not None]
+    regraded = await asyncio.gather(*(_regraded(p, buffer, rubrics[p], prompts[p], judge) for p in offered))
+    if any(scored is None for scored in regraded):
+        failed = [p for p, scored in zip(offered, regraded, strict=True) if scored is None]
+        return {**record, "status": "error", "reason": f"regrading the answers of {', '.join(failed)} failed"}, [], 0
+    pairs = {p: select_pairs(scored, config.selection, seed=f"{config.seed}:{step}:{p}")
+             for p, scored in zip(offered, regraded, strict=True)}
+    spent = sum(len(chosen) for chosen in pairs.values())
+    if gold_calls_left is not None and spent > gold_calls_left:
+        return {**record, "status": "skipped", "reason": "gold_budget"}, [], 0
+    if not spent:
+        return {**record, "status": "skipped", "reason": "no_pairs"}, [], 0
+    tested = await asyncio.gather(*(
+        _test(p, rubrics[p], instances[p], prompts[p], chosen, config, gold=gold, judge=judge)
+        for p, chosen in pairs.items() if chosen
+    ))
+    record.update(prompt_ids=[t.prompt_id for t in tested],
+                  pairs=[{"prompt_id": t.prompt_id, **pair} for t in tested for pair in t.pairs])
+    record["gold_failures"] = sum("error" in pair for pair in record["pairs"])
+    failed = [f"{t.prompt_id}: {t.error}" for t in tested if t.error]
+    if failed:
+        return {**record, "status": "error", "reason": "; ".join(failed)}, [], spent
+    evidence = [t for t in tested if t.before]
+    before = [credit for t in evidence for credit in t.before]
+    after = [credit for t in evidence for credit in t.after]
+    if len(before) < config.acceptance.min_pairs:
+        return {**record, "status": "skipped", "reason": f"too_few_pairs: {len(before)} < "
+                                                         f"{config.acceptance.min_pairs}"}, [], spent
+    pooled = Evidence.between(before, after)
+    record.update(agreement_before=sum(before) / len(before), agreement_after=sum(after) / len(after),
+                  **pooled.as_record())
+    refusal = pooled.refusal(config.acceptance)
+    if refusal is not None:
+        return {**record, "status": "rejected", "reason": refusal}, [], spent
+    reason = (f"transferred {criterion.id!r}, accepted on {', '.join(sources)}: pooled over {len(evidence)} prompts, "
+              f"agreement with the gold {record['agreement_after']:.2f} on {len(before)} pairs (the rubrics: "
+              f"{record['agreement_before']:.2f})")
+    updates = [RubricUpdate(t.prompt_id, t.rubric.model_copy(update={"criteria": [*t.rubric.criteria, t.instance]}),
+                            step, reason) for t in evidence]
+    record.update(status="accepted", reason="improved_pooled_agreement", changes=len(updates))
+    return record, updates, spent
+
+
+async def _regraded(prompt_id: str, buffer: TailBuffer, rubric: Rubric, prompt: str,
+                    judge: Judge | None) -> list[Scored] | None:
+    """The prompt's buffered answers (any rubric version), scored with its current rubric; None if grading failed."""
+    candidates = scored_candidates(prompt_id, buffer.entries(prompt_id))
+    grades = await score_responses(judge, prompt, rubric, [c.candidate.response for c in candidates])
+    if any(g.error for g in grades):
+        return None
+    return [Scored(c.candidate, g.score, g.normalized) for c, g in zip(candidates, grades, strict=True)]
+
+
+async def _test(prompt_id: str, rubric: Rubric, instance: Criterion, prompt: str, chosen, config: RefinementConfig,
+                *, gold: Preference, judge: Judge | None) -> Tested:
+    judged = await ask_gold(gold, prompt_id, prompt, chosen, lambda c: c.response)
+    directed = judged.ordered
+    tested = Tested(prompt_id, rubric, instance, judged.records, [], [])
+    if not directed:
+        return tested
+    proposed = rubric.model_copy(update={"criteria": [*rubric.criteria, instance]})
+    texts = list(dict.fromkeys(t for b, w in directed for t in (b.candidate.response, w.candidate.response)))
+    grades = await score_responses(judge, prompt, proposed, texts)
+    if any(g.error for g in grades):
+        tested.error = "grading with the transferred criterion failed"
+        return tested
+    score = dict(zip(texts, (g.score for g in grades), strict=True))
+    tie_credit = config.acceptance.tie_credit
+    tested.before = pair_credits(directed, tie_credit=tie_credit)
+    tested.after = pair_credits(directed, lambda s: score[s.candidate.response], tie_credit)
+    return tested
