@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Does refining the rubric during training stop over-optimization? One command:
 #   bash scripts/reproduce_online_refinement.sh OUTDIR [extra train_grpo.py flags]
-#   SEEDS="1 2 3" STEPS=40 bash scripts/reproduce_online_refinement.sh OUTDIR      # the defaults
+#   SEEDS="1 2 3" STEPS=30 MONITOR_STEPS=3 bash scripts/reproduce_online_refinement.sh OUTDIR      # the defaults
 # Trains SmolLM2-135M-Instruct from the same start for STEPS steps under the over-optimization monitor, once per
 # seed and arm:
 #   static       the prompt-only rubric as it is (configs/overopt_prompt_only.yaml, its loophole included);
@@ -20,7 +20,8 @@ out="${1:?usage: bash scripts/reproduce_online_refinement.sh OUTDIR [extra train
 shift
 cd "$(dirname "$0")/.."
 seeds="${SEEDS:-1 2 3}"
-steps="${STEPS:-40}"
+steps="${STEPS:-30}"
+monitor_steps="${MONITOR_STEPS:-3}"
 declare -A configs=(
   [static]=configs/overopt_prompt_only.yaml
   [online]=configs/overopt_online_refinement.yaml
@@ -31,8 +32,12 @@ for seed in $seeds; do
   for arm in static online refined gold_reward; do
     run="$out/seed$seed/$arm"
     if [ ! -f "$run/overopt.json" ] || [ ! -f "$run/adapter_config.json" ]; then
+      monitor="$(python -c 'import json, sys, yaml
+monitor = yaml.safe_load(open(sys.argv[1]))["monitor"]
+monitor["monitor_steps"] = int(sys.argv[2])
+print(json.dumps(monitor))' "${configs[$arm]}" "$monitor_steps")"
       accelerate launch scripts/train_grpo.py --config "${configs[$arm]}" --max_steps "$steps" --seed "$seed" \
-        --output_dir "$run" --run_name "online_experiment_${arm}_seed$seed" --report_to none "$@"
+        --monitor "$monitor" --output_dir "$run" --run_name "online_experiment_${arm}_seed$seed" --report_to none "$@"
     fi
     if [ ! -f "$run/test_eval.json" ]; then
       python scripts/evaluate.py --model "$run" --prompts data/everyday/test_gold.jsonl --judge '{"backend": "rubric"}' \

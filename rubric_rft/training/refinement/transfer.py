@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rubric_rft.judges.base import Judge
+from rubric_rft.llm.costs import Costs
 from rubric_rft.rubricgen.gold import Preference, ask_gold, pair_credits
 from rubric_rft.rubricgen.scoring import score_responses
 from rubric_rft.rubricgen.selection import Scored, select_pairs
@@ -64,7 +65,10 @@ async def transfer(
     record: dict[str, Any] = {"step": step, "prompt_id": None, "transfer": criterion.id, "sources": list(sources)}
     instances = {p: proposer.instance(p, criterion) for p in targets}
     offered = [p for p in targets if instances[p] is not None]
-    regraded = await asyncio.gather(*(_regraded(p, buffer, rubrics[p], prompts[p], judge) for p in offered))
+    judge_costs = Costs()
+    regraded = await asyncio.gather(*(_regraded(p, buffer, rubrics[p], prompts[p], judge, judge_costs)
+                                      for p in offered))
+    record["judge_calls"] = judge_costs.calls
     if any(scored is None for scored in regraded):
         failed = [p for p, scored in zip(offered, regraded, strict=True) if scored is None]
         return {**record, "status": "error", "reason": f"regrading the answers of {', '.join(failed)} failed"}, [], 0
@@ -76,9 +80,10 @@ async def transfer(
     if not spent:
         return {**record, "status": "skipped", "reason": "no_pairs"}, [], 0
     tested = await asyncio.gather(*(
-        _test(p, rubrics[p], instances[p], prompts[p], chosen, config, gold=gold, judge=judge)
+        _test(p, rubrics[p], instances[p], prompts[p], chosen, config, gold=gold, judge=judge, costs=judge_costs)
         for p, chosen in pairs.items() if chosen
     ))
+    record["judge_calls"] = judge_costs.calls
     record.update(prompt_ids=[t.prompt_id for t in tested],
                   pairs=[{"prompt_id": t.prompt_id, **pair} for t in tested for pair in t.pairs])
     record["gold_failures"] = sum("error" in pair for pair in record["pairs"])
@@ -106,18 +111,19 @@ async def transfer(
     return record, updates, spent
 
 
-async def _regraded(prompt_id: str, buffer: TailBuffer, rubric: Rubric, prompt: str,
-                    judge: Judge | None) -> list[Scored] | None:
+async def _regraded(prompt_id: str, buffer: TailBuffer, rubric: Rubric, prompt: str, judge: Judge | None,
+                    costs: Costs) -> list[Scored] | None:
     """The prompt's buffered answers (any rubric version), scored with its current rubric; None if grading failed."""
     candidates = scored_candidates(prompt_id, buffer.entries(prompt_id))
     grades = await score_responses(judge, prompt, rubric, [c.candidate.response for c in candidates])
+    costs.calls += sum(g.judge_calls for g in grades)
     if any(g.error for g in grades):
         return None
     return [Scored(c.candidate, g.score, g.normalized) for c, g in zip(candidates, grades, strict=True)]
 
 
 async def _test(prompt_id: str, rubric: Rubric, instance: Criterion, prompt: str, chosen, config: RefinementConfig,
-                *, gold: Preference, judge: Judge | None) -> Tested:
+                *, gold: Preference, judge: Judge | None, costs: Costs) -> Tested:
     judged = await ask_gold(gold, prompt_id, prompt, chosen, lambda c: c.response)
     directed = judged.ordered
     tested = Tested(prompt_id, rubric, instance, judged.records, [], [])
@@ -126,6 +132,7 @@ async def _test(prompt_id: str, rubric: Rubric, instance: Criterion, prompt: str
     proposed = rubric.model_copy(update={"criteria": [*rubric.criteria, instance]})
     texts = list(dict.fromkeys(t for b, w in directed for t in (b.candidate.response, w.candidate.response)))
     grades = await score_responses(judge, prompt, proposed, texts)
+    costs.calls += sum(g.judge_calls for g in grades)
     if any(g.error for g in grades):
         tested.error = "grading with the transferred criterion failed"
         return tested
