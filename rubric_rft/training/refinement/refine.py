@@ -86,6 +86,18 @@ def split_tail_pairs(
             pairs_of(answers[:held], held_pairs, "held"))
 
 
+async def pair_scores(judge: Judge | None, prompt: str, rubric: Rubric, pairs: Sequence[DirectedPair],
+                      costs: Costs) -> dict[str, float] | None:
+    """The raw scores `rubric` gives the pairs' distinct answers, by text, its judge calls added to `costs`; None
+    when a grade failed (a failed grade is never a score)."""
+    texts = list(dict.fromkeys(t for b, w in pairs for t in (b.candidate.response, w.candidate.response)))
+    grades = await score_responses(judge, prompt, rubric, texts)
+    costs.calls += sum(g.judge_calls for g in grades)
+    if any(g.error for g in grades):
+        return None
+    return dict(zip(texts, (g.score for g in grades), strict=True))
+
+
 def sign_test_p(improved: int, worsened: int) -> float:
     """One-sided sign test: the chance of at least `improved` of `improved + worsened` changed pairs improving if
     improving and worsening were equally likely (1.0 when nothing changed)."""
@@ -144,17 +156,8 @@ async def refine_prompt(
         return _finish(outcome, "skipped", f"too_few_pairs: none to {'show' if not shown else 'test on'}")
     judge_costs = Costs()
 
-    async def scores_under(candidate: Rubric, part: Sequence[DirectedPair]) -> dict[str, float] | None:
-        """The raw scores `candidate` gives the part's answers, by text; None when a grade failed."""
-        texts = list(dict.fromkeys(t for b, w in part for t in (b.candidate.response, w.candidate.response)))
-        grades = await score_responses(judge, prompt, candidate, texts)
-        judge_costs.calls += sum(g.judge_calls for g in grades)
-        if any(g.error for g in grades):
-            return None
-        return dict(zip(texts, (g.score for g in grades), strict=True))
-
     async def agreement_on_shown(candidate: Rubric) -> float | None:
-        score = await scores_under(candidate, shown)
+        score = await pair_scores(judge, prompt, candidate, shown, judge_costs)
         if score is None:
             return None
         return gold_agreement(shown, lambda s: score[s.candidate.response], acceptance.tie_credit)
@@ -175,7 +178,8 @@ async def refine_prompt(
         return _finish(outcome, "rejected", "no_proposal")
     if len(proposal.criteria) > max_criteria:
         return _finish(outcome, "rejected", f"max_criteria: {len(proposal.criteria)} > {max_criteria}")
-    score = await scores_under(rubric.model_copy(update={"criteria": proposal.criteria}), held_out)
+    score = await pair_scores(judge, prompt, rubric.model_copy(update={"criteria": proposal.criteria}), held_out,
+                              judge_costs)
     record["judge_calls"] = judge_costs.calls
     if score is None:
         return _finish(outcome, "error", "grading the proposed rubric failed")

@@ -28,7 +28,7 @@ from rubric_rft.rubrics.format import Criterion, Rubric
 from rubric_rft.rubrics.store import RubricUpdate
 from rubric_rft.training.refinement.config import RefinementConfig
 from rubric_rft.training.refinement.proposers import Proposer
-from rubric_rft.training.refinement.refine import Evidence, scored_candidates
+from rubric_rft.training.refinement.refine import Evidence, pair_scores, scored_candidates
 from rubric_rft.training.refinement.tail_buffer import TailBuffer
 
 
@@ -130,13 +130,10 @@ async def _test(prompt_id: str, rubric: Rubric, instance: Criterion, prompt: str
     if not directed:
         return tested
     proposed = rubric.model_copy(update={"criteria": [*rubric.criteria, instance]})
-    texts = list(dict.fromkeys(t for b, w in directed for t in (b.candidate.response, w.candidate.response)))
-    grades = await score_responses(judge, prompt, proposed, texts)
-    costs.calls += sum(g.judge_calls for g in grades)
-    if any(g.error for g in grades):
+    score = await pair_scores(judge, prompt, proposed, directed, costs)
+    if score is None:
         tested.error = "grading with the transferred criterion failed"
         return tested
-    score = dict(zip(texts, (g.score for g in grades), strict=True))
     tie_credit = config.acceptance.tie_credit
     tested.before = pair_credits(directed, tie_credit=tie_credit)
     tested.after = pair_credits(directed, lambda s: score[s.candidate.response], tie_credit)
