@@ -28,8 +28,8 @@ declare -A configs=(
   [refined]=configs/overopt_refined.yaml
   [gold_reward]=configs/overopt_gold_reward.yaml
 )
-for seed in $seeds; do
-  for arm in static online refined gold_reward; do
+for arm in static online refined gold_reward; do  # arm by arm: static against online is complete first
+  for seed in $seeds; do
     run="$out/seed$seed/$arm"
     if [ ! -f "$run/overopt.json" ] || [ ! -f "$run/adapter_config.json" ]; then
       monitor="$(python -c 'import json, sys, yaml
