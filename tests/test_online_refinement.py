@@ -19,8 +19,9 @@ from rubric_rft.llm.endpoint import ChatEndpointConfig
 from rubric_rft.pairwise.judges import RubricPairwiseConfig, build_pairwise_judge
 from rubric_rft.reward.rubric_reward import GradedCompletion, RubricReward
 from rubric_rft.rubricgen.gold import GoldJudge, Preferred, gold_agreement
-from rubric_rft.rubricgen.proposer import RubricProposer
-from rubric_rft.rubricgen.records import Candidate
+from rubric_rft.rubricgen.proposer import LLMProposer, Proposal, RubricProposer
+from rubric_rft.rubricgen.records import Candidate, PromptRow
+from rubric_rft.rubricgen.refine import RefineConfig, refine_rubrics
 from rubric_rft.rubricgen.selection import Scored
 from rubric_rft.rubrics.format import Criterion, Rubric
 from rubric_rft.rubrics.store import RubricStore
@@ -28,7 +29,7 @@ from rubric_rft.testing.judge_server import DEFAULT_MODEL
 from rubric_rft.training.refinement import callback as callback_module
 from rubric_rft.training.refinement.callback import RECORDS_FILE, OnlineRefinementCallback
 from rubric_rft.training.refinement.config import RefinementConfig, load_refinement_config
-from rubric_rft.training.refinement.proposers import BankProposer, LLMProposer, Proposal, load_bank
+from rubric_rft.training.refinement.proposers import BankProposer, load_bank
 from rubric_rft.training.refinement.rounds import RefinementState, answer_digests, run_round
 from rubric_rft.training.refinement.tail_buffer import Entry, TailBuffer
 from rubric_rft.training.refinement.trigger import (
@@ -571,6 +572,50 @@ def test_the_llm_proposer_against_the_scripted_server(start_judge_server):
     [record] = result.records
     assert record["status"] == "error" and record["reason"].startswith("proposer:") and result.updates == []
     assert state.errors == 1 and state.proposer_calls >= 1
+
+
+@pytest.mark.parametrize("word, status", [("minutes", "accepted"), ("zebra", "rejected")])
+def test_offline_and_online_refinement_decide_alike_on_the_same_answers(start_judge_server, tmp_path, word, status):
+    """Both loops call one engine: on the same answers, rubric, gold, proposal and settings, offline refinement
+    draws the same pairs, finds the same evidence and keeps or refuses the edit as online refinement does."""
+    edit = {"op": "add", "criterion": {"id": word, "text": f"Mentions '{word}'.", "weight": 2}}
+    server = start_judge_server(proposer=lambda q: json.dumps({"reason": f"Say {word}.", "edits": [edit]}))
+    store, buffer, prompts = saturated_world()
+    cfg = config()
+    texts = list(dict.fromkeys(e.text for e in buffer.entries("tea")))
+
+    async def online():
+        proposer, judge = LLMProposer(RubricProposer(endpoint(server))), build_judge(endpoint(server))
+        try:
+            result = await run_round(1, buffer, store, prompts, RefinementState(), cfg, gold=rubric_gold(),
+                                     proposer=proposer, judge=judge)
+            return result.records[0]
+        finally:
+            await asyncio.gather(proposer.aclose(), judge.aclose())
+
+    async def offline():
+        proposer, judge = RubricProposer(endpoint(server)), build_judge(endpoint(server))
+        row = PromptRow("tea", [{"role": "user", "content": prompts["tea"]}], rubric=weak())
+        answers = [Candidate(prompt_id="tea", generator="policy", index=i, response=t) for i, t in enumerate(texts)]
+        try:
+            result = await refine_rubrics([row], answers, proposer=proposer, judge=judge, gold=rubric_gold(),
+                                          out_dir=tmp_path / "offline", progress=False,
+                                          config=RefineConfig(max_rounds=1, seed=cfg.seed, selection=cfg.selection,
+                                                              acceptance=cfg.acceptance))
+            return result.last["tea"]
+        finally:
+            await asyncio.gather(proposer.aclose(), judge.aclose())
+
+    live, fixed = asyncio.run(online()), asyncio.run(offline())
+    by_name = {f"policy#{i}": t for i, t in enumerate(texts)}
+    assert [(p["first"], p["second"], p["gold"], p.get("use")) for p in live["pairs"]] == [
+        (by_name[p["first"]], by_name[p["second"]], p["gold"], p.get("use")) for p in fixed["pairs"]]
+    evidence = ("fit_before", "agreement_before", "agreement_after", "newly_ordered", "no_longer_ordered",
+                "sign_test_p")
+    assert {k: live[k] for k in evidence} == {k: fixed[k] for k in evidence}
+    assert (live["status"], live["reason"]) == (status, fixed["decision"])
+    assert fixed["status"] == {"accepted": "refined", "rejected": "rejected"}[status]
+    assert fixed["rubric"]["version"] == (2 if status == "accepted" else 1)
 
 
 # --- config -----------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator, model_validator
 
 from rubric_rft.config_values import load_validated
+from rubric_rft.rubricgen.acceptance import Acceptance
 from rubric_rft.rubricgen.selection import SelectionConfig
 
 # Every buffered completion is the policy's; 12 pairs leave about 6 that the gold orders on a saturated prompt.
@@ -105,29 +106,6 @@ class Budgets(_Strict):
     cooldown_steps: int = Field(default=20, ge=0, description="Steps after an attempt before a prompt is tried again.")
     max_gold_calls: int | None = Field(default=400, ge=0, description="Gold preferences (pairs) per run; null: no cap.")
     max_proposer_calls: int | None = Field(default=100, ge=0, description="Proposer requests per run; null: no cap.")
-
-
-class Acceptance(_Strict):
-    """How a proposal is tested. The tail's answers are split: the proposer sees pairs among `1 - holdout_fraction`
-    of them, and the change is accepted only on pairs among the held-out rest (0: tested on the pairs it was chosen
-    on), when it orders them better than the current rubric and by enough: at least `min_newly_ordered` more pairs
-    in the gold's order, and with `max_p_value` a one-sided sign test over the pairs whose credit changed. Fewer than
-    `min_pairs` gold-ordered pairs in all: no attempt. A pair a rubric ties counts `tie_credit`."""
-
-    min_pairs: int = Field(default=6, ge=1, description="Gold-ordered pairs needed, proposal and held-out together.")
-    holdout_fraction: float = Field(default=0.5, ge=0, lt=1, description="Share of the answers kept for the test.")
-    tie_credit: float = Field(default=0.5, ge=0, le=1, description="Credit for a pair a rubric scores equal.")
-    min_newly_ordered: int = Field(
-        default=2, ge=0,
-        description="Held-out pairs the change must put in the gold's order beyond those it takes out of it.")
-    max_p_value: float | None = Field(
-        default=None, gt=0, le=1, description="Sign test over the held-out pairs whose credit changed; null: off.")
-
-    @model_validator(mode="after")
-    def _room_for_both(self) -> Acceptance:
-        if self.holdout_fraction > 0 and self.min_pairs < 2:
-            raise ValueError("min_pairs must be at least 2 when holdout_fraction > 0: one pair shown, one held out")
-        return self
 
 
 class GoldSource(_Strict):

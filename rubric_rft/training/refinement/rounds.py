@@ -16,12 +16,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rubric_rft.judges.base import Judge
+from rubric_rft.rubricgen.differentiate import refine_prompt
 from rubric_rft.rubricgen.gold import Preference
+from rubric_rft.rubricgen.proposer import Proposer
 from rubric_rft.rubrics.store import RubricStore, RubricUpdate
 from rubric_rft.training.refinement.config import Budgets, RefinementConfig
-from rubric_rft.training.refinement.proposers import Proposer
-from rubric_rft.training.refinement.refine import refine_prompt
-from rubric_rft.training.refinement.tail_buffer import Entry, TailBuffer
+from rubric_rft.training.refinement.tail_buffer import Entry, TailBuffer, scored_candidates
 from rubric_rft.training.refinement.transfer import transfer
 from rubric_rft.training.refinement.trigger import check
 
@@ -89,7 +89,7 @@ async def run_round(
             continue
         budgets = config.budgets
         outcome = await refine_prompt(
-            prompt_id, prompts[prompt_id], rubric, entries,
+            prompt_id, prompts[prompt_id], rubric, scored_candidates(prompt_id, entries),
             gold=gold, proposer=proposer, judge=judge, selection=config.selection,
             acceptance=config.acceptance, max_criteria=budgets.max_criteria,
             gold_calls_left=None if budgets.max_gold_calls is None else budgets.max_gold_calls - state.gold_calls,
