@@ -12,6 +12,7 @@
       pooled: {enabled: false}              # ...or, gold-free, most recently answered prompts saturated...
       fresh_samples: {enabled: true}        # ...and prompts not answered lately are answered now
       transfer: {enabled: false}            # a criterion accepted on 2 prompts is offered to the others
+      stuck: {enabled: false}               # flat groups at any mean: sample the prompt hotter, refine on that
 """
 
 from __future__ import annotations
@@ -85,7 +86,16 @@ class Transfer(_Strict):
     max_prompts: int = Field(default=40, ge=1)
 
 
-class FreshSamples(_Strict):
+class Sampling(_Strict):
+    """How prompts answered at a refinement step are sampled from the policy."""
+
+    samples_per_prompt: int = Field(default=8, ge=2)
+    temperature: float = Field(default=1.0, gt=0)
+    max_new_tokens: int | None = Field(default=None, ge=1, description="Null: the training max_completion_length.")
+    batch_size: int = Field(default=16, ge=1)
+
+
+class FreshSamples(Sampling):
     """When the monitor trigger or the pooled trigger fires, up to `prompts` prompts the policy has not answered
     under their current rubric (too few buffered completions: a prompt's next visit may be far off) are answered
     now, `samples_per_prompt` times each, graded with their rubric and buffered, so they can be refined at this step.
@@ -93,10 +103,21 @@ class FreshSamples(_Strict):
 
     enabled: bool = False
     prompts: int = Field(default=8, ge=1, description="Prompts answered at one refinement step.")
-    samples_per_prompt: int = Field(default=8, ge=2)
-    temperature: float = Field(default=1.0, gt=0)
-    max_new_tokens: int | None = Field(default=None, ge=1, description="Null: the training max_completion_length.")
-    batch_size: int = Field(default=16, ge=1)
+
+
+class StuckTrigger(Sampling):
+    """A prompt is stuck when GRPO learns nothing from it: its last `groups` groups (completions graded at one step)
+    have a standard deviation of at most `max_std`, at any mean (a policy collapsed onto one answer is stuck whether
+    the rubric passes or fails it). Its answers then differ too little to make pairs, so refining on them finds
+    none: the source of spread is the policy itself, sampled hotter than training (`temperature`), `samples_per_prompt`
+    times, graded with the prompt's rubric and buffered; the prompt is then refined on those answers at this step
+    like any triggered prompt. Up to `prompts` stuck prompts a step, newest first, cooldown and rounds respected."""
+
+    enabled: bool = False
+    groups: int = Field(default=1, ge=1)
+    max_std: float = Field(default=0.02, ge=0)
+    prompts: int = Field(default=4, ge=1, description="Stuck prompts answered at one refinement step.")
+    temperature: float = Field(default=1.5, gt=0)
 
 
 class Budgets(_Strict):
@@ -138,6 +159,7 @@ class RefinementConfig(_Strict):
     monitor: MonitorTrigger = Field(default_factory=MonitorTrigger)
     pooled: PooledTrigger = Field(default_factory=PooledTrigger)
     transfer: Transfer = Field(default_factory=Transfer)
+    stuck: StuckTrigger = Field(default_factory=StuckTrigger)
     fresh_samples: FreshSamples = Field(default_factory=FreshSamples)
     budgets: Budgets = Field(default_factory=Budgets)
     selection: SelectionConfig = Field(default_factory=lambda: SelectionConfig(**_SELECTION_DEFAULTS))

@@ -11,7 +11,7 @@ the main process; the counts it keeps (`RefinementState`) go into checkpoints.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -65,9 +65,11 @@ async def run_round(
     proposer: Proposer,
     judge: Judge | None,
     broad: str | None = None,
+    stuck: Collection[str] = (),
 ) -> Round:
     """Decide and refine at `step`; `state` is updated in place. `prompts` maps prompt ids to their text; `broad`
-    names the broad trigger that fired at this step, if any (`rubric_rft.training.refinement.trigger`)."""
+    names the broad trigger that fired at this step, if any (`rubric_rft.training.refinement.trigger`); `stuck`
+    are the stuck prompts answered afresh for this step."""
     state.step = step
     result = Round([], [])
     refined = 0
@@ -77,7 +79,7 @@ async def run_round(
             continue
         rubric = store.rubric_for(prompt_id)
         entries = buffer.entries(prompt_id, version=rubric.version)
-        trigger = check(entries, config, broad)
+        trigger = check(entries, config, broad, stuck=prompt_id in stuck)
         base = {"step": step, "prompt_id": prompt_id, "completions": len(entries)}
         if not trigger.fired:
             result.records.append({**base, "status": "not_triggered", "reason": trigger.reason})
