@@ -8,9 +8,10 @@ temperature 0: how `rubric-rft grade` asks a small judge), in response order. Th
 judge client, at most `concurrency` in flight, to three servers on SmolLM2-135M-Instruct started by
 `rubric_rft.llm.serving` with the settings of `rubric-rft serve-judge`: `transformers serve`, vLLM, and vLLM with
 `--no-enable-prefix-caching`. What vLLM's prefix cache can reuse is the start the questions share token for token:
-the system prompt and the worked examples (537 of the 716 tokens of a question about the first response). The
-questions about one response also share its prompt and the response, but not as a prefix: each question's fence
-code is hashed from the prompt, the response and the criterion, and comes before the prompt.
+the system prompt and the worked examples for all of them, and, for the questions about one response, everything
+up to the criterion (the fence code is hashed from the prompt and the response only). Printed first: the mean
+share of its tokens a question has in common with the first question about the same response
+(`shared_prefix_tokens`, counted with the judge's tokenizer and chat template).
 
 The servers are up together (an idle server costs no CPU) and asked round by round: each round a fresh slice of
 `questions` questions goes to each server in turn, so all three share the machine's load alike and no server is
@@ -23,6 +24,7 @@ goes first. Printed: each server's wall time and questions per second over all r
 import argparse
 import asyncio
 import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -52,6 +54,31 @@ def sample_questions() -> list[Question]:
     by_id = {row.prompt_id: row for row in rows}
     responses = load_responses(SAMPLE / "responses.jsonl", by_id)
     return [(render_prompt(by_id[r.prompt_id].prompt), r.response, c) for r in responses for c in criteria]
+
+
+def shared_prefix(questions: list[Question]) -> tuple[float, float]:
+    """Mean tokens a question shares, as a prefix, with the first question about its response, and mean length."""
+    from transformers import AutoTokenizer
+
+    from rubric_rft.judges.prompts import demonstrated, per_criterion_yes_no_messages
+    from rubric_rft.llm.weights import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_JUDGE_MODEL))
+
+    def tokens(question: Question) -> list[int]:
+        prompt, response, criterion = question
+        messages = demonstrated(per_criterion_yes_no_messages(prompt, response, criterion.text), "yes_no")
+        return tokenizer(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)).input_ids
+
+    first: dict[tuple[str, str], list[int]] = {}
+    shared, lengths = [], []
+    for question in questions:
+        ids = tokens(question)
+        head = first.setdefault(question[:2], ids)
+        if head is not ids:
+            shared.append(len(os.path.commonprefix([head, ids])))
+            lengths.append(len(ids))
+    return sum(shared) / len(shared), sum(lengths) / len(lengths)
 
 
 def grade_requests(questions: list[Question]) -> list[GradeRequest]:
@@ -105,6 +132,9 @@ def main() -> None:
     if needed > len(questions):
         parser.error(f"--questions x --rounds + {WARM_UP_QUESTIONS} warm-up must be at most {len(questions)}")
     warm_up, timed = questions[-WARM_UP_QUESTIONS:], questions[: args.questions * args.rounds]
+    shared, length = shared_prefix(timed)
+    print(f"shared_prefix_tokens: {shared:.0f} of {length:.0f} ({shared / length:.0%}) with the first question "
+          "about the same response", flush=True)
     rounds = [timed[i : i + args.questions] for i in range(0, len(timed), args.questions)]
     wall = dict.fromkeys(SERVERS, 0.0)
     failed = dict.fromkeys(SERVERS, 0)

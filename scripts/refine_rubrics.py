@@ -1,19 +1,22 @@
-"""Refine rubrics by progressive differentiation: tail pairs, gold preferences, proposer edits, round by round.
+"""Refine rubrics by progressive differentiation: tail pairs, gold preferences, tested proposer edits, round by round.
 
     python scripts/refine_rubrics.py --rubrics rubrics.jsonl --responses responses.jsonl --out-dir outputs/refine \
         --proposer proposer.yaml --judge judge.yaml --gold gold_judge.yaml
     python scripts/refine_rubrics.py ... --gold '{"backend": "rubric"}' --gold-rubrics gold_rubrics.jsonl
     python scripts/refine_rubrics.py ... --rounds 6            # continue a finished run for two more rounds
+    python scripts/refine_rubrics.py ... --pairs 8 --acceptance '{"holdout_fraction": 0.5, "min_pairs": 4}'
 
 `--judge` grades the rubrics' llm criteria (any judge config; rule criteria need none). `--gold` is a pairwise
-judge config (`rubric_rft.pairwise.judges`), asked in both orders; without it, the candidates' `label`s decide. The
-method and the files in `--out-dir` are described in `rubric_rft.rubricgen.refine`; `--out-dir/rubrics.jsonl`
-is the refined dataset for `scripts/train_grpo.py`. An interrupted run resumes when run again with the same
-arguments.
+judge config (`rubric_rft.pairwise.judges`), asked in both orders; without it, the candidates' `label`s decide. An
+edit is kept only when it passes the acceptance test online refinement uses; `--acceptance` (JSON) overrides the
+offline defaults, `rubric_rft.rubricgen.refine.OFFLINE_ACCEPTANCE`. The method and the files in `--out-dir` are
+described in `rubric_rft.rubricgen.refine`; `--out-dir/rubrics.jsonl` is the refined dataset for
+`scripts/train_grpo.py`. An interrupted run resumes when run again with the same arguments.
 """
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 
@@ -25,7 +28,7 @@ from rubric_rft.llm.endpoint import load_endpoint
 from rubric_rft.rubricgen.gold import build_gold
 from rubric_rft.rubricgen.proposer import RubricProposer
 from rubric_rft.rubricgen.records import load_candidates, load_rubric_rows
-from rubric_rft.rubricgen.refine import RefineConfig, RefineResult, refine_rubrics
+from rubric_rft.rubricgen.refine import OFFLINE_ACCEPTANCE, RefineConfig, RefineResult, refine_rubrics
 from rubric_rft.rubricgen.selection import SelectionConfig
 
 
@@ -49,6 +52,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--patience", type=int, default=defaults.patience, help="Rounds at the threshold to stop.")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--hide-scores", action="store_true", help="Do not show the proposer the current scores.")
+    parser.add_argument("--acceptance", type=json.loads, default={},
+                        help="Acceptance test settings (JSON), over the offline defaults; see rubricgen.acceptance.")
     return parser.parse_args()
 
 
@@ -80,14 +85,18 @@ def main() -> int:
         max_similarity=args.max_similarity,
         distinct_generators=not args.same_generator_pairs,
     )
-    config = RefineConfig(
-        max_rounds=args.rounds,
-        selection=selection,
-        agreement_threshold=args.threshold,
-        patience=args.patience,
-        seed=args.seed,
-        show_scores=not args.hide_scores,
-    )
+    try:
+        config = RefineConfig(
+            max_rounds=args.rounds,
+            selection=selection,
+            agreement_threshold=args.threshold,
+            patience=args.patience,
+            seed=args.seed,
+            show_scores=not args.hide_scores,
+            acceptance={**OFFLINE_ACCEPTANCE, **args.acceptance},
+        )
+    except ValueError as exc:  # a setting out of range: the error names it
+        raise SystemExit(f"refine_rubrics.py: {exc}") from None
     result = asyncio.run(run(args, config))
     table = Table(title=f"refinement rounds ({args.out_dir})")
     for column in ("round", "prompts", "statuses", "mean agreement"):

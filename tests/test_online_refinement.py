@@ -19,16 +19,18 @@ from rubric_rft.llm.endpoint import ChatEndpointConfig
 from rubric_rft.pairwise.judges import RubricPairwiseConfig, build_pairwise_judge
 from rubric_rft.reward.rubric_reward import GradedCompletion, RubricReward
 from rubric_rft.rubricgen.gold import GoldJudge, Preferred, gold_agreement
-from rubric_rft.rubricgen.proposer import RubricProposer
-from rubric_rft.rubricgen.records import Candidate
+from rubric_rft.rubricgen.proposer import LLMProposer, Proposal, RubricProposer
+from rubric_rft.rubricgen.records import Candidate, PromptRow
+from rubric_rft.rubricgen.refine import RefineConfig, refine_rubrics
 from rubric_rft.rubricgen.selection import Scored
 from rubric_rft.rubrics.format import Criterion, Rubric
 from rubric_rft.rubrics.store import RubricStore
 from rubric_rft.testing.judge_server import DEFAULT_MODEL
 from rubric_rft.training.refinement import callback as callback_module
+from rubric_rft.training.refinement import fresh
 from rubric_rft.training.refinement.callback import RECORDS_FILE, OnlineRefinementCallback
 from rubric_rft.training.refinement.config import RefinementConfig, load_refinement_config
-from rubric_rft.training.refinement.proposers import BankProposer, LLMProposer, Proposal, load_bank
+from rubric_rft.training.refinement.proposers import BankProposer, load_bank
 from rubric_rft.training.refinement.rounds import RefinementState, answer_digests, run_round
 from rubric_rft.training.refinement.tail_buffer import Entry, TailBuffer
 from rubric_rft.training.refinement.trigger import (
@@ -573,6 +575,50 @@ def test_the_llm_proposer_against_the_scripted_server(start_judge_server):
     assert state.errors == 1 and state.proposer_calls >= 1
 
 
+@pytest.mark.parametrize("word, status", [("minutes", "accepted"), ("zebra", "rejected")])
+def test_offline_and_online_refinement_decide_alike_on_the_same_answers(start_judge_server, tmp_path, word, status):
+    """Both loops call one engine: on the same answers, rubric, gold, proposal and settings, offline refinement
+    draws the same pairs, finds the same evidence and keeps or refuses the edit as online refinement does."""
+    edit = {"op": "add", "criterion": {"id": word, "text": f"Mentions '{word}'.", "weight": 2}}
+    server = start_judge_server(proposer=lambda q: json.dumps({"reason": f"Say {word}.", "edits": [edit]}))
+    store, buffer, prompts = saturated_world()
+    cfg = config()
+    texts = list(dict.fromkeys(e.text for e in buffer.entries("tea")))
+
+    async def online():
+        proposer, judge = LLMProposer(RubricProposer(endpoint(server))), build_judge(endpoint(server))
+        try:
+            result = await run_round(1, buffer, store, prompts, RefinementState(), cfg, gold=rubric_gold(),
+                                     proposer=proposer, judge=judge)
+            return result.records[0]
+        finally:
+            await asyncio.gather(proposer.aclose(), judge.aclose())
+
+    async def offline():
+        proposer, judge = RubricProposer(endpoint(server)), build_judge(endpoint(server))
+        row = PromptRow("tea", [{"role": "user", "content": prompts["tea"]}], rubric=weak())
+        answers = [Candidate(prompt_id="tea", generator="policy", index=i, response=t) for i, t in enumerate(texts)]
+        try:
+            result = await refine_rubrics([row], answers, proposer=proposer, judge=judge, gold=rubric_gold(),
+                                          out_dir=tmp_path / "offline", progress=False,
+                                          config=RefineConfig(max_rounds=1, seed=cfg.seed, selection=cfg.selection,
+                                                              acceptance=cfg.acceptance))
+            return result.last["tea"]
+        finally:
+            await asyncio.gather(proposer.aclose(), judge.aclose())
+
+    live, fixed = asyncio.run(online()), asyncio.run(offline())
+    by_name = {f"policy#{i}": t for i, t in enumerate(texts)}
+    assert [(p["first"], p["second"], p["gold"], p.get("use")) for p in live["pairs"]] == [
+        (by_name[p["first"]], by_name[p["second"]], p["gold"], p.get("use")) for p in fixed["pairs"]]
+    evidence = ("fit_before", "agreement_before", "agreement_after", "newly_ordered", "no_longer_ordered",
+                "sign_test_p")
+    assert {k: live[k] for k in evidence} == {k: fixed[k] for k in evidence}
+    assert (live["status"], live["reason"]) == (status, fixed["decision"])
+    assert fixed["status"] == {"accepted": "refined", "rejected": "rejected"}[status]
+    assert fixed["rubric"]["version"] == (2 if status == "accepted" else 1)
+
+
 # --- config -----------------------------------------------------------------------------------------------
 
 
@@ -731,6 +777,70 @@ def test_when_the_monitor_fires_prompts_not_answered_lately_are_answered_now(tmp
     callback.refine(5, is_main=True, policy=policy)
     assert "sampled" not in {r["status"] for r in records(tmp_path / "out")}
     assert callback.buffer.prompt_ids() == ["tea"]
+
+
+def stuck_world(tmp_path, enabled=True, **stuck):
+    """`tea` collapsed onto one vague answer (a flat group: it passes both weak criteria), `egg` answered with
+    spread."""
+    base = write_world(tmp_path, ("tea", "egg"))
+    cfg = RefinementConfig.model_validate({**base.model_dump(), "stuck": {
+        "enabled": enabled, "samples_per_prompt": 8, "max_new_tokens": 6, **stuck}})
+    store = RubricStore.from_rows([{"prompt_id": p, "rubric": weak(p)} for p in ("tea", "egg")])
+    callback = OnlineRefinementCallback(cfg, store, {p: [{"role": "user", "content": f"How do I make {p}?"}]
+                                                     for p in ("tea", "egg")}, tmp_path / "out")
+    fill(callback.buffer, store, "tea", [VAGUE[0]] * 8, step=4)
+    fill(callback.buffer, store, "egg", ["egg"] * 4 + SPECIFIC[:2] + VAGUE[:2], step=3)
+    return store, callback
+
+
+def test_stuck_prompts_are_flat_at_any_mean_and_respect_cooldown_and_the_cap(tmp_path):
+    store, callback = stuck_world(tmp_path)
+    chosen = fresh.stuck_prompts(5, callback.buffer, store, RefinementState(), callback.config)
+    assert chosen == ["tea"]  # egg's group differs; flat at a low mean counts too:
+    fill(callback.buffer, store, "egg", ["Nothing to say."] * 4, step=4)  # fails on_topic: flat and low
+    assert fresh.stuck_prompts(5, callback.buffer, store, RefinementState(), callback.config) == ["tea", "egg"]
+    capped = callback.config.model_copy(update={"stuck": callback.config.stuck.model_copy(update={"prompts": 1})})
+    assert fresh.stuck_prompts(5, callback.buffer, store, RefinementState(), capped) == ["tea"]
+    cooling = RefinementState(attempts={"tea": 1}, last_attempt={"tea": 2})
+    assert fresh.stuck_prompts(5, callback.buffer, store, cooling, callback.config) == ["egg"]
+
+
+def test_a_stuck_prompt_is_answered_hotter_and_refined_on_those_answers(tmp_path, monkeypatch):
+    """The collapsed answers alone give no pair to refine on; the hot samples are the spread the round needs."""
+    asked = []
+
+    def hot_policy(model, tokenizer, messages, sampling, max_new_tokens, seed, trainer=None):
+        asked.append((len(messages), sampling.samples_per_prompt, sampling.temperature))
+        return (MANY_SPECIFIC[:4] + MANY_VAGUE[:4]) * len(messages)
+
+    monkeypatch.setattr(fresh, "answer", hot_policy)
+    store, callback = stuck_world(tmp_path, enabled=False)
+    callback.refine(5, is_main=True, policy=("model", "tokenizer"))
+    assert {r["prompt_id"]: r["reason"] for r in records(tmp_path / "out")}["tea"] == "no_pairs"
+    assert asked == [] and store.rubric_for("tea").version == 1
+
+    (tmp_path / "out" / RECORDS_FILE).unlink()
+    store, callback = stuck_world(tmp_path)
+    assert [r.id for r in callback.refine(5, is_main=True, policy=("model", "tokenizer"))] == ["tea-v2"]
+    assert asked == [(1, 8, 1.5)]
+    [sampled, *decisions] = records(tmp_path / "out")
+    assert (sampled["reason"], sampled["prompt_ids"], sampled["completions"]) == ("stuck", ["tea"], 8)
+    decided = {r["prompt_id"]: r for r in decisions}
+    assert decided["tea"]["trigger"] == "stuck" and decided["tea"]["status"] == "accepted"
+    assert [c.id for c in store.rubric_for("tea").criteria] == ["short", "on_topic", "specifics"]
+
+
+def test_stuck_prompts_are_sampled_from_the_policy_itself(tmp_path, tiny_model_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    policy = (AutoModelForCausalLM.from_pretrained(tiny_model_path), AutoTokenizer.from_pretrained(tiny_model_path))
+    store, callback = stuck_world(tmp_path)
+    callback.refine(5, is_main=True, policy=policy)
+    [sampled, *decisions] = records(tmp_path / "out")
+    assert (sampled["status"], sampled["reason"], sampled["completions"]) == ("sampled", "stuck", 8)
+    hot = [e.text for e in callback.buffer.entries("tea") if e.step == 5]
+    assert len(hot) == 8 and len(set(hot)) > 1  # spread where the collapsed answers had none
+    assert {r["prompt_id"]: r.get("trigger") for r in decisions}["tea"] == "stuck"
 
 
 def test_fresh_samples_need_the_monitor_trigger_and_enough_samples_to_trigger():

@@ -93,6 +93,25 @@ def test_concurrency_is_bounded_and_used(start_judge_server):
     assert bound <= elapsed < 2 * bound + 0.3
 
 
+def test_identical_questions_in_flight_together_are_asked_once(start_judge_server):
+    """A collapsed GRPO group sends one answer eight times: at temperature 0 one request answers all of them."""
+    server = start_judge_server(latency_s=0.1)
+    verdicts = grade(judge_for(server), *[REQUEST] * 8, GradeRequest("p", "another answer", CRITERIA))
+    assert all(satisfied(v) == policy_verdicts(REQUEST) for v in verdicts[:8])
+    assert server.stats.requests == 2
+    assert sorted((v.calls, v.cache_hits) for v in verdicts) == [(0, 1)] * 7 + [(1, 0)] * 2
+
+
+def test_identical_questions_share_a_failure_too_and_sampled_questions_are_each_asked(start_judge_server):
+    failing = start_judge_server(fail_rate=1.0, latency_s=0.05)
+    verdicts = grade(judge_for(failing, max_retries=1), *[REQUEST] * 4)
+    assert all("gave up after 2 attempts" in v.error for v in verdicts)  # reported, never a score
+    assert failing.stats.requests == 2 and sum(v.calls for v in verdicts) == 2
+    sampled = start_judge_server(latency_s=0.05)
+    grade(judge_for(sampled, temperature=0.7), *[REQUEST] * 4)
+    assert sampled.stats.requests == 4  # a sampled answer is one draw: each question gets its own
+
+
 @pytest.mark.parametrize("status", [429, 500, 503])
 def test_transient_failures_are_retried_and_counted(start_judge_server, status):
     server = start_judge_server(fail_first_n=2, fail_status=status)

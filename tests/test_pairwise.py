@@ -142,8 +142,11 @@ def test_outcomes_are_averaged_within_a_prompt_before_the_bootstrap(judge_server
 def test_failed_pairs_are_counted_and_left_out_never_scored(start_judge_server):
     winning = [(c, b) for c, b in PAIRS if expected_outcome(c, b) == 1.0] * 2
     server = start_judge_server(fail_first_n=3)
-    # One request at a time, in item order: the 3 failures hit both orders of item 0 and one of item 1.
-    result = run_win_rate(llm_judge(server, max_retries=0, max_concurrency=1), items_for(winning))
+    # One request at a time, in item order: the 3 failures hit both orders of item 0 and one of item 1. The second
+    # copy is asked about another prompt: identical questions in flight together would share one answer.
+    half = len(winning) // 2
+    items = items_for(winning[:half]) + items_for(winning[half:], prompt="How do I brew tea?")
+    result = run_win_rate(llm_judge(server, max_retries=0, max_concurrency=1), items)
     assert result.failures == 2 and [p.outcome is None for p in result.pairs[:3]] == [True, True, False]
     assert all("HTTP 500" in p.error for p in result.pairs[:2])
     assert (result.wins, result.ties, result.losses) == (len(winning) - 2, 0, 0)
@@ -274,8 +277,9 @@ def test_a_gold_rubric_as_the_win_rate_judge(judge_server):
     expected = [0.5 if score(c) == score(b) else float(score(c) > score(b)) for c, b in PAIRS]
     assert [p.outcome for p in result.pairs] == expected and len(set(expected)) > 1
     assert result.position_consistency == 1.0
-    # each order grades both responses: one batched call per response
-    assert result.costs.calls == judge_server.stats.requests == 4 * len(PAIRS)
+    # each order grades both responses, the same questions asked together: one batched request per response
+    assert result.costs.calls == judge_server.stats.requests == 2 * len(PAIRS)
+    assert result.costs.cache_hits == 2 * len(PAIRS)
 
 
 def test_a_failed_grade_fails_the_rubric_comparison(start_judge_server):

@@ -3,6 +3,7 @@
 import json
 import re
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -92,12 +93,24 @@ def test_single_criterion_variants():
     assert read_question(as_word).criteria == [("", "Mentions 'water'.")]
 
 
+@pytest.mark.parametrize("build", [per_criterion_messages, per_criterion_yes_no_messages])
+def test_questions_about_one_response_share_everything_before_the_criterion(build):
+    """A server's prefix cache computes the shared start once: it must reach past the response."""
+    tea, water = build("How?", HOSTILE_RESPONSE, "Says how long."), build("How?", HOSTILE_RESPONSE, "Mentions water.")
+    assert tea[0] == water[0]
+    shared = user_text(tea)[:user_text(tea).index("Criterion:")]
+    assert shared.endswith(f"<<<END-RESPONSE-{fence_nonce(tea)}>>>\n\n")
+    assert user_text(water).startswith(shared)
+    other = build("How?", "Boil milk.", "Says how long.")
+    assert fence_nonce(other) != fence_nonce(tea)  # another response: another fence code
+
+
 @settings(max_examples=200, deadline=None)
 @given(prompt=st.text(max_size=60), response=st.text(max_size=120), criterion=st.text(min_size=1, max_size=40))
 def test_any_prompt_and_response_round_trip_through_the_fences(prompt, response, criterion):
     messages = per_criterion_messages(prompt, response, criterion)
     nonce = fence_nonce(messages)
-    assert nonce not in prompt and nonce not in response and nonce not in criterion
+    assert nonce not in prompt and nonce not in response
     question = read_question(messages)
     assert (question.prompt, question.response) == (prompt, response)
 

@@ -70,8 +70,10 @@ def test_every_source_is_tagged_and_rewrites_see_earlier_sources(start_judge_ser
         "index": 1,
     }
     assert candidates[("egg", "improve/chef", 4)].response == "Simmer nine minutes."
-    assert (summary.skipped, summary.errors, summary.costs.calls) == (0, [], 9)
-    assert server.stats.requests == 9 and not errors_path(out).exists()
+    # 4 chat answers, 1 rewrite of chef's; the two chat samples of a prompt are the same text (this chat model
+    # restates the question), so their rewrites are one question, asked once (single flight at temperature 0)
+    assert (summary.skipped, summary.errors, summary.costs.calls, summary.costs.cache_hits) == (0, [], 7, 2)
+    assert server.stats.requests == 7 and not errors_path(out).exists()
 
 
 def test_a_rerun_skips_what_is_there_and_fills_what_failed(start_judge_server, tmp_path):

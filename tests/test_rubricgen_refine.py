@@ -1,4 +1,5 @@
-"""Refinement: tail and diverse pair selection, the convergence test, rounds over HTTP, resuming, failures."""
+"""Refinement: tail and diverse pair selection, the convergence test, the acceptance test, rounds over HTTP,
+resuming, failures."""
 
 import asyncio
 import json
@@ -20,7 +21,7 @@ from rubric_rft.rubricgen.records import (
     load_rubric_rows,
     read_appended,
 )
-from rubric_rft.rubricgen.refine import RefineConfig, refine_rubrics, round_path
+from rubric_rft.rubricgen.refine import OFFLINE_ACCEPTANCE, RefineConfig, refine_rubrics, round_path
 from rubric_rft.rubricgen.selection import Scored, SelectionConfig, select_pairs, similarity, tail
 from rubric_rft.rubrics.datasets import load_prompt_dataset
 from rubric_rft.rubrics.format import Rubric
@@ -209,6 +210,45 @@ def test_below_the_threshold_the_streak_starts_over(start_judge_server, tmp_path
     assert [r["status"] for r in result.rounds] == [{"unchanged": 1}, {"refined": 1}]
     assert [records(tmp_path / "run", n)["tea"]["streak"] for n in (1, 2)] == [0, 0]
     assert result.rows[0].rubric.version == 2
+
+
+def adds(word):
+    edit = {"op": "add", "criterion": {"id": word, "text": f"Mentions '{word}'.", "weight": 2}}
+    return lambda question: json.dumps({"reason": f"The better ones say {word!r}.", "edits": [edit]})
+
+
+@pytest.mark.parametrize("word", ["zebra", "now"])  # no candidate says zebra; only the terse (worse) one says now
+def test_an_edit_that_does_not_order_the_pairs_better_is_rejected(start_judge_server, tmp_path, word):
+    server = start_judge_server(proposer=adds(word))
+    rows, candidates = world(("tea",))
+    result = refine(server, rows, candidates, tmp_path / "run", max_rounds=1)
+    [record] = records(tmp_path / "run", 1).values()
+    assert (record["status"], record["decision"], record["streak"]) == ("rejected", "no_improvement", 0)
+    assert record["edits"][0]["criterion"]["id"] == word and record["proposer_calls"] == 1
+    assert record["agreement_after"] <= record["agreement_before"] == 0.5  # every pair tied before: half credit
+    assert Rubric.model_validate(record["rubric"]) == rows[0].rubric == result.rows[0].rubric
+    assert result.rows[0].rubric.version == 1 and result.as_dict()["final_status"] == {"rejected": 1}
+
+
+def test_an_edit_that_orders_the_pairs_better_is_kept(start_judge_server, tmp_path):
+    server = start_judge_server(proposer=adds_fresh)
+    rows, candidates = world(("tea",))
+    result = refine(server, rows, candidates, tmp_path / "run", max_rounds=1)
+    [record] = records(tmp_path / "run", 1).values()
+    assert (record["status"], record["decision"]) == ("refined", "improved_agreement")
+    assert record["agreement_after"] == 1.0 > record["agreement_before"] and record["newly_ordered"] >= 1
+    assert all(p.get("use") == ["proposal", "test"] for p in record["pairs"] if p["gold"] != 0.5)
+    assert result.rows[0].rubric.version == 2 and record["rubric"]["version"] == 2
+
+
+def test_offline_acceptance_defaults_and_errors():
+    config = RefineConfig()
+    assert config.acceptance.model_dump(exclude={"max_p_value"}) == OFFLINE_ACCEPTANCE
+    assert config.acceptance.max_p_value is None
+    with pytest.raises(ValueError, match=r"acceptance\.min_pairs \(6\) is above selection\.num_pairs \(4\)"):
+        RefineConfig(acceptance={"min_pairs": 6})
+    with pytest.raises(ValueError, match="min_pairs must be at least 2 when holdout_fraction > 0"):
+        RefineConfig(acceptance={"holdout_fraction": 0.5, "min_pairs": 1})
 
 
 def test_an_interrupted_round_resumes_where_it_stopped(start_judge_server, tmp_path):

@@ -2,9 +2,11 @@
 
 The conversation and the response are untrusted data: each sits between fence lines
 `<<<PROMPT-{nonce}>>>` / `<<<END-PROMPT-{nonce}>>>` and `<<<RESPONSE-{nonce}>>>` / `<<<END-RESPONSE-{nonce}>>>`,
-whose nonce is derived from a hash of everything shown and never occurs in any of it, so a response cannot
-close its own fence. The system prompt is the same for every request of a shape (servers can reuse its
-prefix cache) and tells the judge to treat fenced text as data, never as instructions.
+whose nonce is derived from a hash of the fenced texts and never occurs in either, so a response cannot close its
+own fence. The criteria (the rubric's, not the policy's) come after the fences and play no part in the nonce: every
+question about one response starts with the same tokens up to its criterion (system prompt, worked examples,
+conversation, response), a prefix a server's prefix cache computes once for all of that response's criteria. The
+system prompt tells the judge to treat fenced text as data, never as instructions.
 
 Criteria are labelled `c1`, `c2`, ... (never the user's ids, which may carry meaning) and shown without
 weights, one per line. Output is deterministic: the verdict cache keys on it through `TEMPLATE_VERSION`.
@@ -19,7 +21,7 @@ import json
 
 from rubric_rft.llm.fencing import fenced, nonce_for
 
-TEMPLATE_VERSION = "judge-prompts-v1"
+TEMPLATE_VERSION = "judge-prompts-v2"
 PAIRWISE_TEMPLATE_VERSION = "pairwise-prompt-v1"
 
 _FRAMING = (
@@ -64,7 +66,7 @@ _PAIRWISE_SYSTEM = (
 
 def batched_messages(prompt: str, response: str, labels_and_texts: list[tuple[str, str]]) -> list[dict]:
     """One request for all criteria; the judge answers `{"c1": "yes", "c2": "no", ...}`."""
-    nonce = nonce_for(prompt, response, *(text for _, text in labels_and_texts))
+    nonce = nonce_for(prompt, response)
     criteria = "\n".join(f"- {label}: {_one_line(text)}" for label, text in labels_and_texts)
     keys = ", ".join(json.dumps(label) for label, _ in labels_and_texts)
     example = "{" + ", ".join(f'"{label}": "yes" or "no"' for label, _ in labels_and_texts) + "}"
@@ -136,7 +138,7 @@ def demonstrated(messages: list[dict], shape: str) -> list[dict]:
 
 
 def _single_question(prompt: str, response: str, criterion_text: str) -> str:
-    nonce = nonce_for(prompt, response, criterion_text)
+    nonce = nonce_for(prompt, response)
     return (
         f"{_fenced_material(prompt, response, nonce)}\n\nCriterion: {_one_line(criterion_text)}\n\n{_SINGLE_QUESTION}"
     )

@@ -4,6 +4,8 @@ Everything that talks to an OpenAI-compatible endpoint goes through here: the ju
 proposer and response collection. The client owns the answer cache, retries with backoff, the replicas (requests
 alternate between base URLs), the concurrency bound and the cost counts, and it never raises for a failed
 question: the `Asked` it returns has `error` set instead, so a failure is counted and reported, never scored.
+At temperature 0, a question asked while the identical question is in flight waits for that one's answer (or its
+failure) instead of sending a request of its own (single flight; counted as a cache hit).
 
 HTTP clients and the concurrency semaphore belong to one event loop, so they are created lazily inside the
 coroutine and re-created when the running loop changes (TRL awaits rewards on its own background loop; tests and
@@ -20,7 +22,7 @@ import logging
 import os
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import openai
@@ -62,6 +64,7 @@ class _LoopResources:
     loop: asyncio.AbstractEventLoop
     clients: list[tuple[str, openai.AsyncOpenAI]]  # (base URL, client), base URLs alternating
     in_flight: asyncio.Semaphore
+    asking: dict[str, asyncio.Future] = field(default_factory=dict)  # cache key -> the answer on its way
 
 
 class ChatClient:
@@ -101,13 +104,37 @@ class ChatClient:
         log-probabilities of the answer's first token are requested too, and what it makes of them (`[]` when the
         server gave none) is merged into the answer.
         """
-        asked: Asked[dict[str, Any]] = Asked()
         full_key = cache_key(backend="openai", model=self.config.model, temperature=self.config.temperature, **key)
         cached = self._cache.get(full_key) if self._cache is not None else None
         if cached is not None:
-            asked.cache_hits += 1
-            asked.value = cached
+            return Asked(cache_hits=1, value=cached)
+        if self.config.temperature != 0:  # a sampled answer is one draw: an identical question gets its own
+            return await self._ask(messages, parse, full_key, first_token)
+        asking = self._loop_resources().asking
+        if full_key in asking:
+            # Single flight: the same question is on its way (a collapsed GRPO group repeats one answer), and at
+            # temperature 0 its answer is this question's too. Counted as a cache hit: no request was sent.
+            value, error = await asking[full_key]
+            return Asked(cache_hits=1, value=None if value is None else dict(value), error=error)
+        answer = asking[full_key] = asyncio.get_running_loop().create_future()
+        try:
+            asked = await self._ask(messages, parse, full_key, first_token)
+            answer.set_result((None if asked.value is None else dict(asked.value), asked.error))  # callers may edit
             return asked
+        finally:
+            del asking[full_key]
+            if not answer.done():  # cancelled: the questions waiting on this one are cancelled with it
+                answer.cancel()
+
+    async def _ask(
+        self,
+        messages: list[dict],
+        parse: Callable[[str], dict[str, Any]],
+        full_key: str,
+        first_token: Callable[[list[dict]], dict[str, Any]] | None,
+    ) -> Asked[dict[str, Any]]:
+        """Ask (and re-ask) until the answer parses or the retries run out; cache a parsed answer."""
+        asked: Asked[dict[str, Any]] = Asked()
         last_failure = ""
         for attempt in range(self.config.max_retries + 1):
             if attempt:

@@ -1,18 +1,29 @@
-"""Rubric refinement by progressive differentiation: rounds of tail pairs, gold preferences and proposer edits.
+"""Rubric refinement by progressive differentiation: rounds over a fixed set of candidate answers per prompt.
 
-Each round, for every prompt still being refined, concurrently:
-1. grade the prompt's candidates with the current rubric;
-2. pick great and diverse pairs from the high-score tail (`rubric_rft.rubricgen.selection`);
-3. ask the gold source which response of each pair is better (ties and failures are left out);
-4. convergence test: the *agreement* is the share of those pairs the rubric orders as the gold does (a strictly
+Each round, for every prompt still being refined, concurrently: grade the prompt's candidates with the current
+rubric, then take the step every refinement loop shares (`rubric_rft.rubricgen.differentiate.refine_prompt`):
+1. pick great and diverse pairs from the high-score tail (`rubric_rft.rubricgen.selection`);
+2. ask the gold source which response of each pair is better (ties and failures are left out);
+3. convergence test: the *agreement* is the share of those pairs the rubric orders as the gold does (a strictly
    higher score for the better one). At or above `agreement_threshold` the rubric is kept and its streak grows;
    `patience` consecutive such rounds and the prompt has *converged*;
-5. otherwise the proposer sees the pairs, says what makes the better responses better, and edits the rubric
-   (add, rewrite, split). The new rubric has `version` + 1, `parent` the rubric it refines, and the proposer's
-   `reason`.
+4. otherwise the proposer sees the pairs, says what makes the better responses better, and edits the rubric
+   (add, rewrite, split); the edit is kept only when it passes `acceptance`, the test online refinement uses
+   (`rubric_rft.rubricgen.acceptance`): graded by the judge, the edited rubric must order the test pairs better
+   than the current one. A kept edit gives a rubric with `version` + 1, `parent` the rubric it refines, and the
+   proposer's `reason`; a refused one leaves the rubric as it was (`rejected`, why in `decision`).
 
-A prompt stops at convergence, or when no pair qualifies (`no_pairs`); a prompt whose round failed (grading,
-gold or proposer) keeps its rubric and is tried again next round. The run stops after `max_rounds`.
+The offline defaults (`OFFLINE_ACCEPTANCE`) test on the pairs the proposer saw: a prompt has a few candidates and
+4 pairs, of which the gold orders fewer, too few to split into a part to show and a part to test; so the test
+asks that the edit, as the judge actually grades it, puts at least one more of those pairs in the gold's order
+than it takes out (agreement strictly up, a tie worth half). With more candidates, `holdout_fraction` > 0 tests
+on pairs among answers the proposer never saw, as online.
+
+Statuses: `separated`/`converged` (the convergence test passed), `refined` (an edit kept), `rejected` (an edit
+refused), `unchanged` (the proposer proposed no edit), `skipped` (too few gold-ordered pairs to test an edit on),
+`no_pairs`, `error`. A prompt stops at convergence, or when no pair qualifies (`no_pairs`); a prompt whose round
+failed (grading, gold or proposer) keeps its rubric and is tried again next round. The run stops after
+`max_rounds`.
 
 State lives in `out_dir`: `run.json` (what the run was started with), `round-NNN.jsonl` (one record per prompt
 and round, appended as each finishes) and, at the end, `rubrics.jsonl` (dataset rows with the final rubrics,
@@ -32,26 +43,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
 from rubric_rft.judges.base import Judge
-from rubric_rft.rubricgen.edits import apply_edits
-from rubric_rft.rubricgen.gold import Preference, ask_gold, gold_agreement
-from rubric_rft.rubricgen.prompts import ShownPair
-from rubric_rft.rubricgen.proposer import RubricProposer
+from rubric_rft.rubricgen.acceptance import Acceptance
+from rubric_rft.rubricgen.differentiate import Outcome, refine_prompt
+from rubric_rft.rubricgen.gold import Preference
+from rubric_rft.rubricgen.proposer import LLMProposer, Proposer, RubricProposer
 from rubric_rft.rubricgen.records import Appender, Candidate, PromptRow, read_appended, replace_file
 from rubric_rft.rubricgen.scoring import score_responses
-from rubric_rft.rubricgen.selection import Scored, SelectionConfig, select_pairs
+from rubric_rft.rubricgen.selection import Scored, SelectionConfig
 from rubric_rft.rubrics.format import Rubric
 
 logger = logging.getLogger(__name__)
 
 FINAL_STATUSES = frozenset({"converged", "no_pairs"})
+# few candidates, 4 pairs: test an edit on the pairs it was made for (see the module docstring)
+OFFLINE_ACCEPTANCE = {"min_pairs": 1, "holdout_fraction": 0.0, "tie_credit": 0.5, "min_newly_ordered": 1}
+# the engine's verdicts and evidence, copied into a round's record
+_EVIDENCE = ("pairs", "agreement", "gold_failures", "fit_before", "agreement_before", "agreement_after",
+             "newly_ordered", "no_longer_ordered", "sign_test_p", "judge_calls")
 
 
 class RefineConfig(BaseModel):
-    """How a refinement run goes; the pair selection defaults to 4 great and diverse pairs."""
+    """How a refinement run goes; the pair selection defaults to 4 great and diverse pairs, the acceptance test to
+    `OFFLINE_ACCEPTANCE`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -63,6 +80,16 @@ class RefineConfig(BaseModel):
     patience: int = Field(default=2, ge=1, description="Consecutive separated rounds that make a prompt converged.")
     seed: int = 0
     show_scores: bool = Field(default=True, description="Show the proposer the current rubric's scores of a pair.")
+    acceptance: Acceptance = Field(
+        default_factory=lambda: Acceptance(**OFFLINE_ACCEPTANCE), description="When an edit is kept."
+    )
+
+    @model_validator(mode="after")
+    def _enough_pairs_selected(self) -> RefineConfig:
+        if self.selection.num_pairs < self.acceptance.min_pairs:
+            raise ValueError(f"acceptance.min_pairs ({self.acceptance.min_pairs}) is above selection.num_pairs "
+                             f"({self.selection.num_pairs}): no edit could ever be tested")
+        return self
 
 
 @dataclass
@@ -103,6 +130,7 @@ async def refine_rubrics(
     each record once it is saved."""
     config = config or RefineConfig()
     out_dir = Path(out_dir)
+    llm = LLMProposer(proposer, show_scores=config.show_scores)
     by_prompt: dict[str, list[Candidate]] = {row.prompt_id: [] for row in rows}
     for candidate in candidates:
         if candidate.prompt_id in by_prompt:
@@ -121,7 +149,7 @@ async def refine_rubrics(
         if not active:
             break
         records = await _run_round(
-            number, active, last, by_prompt, out_dir, proposer, judge, gold, config, progress, on_record
+            number, active, last, by_prompt, out_dir, llm, judge, gold, config, progress, on_record
         )
         last.update({record["prompt_id"]: record for record in records})
         rounds.append(_round_summary(number, records))
@@ -143,7 +171,7 @@ async def _run_round(
     last: dict[str, dict[str, Any]],
     by_prompt: dict[str, list[Candidate]],
     out_dir: Path,
-    proposer: RubricProposer,
+    proposer: Proposer,
     judge: Judge | None,
     gold: Preference,
     config: RefineConfig,
@@ -187,7 +215,7 @@ async def _refine_prompt(
     streak: int,
     number: int,
     candidates: list[Candidate],
-    proposer: RubricProposer,
+    proposer: Proposer,
     judge: Judge | None,
     gold: Preference,
     config: RefineConfig,
@@ -209,41 +237,44 @@ async def _refine_prompt(
     if len(scored) < 2:
         problem = "fewer than 2 candidates" if not errors else f"{len(errors)} of {len(candidates)} grades failed"
         return finish("error", error=f"cannot compare responses: {problem}")
-    pairs = select_pairs(scored, config.selection, seed=f"{config.seed}:{number}:{row.prompt_id}")
-    if not pairs:
-        return finish("no_pairs", error="no pair of tail responses is diverse enough")
-    judged = await ask_gold(gold, row.prompt_id, row.text, pairs, lambda c: c.name)
-    record["pairs"] = judged.records
-    directed = judged.ordered
-    if not directed:
-        if judged.errors:
-            return finish("error", error=f"gold preferences failed: {judged.errors[0]}")
-        return finish("no_pairs", error="the gold source ties every selected pair")
-    agreement = gold_agreement(directed)
-    record["agreement"] = agreement
-    if agreement >= config.agreement_threshold:
-        record["streak"] = streak + 1
-        return finish("converged" if streak + 1 >= config.patience else "separated")
-    record["streak"] = 0
-    shown = [
-        ShownPair(
-            better.candidate.response,
-            worse.candidate.response,
-            better.normalized if config.show_scores else None,
-            worse.normalized if config.show_scores else None,
-        )
-        for better, worse in directed
-    ]
-    asked = await proposer.refine(row.text, rubric, shown)
-    record["proposer_calls"] = asked.calls
-    if not asked.ok:
-        return finish("error", error=asked.error)
-    refinement = asked.value
-    record["reason"] = refinement.reason
-    record["edits"] = [edit.model_dump(mode="json") for edit in refinement.edits]
-    if not refinement.edits:
-        return finish("unchanged")
-    return finish("refined", rubric.next_version(apply_edits(rubric, refinement.edits), refinement.reason))
+    outcome = await refine_prompt(
+        row.prompt_id, row.text, rubric, scored, gold=gold, proposer=proposer, judge=judge,
+        selection=config.selection, acceptance=config.acceptance, seed=f"{config.seed}:{number}:{row.prompt_id}",
+        separated_at=config.agreement_threshold, name=lambda c: c.name,
+    )
+    return _record_outcome(outcome, rubric, streak, config, finish)
+
+
+def _record_outcome(outcome: Outcome, rubric: Rubric, streak: int, config: RefineConfig,
+                    finish: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """The engine's outcome as an offline record: `decision` is its verdict, `reason` and `edits` the proposer's."""
+    result = outcome.record
+    fields: dict[str, Any] = {key: result[key] for key in _EVIDENCE if key in result}
+    fields["decision"] = result["reason"]
+    if "edit" in result:
+        fields["proposer_calls"] = outcome.proposer.calls
+        if result["edit"] is not None:
+            fields.update(reason=result["proposal_reason"], edits=result["edit"]["edits"])
+    match result["status"], result["reason"]:
+        case "skipped", "no_pairs":
+            return finish("no_pairs", error="no pair of tail responses is diverse enough", **fields)
+        case "skipped", "gold_ties":
+            return finish("no_pairs", error="the gold source ties every selected pair", **fields)
+        case "error", "gold_failed":
+            failure = next(p["error"] for p in result["pairs"] if "error" in p)
+            return finish("error", error=f"gold preferences failed: {failure}", **fields)
+        case "separated", _:
+            separated = streak + 1
+            return finish("converged" if separated >= config.patience else "separated", streak=separated, **fields)
+        # below the threshold from here on: the streak starts over
+        case "accepted", _:
+            return finish("refined", rubric.next_version(outcome.criteria, outcome.reason), streak=0, **fields)
+        case "rejected", "no_proposal":
+            return finish("unchanged", streak=0, **fields)
+        case "error", reason:
+            return finish("error", error=reason, streak=0, **fields)
+        case status, _:  # rejected by the acceptance test, or skipped: too few pairs to test an edit on
+            return finish(status, streak=0, **fields)
 
 
 def _round_summary(number: int, records: list[dict[str, Any]]) -> dict[str, Any]:

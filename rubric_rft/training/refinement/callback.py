@@ -2,9 +2,10 @@
 when they saturate.
 
 Every `refine_steps` optimizer steps, on every rank at the same step boundary: the tail buffers are gathered to
-the main process; when `fresh_samples` is on and a broad trigger fires (the monitor's divergence, pooled
-saturation), prompts not answered lately are answered now (`rubric_rft.training.refinement.fresh`, every rank
-generating its share); the main process decides
+the main process; stuck prompts (flat groups) are answered again hotter when `stuck` is on, and when
+`fresh_samples` is on and a broad trigger fires (the monitor's divergence, pooled saturation), prompts not answered
+lately are answered now (`rubric_rft.training.refinement.fresh`, every rank generating its share); the main
+process decides
 and refines (`rubric_rft.training.refinement.rounds`, on a fresh event loop whose clients are closed after it,
 within `round_timeout_s`, since the other ranks wait in a collective meanwhile), and the accepted rubrics go to
 every rank through `RubricStore.apply`, so from the next step on every rank grades with the same versions. Each
@@ -38,7 +39,7 @@ from rubric_rft.rubrics.store import RubricStore
 from rubric_rft.training.checkpoint_state import CheckpointedCallback, saved_state
 from rubric_rft.training.monitor import report
 from rubric_rft.training.refinement import fresh
-from rubric_rft.training.refinement.config import RefinementConfig
+from rubric_rft.training.refinement.config import RefinementConfig, Sampling
 from rubric_rft.training.refinement.proposers import build_proposer
 from rubric_rft.training.refinement.rounds import RefinementState, run_round
 from rubric_rft.training.refinement.tail_buffer import TailBuffer
@@ -94,13 +95,20 @@ class OnlineRefinementCallback(CheckpointedCallback):
 
     # ----- the loop -------------------------------------------------------------------------------------------
     def refine(self, step: int, is_main: bool, policy: tuple[Any, Any] | None = None) -> list[Rubric]:
-        """One refinement step; call on every rank. `policy` (model, tokenizer) answers prompts for fresh samples.
-        Returns the new rubric versions (the same on every rank)."""
+        """One refinement step; call on every rank. `policy` (model, tokenizer) answers prompts for fresh samples
+        and stuck prompts. Returns the new rubric versions (the same on every rank)."""
         self.buffer.gather()
-        broad = broadcast_object_list([self._broad_signal(step) if is_main else None])[0]
-        answered = None
-        if broad is not None and self.config.fresh_samples.enabled and policy is not None and policy[0] is not None:
-            answered = self._answer(step, is_main, *policy)
+        broad, stuck = broadcast_object_list([self._signals(step) if is_main else None])[0]
+        answered = []
+        if policy is not None and policy[0] is not None:
+            if stuck:
+                answered.append(self._answer(step, "stuck", stuck, self.config.stuck, *policy))
+            if broad is not None and self.config.fresh_samples.enabled:
+                chosen = fresh.prompts_to_answer(step, list(self.prompts), self.buffer, self.store, self.progress,
+                                                 self.config, taken=stuck) if is_main else None
+                chosen = broadcast_object_list([chosen])[0]
+                if chosen:
+                    answered.append(self._answer(step, broad, chosen, self.config.fresh_samples, *policy))
         updates = None
         if is_main:
             records = [{"step": step, "status": "timed_out", "prompt_id": None,
@@ -114,42 +122,39 @@ class OnlineRefinementCallback(CheckpointedCallback):
             self._report(step, records)
         return self.store.apply(updates)
 
-    def _broad_signal(self, step: int) -> str | None:
-        """The broad trigger that fires at `step` (main process: it holds the gathered buffer), or None."""
+    def _signals(self, step: int) -> tuple[str | None, list[str]]:
+        """Main process (it holds the gathered buffer): the broad trigger that fires at `step`, or None, and the
+        stuck prompts to answer afresh."""
+        stuck = fresh.stuck_prompts(step, self.buffer, self.store, self.progress, self.config) if (
+            self.config.stuck.enabled) else []
         if self.config.monitor.enabled and self.monitor is not None and monitor_diverging(
                 self.monitor.history, self.config.monitor.window):
-            return "monitor_divergence"
+            return "monitor_divergence", stuck
         versions = {prompt_id: self.store.rubric_for(prompt_id).version for prompt_id in self.prompts
                     if prompt_id in self.store}
         if self.config.pooled.enabled and pooled_saturation(self.buffer, versions, step, self.config):
-            return "pooled_saturation"
-        return None
+            return "pooled_saturation", stuck
+        return None, stuck
 
-    def _answer(self, step: int, is_main: bool, model, tokenizer) -> tuple[list[str], list[str], float] | None:
-        """Every rank: the prompts the main process chose, answered (see `rubric_rft.training.refinement.fresh`)."""
-        chosen = fresh.prompts_to_answer(step, list(self.prompts), self.buffer, self.store, self.progress,
-                                         self.config) if is_main else None
-        chosen = broadcast_object_list([chosen])[0]
-        if not chosen:
-            return None
+    def _answer(self, step: int, reason: str, chosen: list[str], sampling: Sampling, model,
+                tokenizer) -> fresh.Answered:
+        """Every rank: `chosen` answered with `sampling` (see `rubric_rft.training.refinement.fresh`)."""
         started = time.perf_counter()
-        texts = fresh.answer(model, tokenizer, [self.messages[p] for p in chosen], self.config,
-                             self.max_new_tokens, seed=self.config.seed + step, trainer=self.trainer)
-        return chosen, texts, time.perf_counter() - started
+        texts = fresh.answer(model, tokenizer, [self.messages[p] for p in chosen], sampling, self.max_new_tokens,
+                             seed=self.config.seed + step, trainer=self.trainer)
+        return fresh.Answered(reason, chosen, texts, time.perf_counter() - started)
 
-    async def _round(self, step: int, broad: str | None, answered: tuple[list[str], list[str], float] | None):
+    async def _round(self, step: int, broad: str | None, answered: list[fresh.Answered]):
         gold, proposer, judge = self._build()
         async with contextlib.AsyncExitStack() as clients:  # each round runs on a fresh loop: close on it
             for client in (gold, proposer, judge):
                 if client is not None:
                     clients.push_async_callback(client.aclose)
-            sampled = []
-            if answered is not None:
-                sampled.append(await fresh.grade_into_buffer(step, answered[0], self.prompts, answered[1],
-                                                             RubricReward(judge), self.store, self.buffer,
-                                                             answered[2]))
+            sampled = [await fresh.grade_into_buffer(step, batch, self.prompts, RubricReward(judge), self.store,
+                                                     self.buffer) for batch in answered]
+            stuck = {p for batch in answered if batch.reason == "stuck" for p in batch.prompt_ids}
             result = await run_round(step, self.buffer, self.store, self.prompts, self.progress, self.config,
-                                     gold=gold, proposer=proposer, judge=judge, broad=broad)
+                                     gold=gold, proposer=proposer, judge=judge, broad=broad, stuck=stuck)
             result.records[:0] = sampled
             return result
 

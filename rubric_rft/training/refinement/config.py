@@ -12,6 +12,7 @@
       pooled: {enabled: false}              # ...or, gold-free, most recently answered prompts saturated...
       fresh_samples: {enabled: true}        # ...and prompts not answered lately are answered now
       transfer: {enabled: false}            # a criterion accepted on 2 prompts is offered to the others
+      stuck: {enabled: false}               # flat groups at any mean: sample the prompt hotter, refine on that
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator, model_validator
 
 from rubric_rft.config_values import load_validated
+from rubric_rft.rubricgen.acceptance import Acceptance
 from rubric_rft.rubricgen.selection import SelectionConfig
 
 # Every buffered completion is the policy's; 12 pairs leave about 6 that the gold orders on a saturated prompt.
@@ -84,7 +86,16 @@ class Transfer(_Strict):
     max_prompts: int = Field(default=40, ge=1)
 
 
-class FreshSamples(_Strict):
+class Sampling(_Strict):
+    """How prompts answered at a refinement step are sampled from the policy."""
+
+    samples_per_prompt: int = Field(default=8, ge=2)
+    temperature: float = Field(default=1.0, gt=0)
+    max_new_tokens: int | None = Field(default=None, ge=1, description="Null: the training max_completion_length.")
+    batch_size: int = Field(default=16, ge=1)
+
+
+class FreshSamples(Sampling):
     """When the monitor trigger or the pooled trigger fires, up to `prompts` prompts the policy has not answered
     under their current rubric (too few buffered completions: a prompt's next visit may be far off) are answered
     now, `samples_per_prompt` times each, graded with their rubric and buffered, so they can be refined at this step.
@@ -92,10 +103,21 @@ class FreshSamples(_Strict):
 
     enabled: bool = False
     prompts: int = Field(default=8, ge=1, description="Prompts answered at one refinement step.")
-    samples_per_prompt: int = Field(default=8, ge=2)
-    temperature: float = Field(default=1.0, gt=0)
-    max_new_tokens: int | None = Field(default=None, ge=1, description="Null: the training max_completion_length.")
-    batch_size: int = Field(default=16, ge=1)
+
+
+class StuckTrigger(Sampling):
+    """A prompt is stuck when GRPO learns nothing from it: its last `groups` groups (completions graded at one step)
+    have a standard deviation of at most `max_std`, at any mean (a policy collapsed onto one answer is stuck whether
+    the rubric passes or fails it). Its answers then differ too little to make pairs, so refining on them finds
+    none: the source of spread is the policy itself, sampled hotter than training (`temperature`), `samples_per_prompt`
+    times, graded with the prompt's rubric and buffered; the prompt is then refined on those answers at this step
+    like any triggered prompt. Up to `prompts` stuck prompts a step, newest first, cooldown and rounds respected."""
+
+    enabled: bool = False
+    groups: int = Field(default=1, ge=1)
+    max_std: float = Field(default=0.02, ge=0)
+    prompts: int = Field(default=4, ge=1, description="Stuck prompts answered at one refinement step.")
+    temperature: float = Field(default=1.5, gt=0)
 
 
 class Budgets(_Strict):
@@ -105,29 +127,6 @@ class Budgets(_Strict):
     cooldown_steps: int = Field(default=20, ge=0, description="Steps after an attempt before a prompt is tried again.")
     max_gold_calls: int | None = Field(default=400, ge=0, description="Gold preferences (pairs) per run; null: no cap.")
     max_proposer_calls: int | None = Field(default=100, ge=0, description="Proposer requests per run; null: no cap.")
-
-
-class Acceptance(_Strict):
-    """How a proposal is tested. The tail's answers are split: the proposer sees pairs among `1 - holdout_fraction`
-    of them, and the change is accepted only on pairs among the held-out rest (0: tested on the pairs it was chosen
-    on), when it orders them better than the current rubric and by enough: at least `min_newly_ordered` more pairs
-    in the gold's order, and with `max_p_value` a one-sided sign test over the pairs whose credit changed. Fewer than
-    `min_pairs` gold-ordered pairs in all: no attempt. A pair a rubric ties counts `tie_credit`."""
-
-    min_pairs: int = Field(default=6, ge=1, description="Gold-ordered pairs needed, proposal and held-out together.")
-    holdout_fraction: float = Field(default=0.5, ge=0, lt=1, description="Share of the answers kept for the test.")
-    tie_credit: float = Field(default=0.5, ge=0, le=1, description="Credit for a pair a rubric scores equal.")
-    min_newly_ordered: int = Field(
-        default=2, ge=0,
-        description="Held-out pairs the change must put in the gold's order beyond those it takes out of it.")
-    max_p_value: float | None = Field(
-        default=None, gt=0, le=1, description="Sign test over the held-out pairs whose credit changed; null: off.")
-
-    @model_validator(mode="after")
-    def _room_for_both(self) -> Acceptance:
-        if self.holdout_fraction > 0 and self.min_pairs < 2:
-            raise ValueError("min_pairs must be at least 2 when holdout_fraction > 0: one pair shown, one held out")
-        return self
 
 
 class GoldSource(_Strict):
@@ -160,6 +159,7 @@ class RefinementConfig(_Strict):
     monitor: MonitorTrigger = Field(default_factory=MonitorTrigger)
     pooled: PooledTrigger = Field(default_factory=PooledTrigger)
     transfer: Transfer = Field(default_factory=Transfer)
+    stuck: StuckTrigger = Field(default_factory=StuckTrigger)
     fresh_samples: FreshSamples = Field(default_factory=FreshSamples)
     budgets: Budgets = Field(default_factory=Budgets)
     selection: SelectionConfig = Field(default_factory=lambda: SelectionConfig(**_SELECTION_DEFAULTS))

@@ -1,96 +1,25 @@
-"""Who proposes a rubric change for a saturated prompt, behind one protocol.
+"""Online refinement's proposers, behind the `rubric_rft.rubricgen.proposer.Proposer` protocol.
 
-A proposer is shown the gold-ordered pairs (better, worse) and returns a rubric's new criteria, or none. It never
-decides whether the change is kept: the refinement step accepts a proposal only when it orders held-out
-gold-preferred pairs, which the proposer never sees, better than the current rubric does
-(`rubric_rft.training.refinement.refine`).
+A proposer never decides whether its change is kept: the refinement step accepts a proposal only when it orders
+held-out gold-preferred pairs, which the proposer never sees, better than the current rubric does
+(`rubric_rft.rubricgen.differentiate`).
 
-- `LLMProposer`: the rubric tools' proposer (`RubricProposer.refine`), its edits applied by `apply_edits`;
+- `LLMProposer` (`rubric_rft.rubricgen.proposer`): the rubric tools' proposer, as offline refinement uses it;
 - `BankProposer`: no model; from a bank of candidate criteria per prompt, the one criterion that, added, orders
   the pairs best (the first in the bank among equals), or none when none orders them better than the rubric.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from rubric_rft.llm.costs import Costs
 from rubric_rft.llm.endpoint import load_endpoint
-from rubric_rft.rubricgen.edits import EditError, apply_edits
-from rubric_rft.rubricgen.prompts import ShownPair
-from rubric_rft.rubricgen.proposer import RubricProposer
-from rubric_rft.rubricgen.selection import Scored
+from rubric_rft.rubricgen.proposer import Agreement, DirectedPair, LLMProposer, Proposal, Proposer, RubricProposer
 from rubric_rft.rubrics.format import Criterion, Rubric, iter_json_records, validated_record
 from rubric_rft.training.refinement.config import BankProposerConfig, LLMProposerConfig
-
-# (better, worse) by the gold source, each scored by the current rubric
-DirectedPair = tuple[Scored, Scored]
-# the agreement of a rubric with the gold on the pairs at hand; None when the rubric could not grade them
-Agreement = Callable[[Rubric], Awaitable[float | None]]
-
-
-@dataclass
-class Proposal:
-    """`criteria` is the proposed rubric's criteria (None: no change); `edit` says what changed, for the record;
-    `costs` counts the proposer's own requests; `error` is set when the proposer failed."""
-
-    criteria: list[Criterion] | None
-    reason: str | None = None
-    edit: dict[str, Any] | None = None
-    costs: Costs = field(default_factory=Costs)
-    error: str | None = None
-
-
-class Proposer(Protocol):
-    name: str
-    asks_model: bool  # whether a proposal spends proposer calls (and so the proposer budget)
-
-    async def propose(self, prompt_id: str, prompt: str, rubric: Rubric, pairs: Sequence[DirectedPair],
-                      agreement: Agreement, before: float) -> Proposal: ...
-
-    def instance(self, prompt_id: str, criterion: Criterion) -> Criterion | None:
-        """`criterion`, accepted on another prompt, as it would be for `prompt_id` (None: it has no such criterion),
-        for `rubric_rft.training.refinement.transfer`."""
-        ...
-
-    async def aclose(self) -> None: ...
-
-
-class LLMProposer:
-    asks_model = True
-
-    def __init__(self, proposer: RubricProposer) -> None:
-        self.proposer = proposer
-        self.name = proposer.name
-
-    async def propose(self, prompt_id: str, prompt: str, rubric: Rubric, pairs: Sequence[DirectedPair],
-                      agreement: Agreement, before: float) -> Proposal:
-        shown = [ShownPair(b.candidate.response, w.candidate.response, b.normalized, w.normalized) for b, w in pairs]
-        asked = await self.proposer.refine(prompt, rubric, shown)
-        costs = Costs().add(asked)
-        if not asked.ok:
-            return Proposal(None, costs=costs, error=f"proposer: {asked.error}")
-        refinement = asked.value
-        edit = {"edits": [e.model_dump(mode="json") for e in refinement.edits]}
-        if not refinement.edits:
-            return Proposal(None, refinement.reason, edit, costs)
-        try:
-            criteria = apply_edits(rubric, refinement.edits)
-        except EditError as exc:
-            return Proposal(None, refinement.reason, edit, costs, error=f"proposer: {exc}")
-        return Proposal(criteria, refinement.reason, edit, costs)
-
-    def instance(self, prompt_id: str, criterion: Criterion) -> Criterion | None:
-        """The criterion as it is: what the proposer wrote for one prompt is offered to the others unchanged."""
-        return criterion
-
-    async def aclose(self) -> None:
-        await self.proposer.aclose()
 
 
 class BankProposer:

@@ -11,17 +11,17 @@ the main process; the counts it keeps (`RefinementState`) go into checkpoints.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rubric_rft.judges.base import Judge
+from rubric_rft.rubricgen.differentiate import refine_prompt
 from rubric_rft.rubricgen.gold import Preference
+from rubric_rft.rubricgen.proposer import Proposer
 from rubric_rft.rubrics.store import RubricStore, RubricUpdate
 from rubric_rft.training.refinement.config import Budgets, RefinementConfig
-from rubric_rft.training.refinement.proposers import Proposer
-from rubric_rft.training.refinement.refine import refine_prompt
-from rubric_rft.training.refinement.tail_buffer import Entry, TailBuffer
+from rubric_rft.training.refinement.tail_buffer import Entry, TailBuffer, scored_candidates
 from rubric_rft.training.refinement.transfer import transfer
 from rubric_rft.training.refinement.trigger import check
 
@@ -65,9 +65,11 @@ async def run_round(
     proposer: Proposer,
     judge: Judge | None,
     broad: str | None = None,
+    stuck: Collection[str] = (),
 ) -> Round:
     """Decide and refine at `step`; `state` is updated in place. `prompts` maps prompt ids to their text; `broad`
-    names the broad trigger that fired at this step, if any (`rubric_rft.training.refinement.trigger`)."""
+    names the broad trigger that fired at this step, if any (`rubric_rft.training.refinement.trigger`); `stuck`
+    are the stuck prompts answered afresh for this step."""
     state.step = step
     result = Round([], [])
     refined = 0
@@ -77,7 +79,7 @@ async def run_round(
             continue
         rubric = store.rubric_for(prompt_id)
         entries = buffer.entries(prompt_id, version=rubric.version)
-        trigger = check(entries, config, broad)
+        trigger = check(entries, config, broad, stuck=prompt_id in stuck)
         base = {"step": step, "prompt_id": prompt_id, "completions": len(entries)}
         if not trigger.fired:
             result.records.append({**base, "status": "not_triggered", "reason": trigger.reason})
@@ -89,7 +91,7 @@ async def run_round(
             continue
         budgets = config.budgets
         outcome = await refine_prompt(
-            prompt_id, prompts[prompt_id], rubric, entries,
+            prompt_id, prompts[prompt_id], rubric, scored_candidates(prompt_id, entries),
             gold=gold, proposer=proposer, judge=judge, selection=config.selection,
             acceptance=config.acceptance, max_criteria=budgets.max_criteria,
             gold_calls_left=None if budgets.max_gold_calls is None else budgets.max_gold_calls - state.gold_calls,

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from rubric_rft.reward.rubric_reward import GradedCompletion
+from rubric_rft.rubricgen.records import Candidate
+from rubric_rft.rubricgen.selection import Scored
 from rubric_rft.rubrics.datasets import completion_text
 
 
@@ -105,3 +107,16 @@ class TailBuffer:
         for entry in sorted(entries, key=lambda e: (e.step, e.seq)):
             self.add(entry)
         self._seq = itertools.count(max((e.seq for e in entries), default=-1) + 1)
+
+
+def scored_candidates(prompt_id: str, entries: Sequence[Entry]) -> list[Scored]:
+    """The entries as answers to refine on (`rubric_rft.rubricgen.differentiate`), one per distinct text (the
+    policy repeats itself)."""
+    unique: dict[str, Entry] = {}
+    for entry in entries:
+        unique.setdefault(entry.text, entry)
+    return [
+        Scored(Candidate(prompt_id=prompt_id, generator="policy", index=index, response=entry.text),
+               entry.raw, entry.score)
+        for index, entry in enumerate(unique.values())
+    ]

@@ -21,15 +21,16 @@ from typing import Any
 
 from rubric_rft.judges.base import Judge
 from rubric_rft.llm.costs import Costs
+from rubric_rft.rubricgen.acceptance import Evidence
+from rubric_rft.rubricgen.differentiate import pair_scores
 from rubric_rft.rubricgen.gold import Preference, ask_gold, pair_credits
+from rubric_rft.rubricgen.proposer import Proposer
 from rubric_rft.rubricgen.scoring import score_responses
 from rubric_rft.rubricgen.selection import Scored, select_pairs
 from rubric_rft.rubrics.format import Criterion, Rubric
 from rubric_rft.rubrics.store import RubricUpdate
 from rubric_rft.training.refinement.config import RefinementConfig
-from rubric_rft.training.refinement.proposers import Proposer
-from rubric_rft.training.refinement.refine import Evidence, pair_scores, scored_candidates
-from rubric_rft.training.refinement.tail_buffer import TailBuffer
+from rubric_rft.training.refinement.tail_buffer import TailBuffer, scored_candidates
 
 
 @dataclass
