@@ -29,6 +29,11 @@ ARMS = ("static", "online", "refined", "gold_reward")
 COLORS = {"static": "tab:red", "online": "tab:blue", "refined": "tab:green", "gold_reward": "tab:purple"}
 
 
+def finished(run: Path) -> bool:
+    """A run that trained to the end (the monitor writes `overopt.json` from the first evaluation on)."""
+    return (run / "overopt.json").exists() and (run / "trainer_state.json").exists()
+
+
 def run_row(run: Path) -> dict:
     summary = json.loads((run / "overopt.json").read_text())
     history = [json.loads(line) for line in (run / "overopt.jsonl").read_text().splitlines()]
@@ -97,7 +102,7 @@ def main() -> None:
     parser.add_argument("outdir", type=Path)
     outdir = parser.parse_args().outdir
     seeds = sorted(outdir.glob("seed*"))
-    runs = {arm: [run_row(seed / arm) for seed in seeds if (seed / arm / "overopt.json").exists()] for arm in ARMS}
+    runs = {arm: [run_row(seed / arm) for seed in seeds if finished(seed / arm)] for arm in ARMS}
     print("| arm | seeds | onset steps | held-out gold, first -> last | test win rate vs start | gold calls | "
           "rubric changes | training s |")
     print("|---|---|---|---|---|---|---|---|")
