@@ -22,6 +22,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+from rubric_rft.logs import setup_logging
 from rubric_rft.rubricgen.records import errors_path, load_prompts
 from rubric_rft.rubricgen.responses import collect_responses, load_source
 
@@ -35,7 +36,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    setup_logging(logging.WARNING)
     args = parse_args()
     sources = [load_source(value) for value in args.source]  # a bad config fails before any request
     summary = asyncio.run(collect_responses(load_prompts(args.prompts), sources, args.out))

@@ -29,6 +29,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
 
 from rubric_rft.llm.generation import generate
 from rubric_rft.llm.weights import resolve_model
+from rubric_rft.logs import setup_logging
 from rubric_rft.pairwise.judges import build_pairwise_judge, load_pairwise_judge
 from rubric_rft.pairwise.win_rate import PairItem, WinRateResult, win_rate
 from rubric_rft.rubrics.datasets import load_prompt_dataset, render_prompt
@@ -55,9 +56,7 @@ class EvalArguments:
 
 
 def main(args: EvalArguments) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for chatty in ("httpx", "httpx2"):  # one line per judge request
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    setup_logging()
     judge_config = load_pairwise_judge(args.judge)  # a bad config fails before any model is loaded
     rows = _rows(args)
     model_path = Path(resolve_model(args.model))

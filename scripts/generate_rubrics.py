@@ -18,6 +18,7 @@ import sys
 from rich.console import Console
 
 from rubric_rft.llm.endpoint import load_endpoint
+from rubric_rft.logs import setup_logging
 from rubric_rft.rubricgen.generate import generate_rubrics
 from rubric_rft.rubricgen.proposer import RubricProposer
 from rubric_rft.rubricgen.records import errors_path, load_prompts
@@ -44,7 +45,7 @@ async def run(args: argparse.Namespace):
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    setup_logging(logging.WARNING)
     args = parse_args()
     summary = asyncio.run(run(args))
     console = Console()

@@ -25,6 +25,7 @@ from rich.table import Table
 
 from rubric_rft.judges.registry import build_judge, load_judge_config
 from rubric_rft.llm.endpoint import load_endpoint
+from rubric_rft.logs import setup_logging
 from rubric_rft.rubricgen.gold import build_gold
 from rubric_rft.rubricgen.proposer import RubricProposer
 from rubric_rft.rubricgen.records import load_candidates, load_rubric_rows
@@ -76,7 +77,7 @@ async def run(args: argparse.Namespace, config: RefineConfig) -> RefineResult:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    setup_logging(logging.WARNING)
     args = parse_args()
     selection = SelectionConfig(
         num_pairs=args.pairs,

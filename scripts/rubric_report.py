@@ -19,6 +19,7 @@ import sys
 from rich.console import Console
 
 from rubric_rft.judges.registry import build_judge, load_judge_config
+from rubric_rft.logs import setup_logging
 from rubric_rft.rubricgen.gold import build_gold
 from rubric_rft.rubricgen.records import load_candidates, load_rubric_rows
 from rubric_rft.rubricgen.report import (
@@ -76,7 +77,7 @@ async def run(args: argparse.Namespace) -> QualityReport:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    setup_logging(logging.WARNING)
     args = parse_args()
     report = asyncio.run(run(args))
     json_path, png_path = write_report(report, args.out)

@@ -18,7 +18,6 @@ key is available).
 """
 
 import asyncio
-import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
 from rubric_rft.judges.registry import build_judge, load_judge_config
 from rubric_rft.llm.generation import generate_on_every_rank
 from rubric_rft.llm.weights import resolve_model
+from rubric_rft.logs import setup_logging
 from rubric_rft.reward.bt import BTReward
 from rubric_rft.reward.config import BTRewardConfig, load_reward_config
 from rubric_rft.reward.rubric_reward import RubricReward
@@ -88,7 +88,7 @@ class RubricArguments:
 
 
 def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: ModelConfig) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    setup_logging()
     check_rollout_settings(training_args)  # before anything loads: vLLM server mode needs CUDA
     check_resume_settings(training_args)
     use_every_cpu_core(training_args.use_cpu)
@@ -101,7 +101,8 @@ def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: Mo
     reward = _reward(script_args, train_dataset)
     store = reward.store if isinstance(reward, RubricReward) else None
 
-    callbacks = [MetricsJsonlCallback(training_args.output_dir), preemption]
+    metrics = MetricsJsonlCallback(training_args.output_dir)
+    callbacks = [metrics, preemption]
     store_callback = RubricStoreCallback(store) if store is not None else None
     if store_callback is not None:
         callbacks.append(store_callback)
@@ -128,6 +129,8 @@ def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: Mo
     if isinstance(reward, BTReward):
         reward.use_accelerator(trainer.accelerator)
     checkpoint = _checkpoint_to_resume(training_args)
+    if checkpoint is not None and trainer.accelerator.is_main_process:
+        metrics.restore(checkpoint)
     if store_callback is not None and checkpoint is not None:
         store_callback.restore(checkpoint)
     if monitor is not None and checkpoint is not None:

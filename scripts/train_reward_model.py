@@ -28,6 +28,7 @@ from transformers import AutoTokenizer
 from trl import RewardConfig, RewardTrainer, TrlParser
 
 from rubric_rft.llm.weights import resolve_model
+from rubric_rft.logs import setup_logging
 from rubric_rft.reward.bt import PAIR_FIELDS, BTReward, pairwise_accuracy, read_pairs
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "bt_reward_model.yaml"
@@ -56,7 +57,7 @@ class PairArguments:
 
 
 def main(script_args: PairArguments, training_args: RewardConfig) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    setup_logging()
     train_dataset = Dataset.from_list(_training_pairs(script_args))
     model_path = resolve_model(script_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)

@@ -56,6 +56,15 @@ class MetricsJsonlCallback(TrainerCallback):
         if state.is_world_process_zero and logs:
             append_jsonl(self.path, {"step": state.global_step, **logs})
 
+    def restore(self, checkpoint: str | Path) -> None:
+        """Cut `metrics.jsonl` back to the checkpoint's step (main process): the steps after it were logged by the
+        run that crashed and are logged again by the resumed one."""
+        step = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
+        if self.path.exists():
+            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line)["step"] <= step]
+            self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
 
 def log_samples_to_wandb(rows: list[dict[str, Any]]) -> None:
     """Before/after answers as a W&B table, when a W&B run is active."""
