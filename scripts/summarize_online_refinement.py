@@ -27,6 +27,7 @@ from rubric_rft.training.monitor.report import refinement_records, train_runtime
 ROOT = Path(__file__).resolve().parent.parent
 ARMS = ("static", "online", "refined", "gold_reward")
 COLORS = {"static": "tab:red", "online": "tab:blue", "refined": "tab:green", "gold_reward": "tab:purple"}
+STYLES = {"online": "--"}  # dashed: a run identical to its static run still shows
 
 
 def finished(run: Path) -> bool:
@@ -140,8 +141,8 @@ def main() -> None:
     for arm, rows in runs.items():
         for i, r in enumerate(rows):
             steps = [h["step"] for h in r["history"]]
-            axis.plot(steps, [h["gold"] for h in r["history"]], color=COLORS[arm], alpha=0.7,
-                      label=arm if i == 0 else None)
+            axis.plot(steps, [h["gold"] for h in r["history"]], color=COLORS[arm], linestyle=STYLES.get(arm, "-"),
+                      alpha=0.7, label=arm if i == 0 else None)
     axis.set_xlabel("step")
     axis.set_ylabel("held-out gold")
     axis.set_title("Held-out gold over training, every seed")
