@@ -65,9 +65,11 @@ def test_two_cpu_processes_grade_each_completion_once_log_once_and_resume(
     assert [e["epoch"] for e in steps] == [prompts_per_step / len(PROMPTS) * s for s in (1, 2)]
     # each rank grades only its own slice (one batched request per completion); TRL gathers the rewards
     assert all(e["rubric/judge_calls"] == PER_DEVICE for e in steps)
-    # every completion graded exactly once across ranks, plus the held-out samples (main process only)
+    # every completion graded exactly once across ranks, plus the held-out samples (main process only): 2 prompts,
+    # before and after, graded together, so an answer training left unchanged is asked once (single flight)
     completions = 2 * PER_DEVICE * PROCESSES
-    heldout = 2 * 2  # 2 prompts, before and after
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    heldout = len({(s["prompt"], answer) for s in samples for answer in (s["before"], s["after"])})
     assert server.stats.requests == completions + heldout
 
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
