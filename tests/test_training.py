@@ -175,8 +175,11 @@ def test_training_script_writes_its_outputs_and_resumes(tmp_path, tiny_model_pat
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 3
     assert [e["step"] for e in state["log_history"] if "reward" in e] == [1, 2, 3]
-    # step 3 graded by rules alone; the held-out answers (2 prompts, before and after) by the rows' own rubrics
-    assert server.stats.requests - requests == 2 * 2
+    # step 3 graded by rules alone; the held-out answers (2 prompts, before and after, graded together: an answer
+    # the step left unchanged is asked once) by the rows' own rubrics
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    asked = {(s["prompt"], answer) for s in samples for answer in (s["before"], s["after"])}
+    assert server.stats.requests - requests == len(asked)
     final = load_rubrics(out / "rubrics.jsonl")
     assert [(r.id, r.parent, r.reason) for r in final] == [(f"p{i}-v2", f"p{i}", "rules only") for i in range(4)]
     assert store_in(out / "checkpoint-3").state_dict() == store.state_dict()
