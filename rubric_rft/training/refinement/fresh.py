@@ -61,9 +61,8 @@ def stuck_prompts(step: int, buffer: TailBuffer, store: RubricStore, state: Refi
                   config: RefinementConfig) -> list[str]:
     """The stuck prompts to answer at `step`: flat last groups under the current rubric, newest first."""
     stuck = config.stuck
-    newest = {prompt_id: max(e.step for e in buffer.entries(prompt_id)) for prompt_id in buffer.prompt_ids()}
     chosen = []
-    for prompt_id in sorted(newest, key=lambda prompt_id: -newest[prompt_id]):
+    for prompt_id in buffer.newest_first():
         if len(chosen) == stuck.prompts:
             break
         if prompt_id not in store or resting(prompt_id, step, state, config.budgets) is not None:

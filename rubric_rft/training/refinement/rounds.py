@@ -73,8 +73,7 @@ async def run_round(
     state.step = step
     result = Round([], [])
     refined = 0
-    newest = {prompt_id: max(e.step for e in buffer.entries(prompt_id)) for prompt_id in buffer.prompt_ids()}
-    for prompt_id in sorted(newest, key=lambda prompt_id: -newest[prompt_id]):  # stable: first buffered among equals
+    for prompt_id in buffer.newest_first():
         if prompt_id not in store:
             continue
         rubric = store.rubric_for(prompt_id)

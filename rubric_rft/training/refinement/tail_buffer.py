@@ -51,6 +51,11 @@ class TailBuffer:
     def prompt_ids(self) -> list[str]:
         return list(self._entries)
 
+    def newest_first(self) -> list[str]:
+        """The prompt ids by their newest entry's step, latest first; the first buffered first among equals."""
+        newest = {prompt_id: max(e.step for e in entries) for prompt_id, entries in self._entries.items()}
+        return sorted(newest, key=lambda prompt_id: -newest[prompt_id])
+
     def entries(self, prompt_id: str, version: int | None = None) -> list[Entry]:
         """The prompt's entries, oldest first; with `version`, only those graded with that rubric version."""
         entries = self._entries.get(prompt_id, ())
