@@ -779,6 +779,49 @@ def test_when_the_monitor_fires_prompts_not_answered_lately_are_answered_now(tmp
     assert callback.buffer.prompt_ids() == ["tea"]
 
 
+def test_at_a_scheduled_step_every_prompt_is_answered_and_refined_before_any_rubric_saturates(tmp_path, monkeypatch):
+    """No rubric saturated and no monitor: only the schedule makes the unanswered prompts candidates, at its steps."""
+    asked = []
+    off_topic = ["Boil water, steep three minutes.", "Steep in hot water for minutes.", "Hot water, steep two minutes.",
+                 "Add milk after you steep in water.", "Just make some, it is easy.", "It is nice, drink it daily.",
+                 "Anything works fine for you here.", "Buy a good one from a shop."]  # all score 0.5: not saturated
+
+    def policy_answers(model, tokenizer, messages, sampling, max_new_tokens, seed, trainer=None):
+        asked.append(len(messages))
+        return off_topic * len(messages)
+
+    monkeypatch.setattr(fresh, "answer", policy_answers)
+    pids = ("tea", "egg", "rice")
+    base = write_world(tmp_path, pids)
+    cfg = RefinementConfig.model_validate({**base.model_dump(), "schedule": {"steps": [10, 5]},
+                                           "fresh_samples": {"enabled": True, "prompts": 3}})
+    assert cfg.schedule.steps == [5, 10]
+    store = RubricStore.from_rows([{"prompt_id": p, "rubric": weak(p)} for p in pids])
+    callback = OnlineRefinementCallback(cfg, store, {p: f"How do I make {p}?" for p in pids}, tmp_path / "out")
+    fill(callback.buffer, store, "tea", ["tea"] * 2 + ["Nothing to say."] * 2, step=4)  # answered, not saturated
+
+    callback.refine(5, is_main=True, policy=("model", "tokenizer"))
+    [sampled, *decisions] = records(tmp_path / "out")
+    assert asked == [2] and (sampled["reason"], sampled["prompt_ids"]) == ("schedule", ["egg", "rice"])
+    decided = {r["prompt_id"]: r for r in decisions}
+    assert decided["egg"]["trigger"] == decided["rice"]["trigger"] == decided["tea"]["trigger"] == "schedule"
+    assert decided["egg"]["pairs"] and decided["rice"]["pairs"]  # both refined on the answers just sampled
+    assert decided["rice"]["status"] == "accepted" and store.rubric_for("rice").version == 2
+
+    (tmp_path / "out" / RECORDS_FILE).unlink()
+    callback.refine(15, is_main=True, policy=("model", "tokenizer"))  # not a scheduled step: nothing answered
+    assert asked == [2] and "sampled" not in {r["status"] for r in records(tmp_path / "out")}
+    assert {r["reason"] for r in records(tmp_path / "out")} == {"not_saturated", "too_few_completions"}
+
+
+def test_scheduled_steps_must_be_refinement_steps():
+    with pytest.raises(ValueError, match=r"schedule.steps \[6\] are not refinement steps.*refine_steps \(5\)"):
+        config(schedule={"steps": [5, 6]})
+    with pytest.raises(ValueError, match="optimizer steps"):
+        config(schedule={"steps": [0]})
+    assert config(schedule={"steps": [5]}, fresh_samples={"enabled": True}).fresh_samples.enabled
+
+
 def stuck_world(tmp_path, enabled=True, **stuck):
     """`tea` collapsed onto one vague answer (a flat group: it passes both weak criteria), `egg` answered with
     spread."""
@@ -844,7 +887,7 @@ def test_stuck_prompts_are_sampled_from_the_policy_itself(tmp_path, tiny_model_p
 
 
 def test_fresh_samples_need_the_monitor_trigger_and_enough_samples_to_trigger():
-    with pytest.raises(ValueError, match="enable monitor or pooled too"):
+    with pytest.raises(ValueError, match="enable monitor or pooled, or set schedule.steps"):
         config(fresh_samples={"enabled": True})
     with pytest.raises(ValueError, match=r"samples_per_prompt \(2\) is below min_completions \(4\)"):
         config(monitor={"enabled": True}, fresh_samples={"enabled": True, "samples_per_prompt": 2})

@@ -1,16 +1,15 @@
 """`OnlineRefinementCallback`: the closed loop. Rubrics are refined during training, on the policy's own tail,
 when they saturate.
 
-Every `refine_steps` optimizer steps, on every rank at the same step boundary: the tail buffers are gathered to
-the main process; stuck prompts (flat groups) are answered again hotter when `stuck` is on, and when
-`fresh_samples` is on and a broad trigger fires (the monitor's divergence, pooled saturation), prompts not answered
-lately are answered now (`rubric_rft.training.refinement.fresh`, every rank generating its share); the main
-process decides
-and refines (`rubric_rft.training.refinement.rounds`, on a fresh event loop whose clients are closed after it,
-within `round_timeout_s`, since the other ranks wait in a collective meanwhile), and the accepted rubrics go to
+Every `refine_steps` optimizer steps, on every rank at the same step boundary: the tail buffers are gathered to the
+main process; stuck prompts (flat groups) are answered again hotter when `stuck` is on, and when `fresh_samples` is
+on and a broad trigger fires (the monitor's divergence, pooled saturation, a scheduled step), prompts not answered
+lately are answered now (`rubric_rft.training.refinement.fresh`, every rank generating its share); the main process
+decides and refines (`rubric_rft.training.refinement.rounds`, on a fresh event loop whose clients are closed after
+it, within `round_timeout_s`, since the other ranks wait in a collective meanwhile), and the accepted rubrics go to
 every rank through `RubricStore.apply`, so from the next step on every rank grades with the same versions. Each
-decision is appended to `OUTPUT_DIR/refinements.jsonl` and counted in W&B when a run is active. The callback's
-state (budgets spent, cooldowns, the buffer) is saved in each checkpoint's `trainer_state.json`
+decision is appended to `OUTPUT_DIR/refinements.jsonl` and counted in W&B when a run is active. The callback's state
+(budgets spent, cooldowns, the buffer) is saved in each checkpoint's `trainer_state.json`
 (`rubric_rft.training.checkpoint_state`), and `restore(checkpoint)` brings it back; the rubrics themselves are
 the store's, saved by `RubricStoreCallback`.
 """
@@ -134,6 +133,8 @@ class OnlineRefinementCallback(CheckpointedCallback):
                     if prompt_id in self.store}
         if self.config.pooled.enabled and pooled_saturation(self.buffer, versions, step, self.config):
             return "pooled_saturation", stuck
+        if step in self.config.schedule.steps:
+            return "schedule", stuck
         return None, stuck
 
     def _answer(self, step: int, reason: str, chosen: list[str], sampling: Sampling, model,

@@ -10,6 +10,7 @@
       acceptance: {min_pairs: 6, holdout_fraction: 0.5, min_newly_ordered: 2}   # tested on answers never shown
       monitor: {enabled: true}              # the monitor's proxy up, gold down: every prompt is a candidate...
       pooled: {enabled: false}              # ...or, gold-free, most recently answered prompts saturated...
+      schedule: {steps: []}                 # ...or, gold-free, at these steps whatever the signals...
       fresh_samples: {enabled: true}        # ...and prompts not answered lately are answered now
       transfer: {enabled: false}            # a criterion accepted on 2 prompts is offered to the others
       stuck: {enabled: false}               # flat groups at any mean: sample the prompt hotter, refine on that
@@ -72,6 +73,23 @@ class PooledTrigger(_Strict):
     min_share: float = Field(default=0.5, gt=0, le=1)
 
 
+class ScheduleTrigger(_Strict):
+    """Gold-free and early: at each of `steps` every prompt with enough completions becomes a candidate, as with the
+    monitor trigger, and fresh samples answer the prompts not answered lately, whatever the signals say. A policy
+    can collapse onto a rubric's loophole before any rubric saturates; a sweep over every prompt while the policy's
+    answers still differ refines each rubric on the policy's own answers before the next epoch trains on it. Each
+    step must be a refinement step (a multiple of `refine_steps`)."""
+
+    steps: list[int] = Field(default_factory=list)
+
+    @field_validator("steps")
+    @classmethod
+    def _positive_and_sorted(cls, steps: list[int]) -> list[int]:
+        if any(step < 1 for step in steps):
+            raise ValueError(f"steps must be optimizer steps (1 or more), got {steps}")
+        return sorted(set(steps))
+
+
 class Transfer(_Strict):
     """A criterion accepted on `min_accepted` prompts is offered to the others at once: each gets its own instance
     (the bank's criterion of that id for the prompt; an LLM proposer's criterion as it is), and all of them are
@@ -96,7 +114,7 @@ class Sampling(_Strict):
 
 
 class FreshSamples(Sampling):
-    """When the monitor trigger or the pooled trigger fires, up to `prompts` prompts the policy has not answered
+    """When the monitor, the pooled or the schedule trigger fires, up to `prompts` prompts the policy has not answered
     under their current rubric (too few buffered completions: a prompt's next visit may be far off) are answered
     now, `samples_per_prompt` times each, graded with their rubric and buffered, so they can be refined at this step.
     Prompts in their cooldown or out of rounds are passed over; the rest come in dataset order."""
@@ -158,6 +176,7 @@ class RefinementConfig(_Strict):
     spread: SpreadTrigger = Field(default_factory=SpreadTrigger)
     monitor: MonitorTrigger = Field(default_factory=MonitorTrigger)
     pooled: PooledTrigger = Field(default_factory=PooledTrigger)
+    schedule: ScheduleTrigger = Field(default_factory=ScheduleTrigger)
     transfer: Transfer = Field(default_factory=Transfer)
     stuck: StuckTrigger = Field(default_factory=StuckTrigger)
     fresh_samples: FreshSamples = Field(default_factory=FreshSamples)
@@ -184,9 +203,13 @@ class RefinementConfig(_Strict):
     def _policy_pairs(self) -> RefinementConfig:
         if self.selection.distinct_generators:
             raise ValueError("selection.distinct_generators must be false: every buffered completion is the policy's")
-        if self.fresh_samples.enabled and not (self.monitor.enabled or self.pooled.enabled):
-            raise ValueError("fresh_samples answers prompts when the monitor or the pooled trigger fires: enable "
-                             "monitor or pooled too")
+        if self.fresh_samples.enabled and not (self.monitor.enabled or self.pooled.enabled or self.schedule.steps):
+            raise ValueError("fresh_samples answers prompts when the monitor, the pooled or the schedule trigger "
+                             "fires: enable monitor or pooled, or set schedule.steps")
+        off = [step for step in self.schedule.steps if step % self.refine_steps]
+        if off:
+            raise ValueError(f"schedule.steps {off} are not refinement steps: refinement decides only at multiples "
+                             f"of refine_steps ({self.refine_steps})")
         if self.fresh_samples.enabled and self.fresh_samples.samples_per_prompt < self.min_completions:
             raise ValueError(f"fresh_samples.samples_per_prompt ({self.fresh_samples.samples_per_prompt}) is below "
                              f"min_completions ({self.min_completions}): the answered prompts could never trigger")

@@ -1,12 +1,13 @@
 """Answers written at the refinement step: prompts the round needs answers for are answered now instead of at
 their next visit.
 
-- Fresh samples: when a broad trigger fires (the monitor sees the proxy rise while the gold falls, or most prompts
-  answered lately saturate their rubrics), the prompts not answered under their current rubric. With many prompts
-  and few per step, a prompt comes back only once an epoch, and a policy can collapse onto a loophole well within
-  one: the rubric refined at a prompt's next visit then grades answers that all fail it alike, and GRPO learns
-  nothing from it. Which prompts: those with fewer than `min_completions` completions under their current rubric,
-  not in their cooldown and with rounds left, in dataset order, at most `fresh_samples.prompts`.
+- Fresh samples: when a broad trigger fires (the monitor sees the proxy rise while the gold falls, most prompts
+  answered lately saturate their rubrics, or a scheduled step comes), the prompts not answered under their current
+  rubric. With many prompts and few per step, a prompt comes back only once an epoch, and a policy can collapse onto
+  a loophole well within one: the rubric refined at a prompt's next visit then grades answers that all fail it
+  alike, and GRPO learns nothing from it. Which prompts: those with fewer than `min_completions` completions under
+  their current rubric, not in their cooldown and with rounds left, in dataset order, at most
+  `fresh_samples.prompts`.
 - Stuck prompts (`stuck`): the last groups of a prompt were flat, at any mean; its answers are too alike to pair,
   so it is answered again hotter (`stuck.temperature`), the source of spread its refinement needs.
 

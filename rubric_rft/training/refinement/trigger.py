@@ -7,7 +7,8 @@ about it):
 - broad signals, which make every prompt with enough completions a candidate: the monitor's divergence (on
   held-out prompts the proxy rose while the gold fell: over-optimization in progress), or, gold-free, pooled
   saturation (most of the prompts answered lately have saturated rubrics: the policy is saturating them broadly,
-  and the prompts not answered lately are likely saturated too);
+  and the prompts not answered lately are likely saturated too), or a scheduled step (`schedule.steps`: refine
+  every prompt early, while the policy's answers still differ);
 - stuck: flat groups at any mean. Its buffered answers are too alike to pair, so the callback samples the prompt
   hotter first (`rubric_rft.training.refinement.fresh.stuck_prompts`) and the round refines it on those answers.
 """
@@ -75,8 +76,8 @@ def _gold(record: Mapping[str, Any]) -> float | None:
 def check(entries: Sequence[Entry], config: RefinementConfig, broad: str | None = None,
           stuck: bool = False) -> Trigger:
     """Whether a prompt with these current-version `entries` is a candidate; `broad` names a broad signal that
-    fired at this step (`monitor_divergence`, `pooled_saturation`), None when none did; `stuck`: the prompt was
-    stuck and answered afresh for this step."""
+    fired at this step (`monitor_divergence`, `pooled_saturation`, `schedule`), None when none did; `stuck`: the
+    prompt was stuck and answered afresh for this step."""
     if len(entries) < config.min_completions:
         return Trigger(False, "too_few_completions")
     if stuck:  # answered afresh for being stuck: say so, whatever else holds
