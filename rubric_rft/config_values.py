@@ -1,5 +1,6 @@
 """Config values that may be written three ways: a mapping inline in a YAML, a JSON string on the command line,
-or the path of a YAML/JSON file."""
+or the path of a YAML/JSON file; and the JSON parsing and validation messages every file reader shares. Imports
+nothing from the package, so every layer can use it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,41 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from rubric_rft.rubrics.format import describe_validation_error, parse_json
+MAX_JSON_DEPTH = 64  # a rubric, a dataset row or a config is a few levels deep
+
+
+def parse_json(text: str) -> Any:
+    """`json.loads` for records and configs. A document nested deeper than `MAX_JSON_DEPTH` is invalid JSON here
+    (a `json.JSONDecodeError`, which callers turn into file:line messages): Python's parser, and every recursive
+    walk after it, would otherwise end in a `RecursionError`."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        value = None
+    else:
+        if _depth_at_most(value, MAX_JSON_DEPTH):
+            return value
+    raise json.JSONDecodeError(f"nested more than {MAX_JSON_DEPTH} levels deep", text, 0)
+
+
+def _depth_at_most(value: Any, limit: int) -> bool:
+    """Whether `value` nests at most `limit` objects and arrays; a walk without recursion."""
+    level = [value]
+    for _ in range(limit + 1):
+        level = [child for item in level if isinstance(item, (dict, list))
+                 for child in (item.values() if isinstance(item, dict) else item)]
+        if not level:
+            return True
+    return False
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem: `field.path: message`."""
+    lines = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"]) or "<record>"
+        lines.append(f"{where}: {problem['msg']}")
+    return "; ".join(lines)
 
 
 def read_mapping(value: str | dict[str, Any], what: str) -> tuple[dict[str, Any], str]:

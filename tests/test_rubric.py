@@ -7,14 +7,8 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from rubric_rft.rubrics.format import (
-    Criterion,
-    Rubric,
-    RubricFileError,
-    describe_validation_error,
-    load_rubrics,
-    save_rubrics,
-)
+from rubric_rft.config_values import describe_validation_error
+from rubric_rft.rubrics.format import Criterion, Rubric, RubricFileError, load_rubrics, save_rubrics
 
 
 def rubric_dict(*criteria: dict, **fields) -> dict:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pydantic import TypeAdapter, ValidationError
 
+from rubric_rft.config_values import describe_validation_error
 from rubric_rft.llm.answers import MalformedAnswer, find_json_object
 from rubric_rft.rubricgen.edits import EditError, ProposedCriterion, Refinement, apply_edits
-from rubric_rft.rubrics.format import Rubric, describe_validation_error
+from rubric_rft.rubrics.format import Rubric
 
 _criteria_adapter: TypeAdapter[list[ProposedCriterion]] = TypeAdapter(list[ProposedCriterion])
 

@@ -20,8 +20,9 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from rubric_rft.config_values import parse_json
 from rubric_rft.rubrics.datasets import render_prompt
-from rubric_rft.rubrics.format import Rubric, RubricFileError, iter_json_records, parse_json, validated_record
+from rubric_rft.rubrics.format import Rubric, RubricFileError, iter_json_records, validated_record
 from rubric_rft.rubrics.imports import Key, Prompt, prompt_key, read_records
 
 

@@ -16,7 +16,8 @@ from typing import Any
 from datasets import Dataset, load_dataset
 from pydantic import ValidationError
 
-from rubric_rft.rubrics.format import Rubric, RubricFileError, describe_validation_error
+from rubric_rft.config_values import describe_validation_error
+from rubric_rft.rubrics.format import Rubric, RubricFileError
 from rubric_rft.rubrics.imports import dataset_prompt_id, read_records
 
 

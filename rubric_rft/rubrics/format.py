@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rubric_rft.config_values import describe_validation_error, parse_json
+
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
@@ -249,15 +251,6 @@ class RubricFileError(ValueError):
     """A rubric file that does not parse or validate; the message names the file, line and field."""
 
 
-def describe_validation_error(error: ValidationError) -> str:
-    """One line per problem: `field.path: message`."""
-    lines = []
-    for problem in error.errors():
-        where = ".".join(str(part) for part in problem["loc"]) or "<record>"
-        lines.append(f"{where}: {problem['msg']}")
-    return "; ".join(lines)
-
-
 def load_rubrics(path: str | Path) -> list[Rubric]:
     """Load rubrics in this project's format from a `.json` file (one rubric or a list) or a `.jsonl` file.
 
@@ -286,34 +279,6 @@ def write_json_records(records: list[dict[str, Any]], path: str | Path) -> None:
         path.write_text(json.dumps(records, indent=2, ensure_ascii=False) + "\n")
     else:
         path.write_text("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
-
-
-MAX_JSON_DEPTH = 64  # a rubric, a dataset row or a config is a few levels deep
-
-
-def parse_json(text: str) -> Any:
-    """`json.loads` for records and configs. A document nested deeper than `MAX_JSON_DEPTH` is invalid JSON here
-    (a `json.JSONDecodeError`, which callers turn into file:line messages): Python's parser, and every recursive
-    walk after it, would otherwise end in a `RecursionError`."""
-    try:
-        value = json.loads(text)
-    except RecursionError:
-        value = None
-    else:
-        if _depth_at_most(value, MAX_JSON_DEPTH):
-            return value
-    raise json.JSONDecodeError(f"nested more than {MAX_JSON_DEPTH} levels deep", text, 0)
-
-
-def _depth_at_most(value: Any, limit: int) -> bool:
-    """Whether `value` nests at most `limit` objects and arrays; a walk without recursion."""
-    level = [value]
-    for _ in range(limit + 1):
-        level = [child for item in level if isinstance(item, (dict, list))
-                 for child in (item.values() if isinstance(item, dict) else item)]
-        if not level:
-            return True
-    return False
 
 
 def validated_record(location: str, record: Any, model: type[ModelT]) -> ModelT:

@@ -39,15 +39,8 @@ from pydantic import (
     field_validator,
 )
 
-from rubric_rft.rubrics.format import (
-    Criterion,
-    Rubric,
-    RubricFileError,
-    _drop_nulls,
-    describe_validation_error,
-    iter_json_records,
-    parse_json,
-)
+from rubric_rft.config_values import describe_validation_error, parse_json
+from rubric_rft.rubrics.format import Criterion, Rubric, RubricFileError, _drop_nulls, iter_json_records
 
 PitfallPhrasing = Literal["mentions", "avoids"]
 
