@@ -1,8 +1,9 @@
-"""The `rubric-rft` command line: check and convert rubric files, compare over-optimization across runs.
+"""The `rubric-rft` command line: check, convert and grade rubric files, serve a judge, compare over-optimization
+across runs.
 
 Each subcommand is a function taking the parsed arguments and returning the exit status, listed once in
 `SUBCOMMANDS` with the function that declares its arguments. Bad input is reported as one message on stderr
-that starts with `file:line` (exit status 1), never as a traceback.
+that starts with `file:line` or the config field (exit status 1), never as a traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rubric_rft import __version__
+from rubric_rft.config_values import ConfigError
 from rubric_rft.llm.serving import JudgeServerError
 from rubric_rft.rubrics.format import RubricFileError, write_json_records
 from rubric_rft.rubrics.imports import FORMATS, import_records
@@ -219,8 +222,8 @@ def _serve_judge_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--served-model-name", help="the name requests must give as `model` (default: --model), as in vLLM"
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for the first answer")
     parser.add_argument("--write-config", type=Path, help="also write the judge config YAML pointing at the server")
     served = parser.add_argument_group("transformers serve")
@@ -338,7 +341,8 @@ SUBCOMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rubric-rft", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="rubric-rft", description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for subcommand in SUBCOMMANDS:
         subparser = subparsers.add_parser(subcommand.name, help=subcommand.help, description=subcommand.help)
@@ -352,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (RubricFileError, JudgeServerError) as exc:
+    except (RubricFileError, JudgeServerError, ConfigError) as exc:
         print(exc, file=sys.stderr)
     except OSError as exc:
         print(f"{exc.filename}: {exc.strerror}" if exc.filename else exc, file=sys.stderr)

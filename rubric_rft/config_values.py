@@ -11,6 +11,12 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+
+class ConfigError(ValueError):
+    """A configuration a person wrote cannot be used. Its message is one line: where (the source and the field),
+    what is wrong, and what to do; the command line prints it instead of a traceback."""
+
+
 MAX_JSON_DEPTH = 64  # a rubric, a dataset row or a config is a few levels deep
 
 
@@ -57,7 +63,7 @@ def read_mapping(value: str | dict[str, Any], what: str) -> tuple[dict[str, Any]
             try:
                 value = parse_json(text)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{what}: not valid JSON: {exc}") from None
+                raise ConfigError(f"{what}: not valid JSON: {exc}") from None
         else:
             path = Path(text)
             if not path.exists():
@@ -65,7 +71,7 @@ def read_mapping(value: str | dict[str, Any], what: str) -> tuple[dict[str, Any]
             source = str(path)
             value = yaml.safe_load(path.read_text())
     if not isinstance(value, dict):
-        raise ValueError(f"{source}: expected a mapping, got {type(value).__name__}")
+        raise ConfigError(f"{source}: expected a mapping, got {type(value).__name__}")
     return value, source
 
 
@@ -74,10 +80,10 @@ def load_validated(
 ) -> tuple[Any, str]:
     """`value` read as above and validated by `schema` (over `defaults`, when given), with where it came from.
 
-    A validation error becomes one `ValueError` naming the source and the field (`field_prefix` + its path).
+    A validation error becomes one `ConfigError` naming the source and the field (`field_prefix` + its path).
     """
     mapping, source = read_mapping(value, what)
     try:
         return schema.validate_python({**(defaults or {}), **mapping}), source
     except ValidationError as exc:
-        raise ValueError(f"{source}: {field_prefix}{describe_validation_error(exc)}") from None
+        raise ConfigError(f"{source}: {field_prefix}{describe_validation_error(exc)}") from None

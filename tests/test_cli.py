@@ -137,6 +137,40 @@ def test_bad_command_line_exits_with_usage():
     assert exit_.value.code == 2
 
 
+def test_help_names_every_subcommand_and_every_option_has_help(capsys):
+    from rubric_rft.cli import SUBCOMMANDS, __version__, build_parser
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = capsys.readouterr().out
+    assert all(subcommand.name in listed and subcommand.help in " ".join(listed.split())
+               for subcommand in SUBCOMMANDS)
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"rubric-rft {__version__}"
+    commands = next(a for a in build_parser()._actions if a.dest == "command")
+    for name, parser in commands.choices.items():
+        unhelped = [a.dest for a in parser._actions if not a.help]
+        assert unhelped == [], f"rubric-rft {name}: options without help: {unhelped}"
+
+
+@pytest.mark.parametrize(("judge", "expected"), [
+    ({"backend": "nope"}, "judge config: <record>: Input tag 'nope'"),
+    ({"backend": "openai", "model": "m", "base_urls": ["http://127.0.0.1:9/v1"], "api_key_env": "RUBRIC_RFT_UNSET_KEY"},
+     "api_key_env: the environment variable RUBRIC_RFT_UNSET_KEY is not set: export it"),
+    ({"backend": "hf", "model": "/nonexistent/judge"}, "model: judge model '/nonexistent/judge' cannot be loaded"),
+])
+def test_a_judge_config_that_cannot_work_ends_in_one_line_naming_the_field(tmp_path, capsys, monkeypatch, judge,
+                                                                          expected):
+    monkeypatch.delenv("RUBRIC_RFT_UNSET_KEY", raising=False)
+    data = Path(__file__).resolve().parent.parent / "data" / "judge_check"
+    status = main(["grade", "--rubrics", str(data / "rubrics.jsonl"), "--responses", str(data / "responses.jsonl"),
+                   "--judge", json.dumps(judge), "--out", str(tmp_path / "graded.jsonl")])
+    err = capsys.readouterr().err
+    assert status == 1 and err.startswith(expected) and err.count("\n") == 1, err
+    assert not (tmp_path / "graded.jsonl").exists()
+
+
 def test_convert_writes_dataset_rows_that_validate_as_ours(tmp_path, capsys):
     out = tmp_path / "rows.jsonl"
     assert main(["convert", str(fixture("rar")), str(out), "--pitfall-phrasing", "avoids"]) == 0

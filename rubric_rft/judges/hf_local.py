@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rubric_rft.config_values import ConfigError
 from rubric_rft.judges.base import AsyncClosing, CriterionVerdict, GradeRequest, Verdict
 from rubric_rft.judges.prompts import TEMPLATE_VERSION, per_criterion_yes_no_messages
 from rubric_rft.judges.registry import register_backend
@@ -39,7 +40,7 @@ class HFJudgeConfig(BaseModel):
     threshold: float = Field(default=0.5, gt=0, lt=1, description="P(yes) at or above which a criterion is met.")
 
 
-class JudgeModelError(RuntimeError):
+class JudgeModelError(ConfigError):
     """The judge's model cannot be loaded: the run stops at the start instead of failing every grade."""
 
 
@@ -59,7 +60,9 @@ class HFJudge(AsyncClosing):
             self._load()
         except Exception as exc:
             problem = f"{type(exc).__name__}: {exc}"
-            raise JudgeModelError(f"judge model {config.model!r} cannot be loaded: {problem}") from exc
+            raise JudgeModelError(f"model: judge model {config.model!r} cannot be loaded ({problem}): give a local "
+                                  "model directory, or a model whose weights are installed (nothing is downloaded)"
+                                  ) from exc
 
     def _load(self) -> None:
         # torch and transformers are imported here, not at the top: the registry imports every built-in backend

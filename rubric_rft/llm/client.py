@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar
 
 import openai
 
+from rubric_rft.config_values import ConfigError
 from rubric_rft.llm.answers import MalformedAnswer
 from rubric_rft.llm.cache import AnswerCache, cache_key
 from rubric_rft.llm.costs import CallOutcome
@@ -251,7 +252,8 @@ def _read_api_key(env_var: str | None) -> str:
         return "EMPTY"
     key = os.environ.get(env_var)
     if not key:
-        raise ValueError(f"endpoint config sets api_key_env={env_var!r}, but that environment variable is not set")
+        raise ConfigError(f"api_key_env: the environment variable {env_var} is not set: export it with the API key, "
+                          "or leave api_key_env out for a server that needs none")
     return key
 
 
