@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import netrc
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,22 @@ def _has_wandb_credentials() -> bool:
         return False
 
 
-def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
+def append_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
+    """Append `records` to a JSONL file, one line each; a run's logs grow by appending, so a crash loses no line."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    with path.open("a", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+
+
+def cut_jsonl_after(path: str | Path, step: int) -> None:
+    """Drop the lines of a run's JSONL log whose `step` is after `step`: on resume from a checkpoint at `step`, the
+    steps after it were written by the run that crashed and are written again by the resumed one."""
+    path = Path(path)
+    if path.exists():
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
 class MetricsJsonlCallback(TrainerCallback):
@@ -54,16 +66,13 @@ class MetricsJsonlCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
-            append_jsonl(self.path, {"step": state.global_step, **logs})
+            append_jsonl(self.path, [{"step": state.global_step, **logs}])
 
     def restore(self, checkpoint: str | Path) -> None:
         """Cut `metrics.jsonl` back to the checkpoint's step (main process): the steps after it were logged by the
         run that crashed and are logged again by the resumed one."""
         step = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
-        if self.path.exists():
-            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line)["step"] <= step]
-            self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        cut_jsonl_after(self.path, step)
 
 
 def log_samples_to_wandb(rows: list[dict[str, Any]]) -> None:

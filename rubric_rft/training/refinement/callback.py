@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import Counter
@@ -43,6 +42,7 @@ from rubric_rft.training.refinement.proposers import build_proposer
 from rubric_rft.training.refinement.rounds import RefinementState, run_round
 from rubric_rft.training.refinement.tail_buffer import TailBuffer
 from rubric_rft.training.refinement.trigger import monitor_diverging, pooled_saturation
+from rubric_rft.training.tracking import append_jsonl, cut_jsonl_after
 
 logger = logging.getLogger(__name__)
 
@@ -169,11 +169,7 @@ class OnlineRefinementCallback(CheckpointedCallback):
         return self._clients
 
     def _report(self, step: int, records: list[dict[str, Any]]) -> None:
-        path = self.output_dir / RECORDS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        append_jsonl(self.output_dir / RECORDS_FILE, records)
         statuses = Counter(r["status"] for r in records)
         for record in records:
             if record["status"] == "sampled":
@@ -205,11 +201,7 @@ class OnlineRefinementCallback(CheckpointedCallback):
         self.progress = RefinementState(**saved["progress"])
         if is_main:
             self.buffer.load_state_dict(saved["buffer"])
-            records = self.output_dir / RECORDS_FILE
-            if records.exists():
-                kept = [line for line in records.read_text(encoding="utf-8").splitlines()
-                        if line.strip() and json.loads(line)["step"] <= self.progress.step]
-                records.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            cut_jsonl_after(self.output_dir / RECORDS_FILE, self.progress.step)
         logger.info("online refinement: resumed from %s (%d rubric changes accepted so far)", checkpoint,
                     self.progress.accepted)
         return True
