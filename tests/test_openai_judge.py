@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -119,6 +120,29 @@ def test_transient_failures_are_retried_and_counted(start_judge_server, status):
     assert satisfied(verdict) == policy_verdicts(REQUEST)
     assert (verdict.calls, verdict.retries) == (3, 2)
     assert server.stats.status_counts == {status: 2, 200: 1}
+
+
+@pytest.mark.parametrize(("header", "waits_s"), [("0.6", 0.6), ("30", 0.8), (None, 0.0)])
+def test_a_retry_waits_as_long_as_the_server_asked_up_to_a_cap(start_judge_server, header, waits_s):
+    """A rate-limited API says when to come back (`Retry-After`); backing off less only spends attempts."""
+    server = start_judge_server(fail_first_n=1, fail_status=429, retry_after=header)
+    started = time.monotonic()
+    [verdict] = grade(judge_for(server, retry_after_max_s=0.8), REQUEST)
+    elapsed = time.monotonic() - started
+    assert verdict.ok and (verdict.calls, verdict.retries) == (2, 1)
+    assert waits_s <= elapsed < waits_s + 0.5  # backoff alone is at most 0.05 s here
+
+
+def test_retry_after_headers_are_read_in_each_form_servers_send():
+    from email.utils import format_datetime
+
+    from rubric_rft.llm.client import _retry_after_s
+
+    in_ten_s = format_datetime(datetime.now(UTC) + timedelta(seconds=10), usegmt=True)
+    assert _retry_after_s({"retry-after": "2"}) == 2.0
+    assert _retry_after_s({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert 8 < _retry_after_s({"retry-after": in_ten_s}) <= 10
+    assert _retry_after_s({"retry-after": "soon"}) is None and _retry_after_s({}) is None
 
 
 def test_persistent_failure_is_an_error_verdict(start_judge_server):

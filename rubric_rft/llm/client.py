@@ -11,7 +11,8 @@ HTTP clients and the concurrency semaphore belong to one event loop, so they are
 coroutine and re-created when the running loop changes (TRL awaits rewards on its own background loop; tests and
 the monitor call `asyncio.run` repeatedly). `aclose` may be called any number of times; a later `ask` opens
 everything again. Retries are ours (`max_retries=0` on the openai client) so that each one is counted and a
-malformed answer is re-asked like a failed request.
+malformed answer is re-asked like a failed request; like the openai client's own, they wait at least what a
+server's `Retry-After` asks (up to `retry_after_max_s`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import itertools
 import logging
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Generic, TypeVar
 
 import openai
@@ -55,7 +58,12 @@ class _Refused(Exception):
 
 
 class _Transient(Exception):
-    """A failure worth retrying: timeout, connection error, 408/429/5xx."""
+    """A failure worth retrying: timeout, connection error, 408/429/5xx; `retry_after_s`: how long the server
+    asked the client to wait (its `Retry-After` header), if it said."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 @dataclass
@@ -136,11 +144,11 @@ class ChatClient:
     ) -> Asked[dict[str, Any]]:
         """Ask (and re-ask) until the answer parses or the retries run out; cache a parsed answer."""
         asked: Asked[dict[str, Any]] = Asked()
-        last_failure = ""
+        last_failure, retry_after_s = "", None
         for attempt in range(self.config.max_retries + 1):
             if attempt:
                 asked.retries += 1
-                await asyncio.sleep(self._backoff_s(attempt))
+                await asyncio.sleep(self._backoff_s(attempt, retry_after_s))
                 logger.debug("retry %d after: %s", attempt, last_failure)
             try:
                 text, top_logprobs = await self._complete(messages, asked, logprobs=first_token is not None)
@@ -152,6 +160,7 @@ class ChatClient:
                 return asked
             except (_Transient, MalformedAnswer) as problem:
                 last_failure = str(problem) if isinstance(problem, _Transient) else f"malformed answer: {problem}"
+                retry_after_s = problem.retry_after_s if isinstance(problem, _Transient) else None
                 continue
             if self._cache is not None:
                 self._cache.put(full_key, answer)
@@ -189,7 +198,7 @@ class ChatClient:
             except openai.APIStatusError as exc:
                 message = f"HTTP {exc.status_code} from {url}: {_status_message(exc)}"
                 if exc.status_code in RETRYABLE_STATUSES or exc.status_code >= 500:
-                    raise _Transient(message) from None
+                    raise _Transient(message, _retry_after_s(exc.response.headers)) from None
                 raise _Refused(message) from None
         usage = completion.get("usage") if isinstance(completion, dict) else None
         costs.prompt_tokens += (usage or {}).get("prompt_tokens") or 0
@@ -211,10 +220,13 @@ class ChatClient:
             return f"timed out after {self.config.timeout_s:g} s at {url}"
         return f"connection error at {url}: {error}"
 
-    def _backoff_s(self, attempt: int) -> float:
-        """Exponential backoff with full jitter: uniform in [0, min(max, initial * 2^(attempt-1))]."""
+    def _backoff_s(self, attempt: int, retry_after_s: float | None = None) -> float:
+        """Exponential backoff with full jitter: uniform in [0, min(max, initial * 2^(attempt-1))]; at least what
+        the server asked for in `Retry-After` (a rate-limited API says when it will answer again), up to
+        `retry_after_max_s`."""
         ceiling = min(self.config.backoff_max_s, self.config.backoff_initial_s * 2 ** (attempt - 1))
-        return self._jitter.uniform(0, ceiling)
+        asked = min(retry_after_s or 0.0, self.config.retry_after_max_s)
+        return max(self._jitter.uniform(0, ceiling), asked)
 
     def _loop_resources(self) -> _LoopResources:
         loop = asyncio.get_running_loop()
@@ -255,6 +267,22 @@ def _read_api_key(env_var: str | None) -> str:
         raise ConfigError(f"api_key_env: the environment variable {env_var} is not set: export it with the API key, "
                           "or leave api_key_env out for a server that needs none")
     return key
+
+
+def _retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """The wait a response asks for: `retry-after-ms` (OpenAI's), `Retry-After` in seconds or as an HTTP date."""
+    try:
+        if headers.get("retry-after-ms"):
+            return max(float(headers["retry-after-ms"]) / 1000, 0.0)
+        value = headers.get("retry-after")
+        if not value:
+            return None
+        try:
+            return max(float(value), 0.0)
+        except ValueError:
+            return max((parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds(), 0.0)
+    except (TypeError, ValueError):  # a header no server should send: back off as if there were none
+        return None
 
 
 def _status_message(error: openai.APIStatusError) -> str:

@@ -34,6 +34,8 @@ class ChatEndpointConfig(BaseModel):
     max_retries: int = Field(default=3, ge=0)
     backoff_initial_s: float = Field(default=0.5, ge=0)
     backoff_max_s: float = Field(default=8.0, ge=0)
+    retry_after_max_s: float = Field(
+        default=60.0, ge=0, description="The longest wait a server's Retry-After header can ask for before a retry.")
     temperature: float = Field(default=0.0, ge=0)
     max_tokens: int = Field(default=512, ge=1)
 

@@ -40,12 +40,12 @@ entry puts 0.8 on the word given, 0.15 on the other and 0.05 on "Maybe" (`transf
 `logprobs`, so the transformers flavor never sends them). Choices carry vLLM's extra fields (`logprobs: null`
 when none were asked for, `stop_reason`), which clients must ignore.
 
-Latency is an `asyncio.sleep` per request, and at most `capacity` requests are processed at once (others
-wait), like a vLLM judge with a bounded batch. Faults are injected by arrival order, each option taking the
-next requests in turn: the first `hang_first_n` hang (until the client gives up), the next `fail_first_n`
-fail with `fail_status`, the next `malformed_first_n` get prose without JSON, the next `truncated_first_n`
-get their JSON cut in half, the next `empty_first_n` get `content: null` and no `usage` (as real servers
-sometimes answer). After those, each request fails with probability `fail_rate` (seeded RNG).
+Latency is an `asyncio.sleep` per request, and at most `capacity` requests are processed at once (others wait),
+like a vLLM judge with a bounded batch. Faults are injected by arrival order, each option taking the next requests
+in turn: the first `hang_first_n` hang (until the client gives up), the next `fail_first_n` fail with `fail_status`
+(and a `Retry-After: retry_after` header, when set), the next `malformed_first_n` get prose without JSON, the next
+`truncated_first_n` get their JSON cut in half, the next `empty_first_n` get `content: null` and no `usage` (as
+real servers sometimes answer). After those, each request fails with probability `fail_rate` (seeded RNG).
 """
 
 from __future__ import annotations
@@ -215,6 +215,7 @@ class ServerScript:
     hang_s: float = 30.0
     fail_first_n: int = 0
     fail_status: int = 500
+    retry_after: str | None = None  # the Retry-After header of scripted failures, as the server would send it
     malformed_first_n: int = 0
     truncated_first_n: int = 0
     empty_first_n: int = 0
@@ -282,7 +283,10 @@ class _JudgeApp:
             return _error(504, "scripted hang")
         stage -= script.hang_first_n
         if stage < script.fail_first_n:
-            return _error(script.fail_status, "scripted failure")
+            failure = _error(script.fail_status, "scripted failure")
+            if script.retry_after is not None:
+                failure.headers["Retry-After"] = script.retry_after
+            return failure
         stage -= script.fail_first_n
         scripted_answers = script.malformed_first_n + script.truncated_first_n + script.empty_first_n
         if stage >= scripted_answers and self.rng.random() < script.fail_rate:
