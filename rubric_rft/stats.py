@@ -37,11 +37,24 @@ def bootstrap_mean(
     mean = float(values.mean())
     if values.size == 1:
         return Estimate(mean, mean, mean)
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, size=(resamples, values.size))].mean(axis=1)
     tail = (1 - confidence) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
+    low, high = np.quantile(resampled_means(values, resamples, seed), [tail, 1 - tail])
     return Estimate(mean, float(low), float(high))
+
+
+def resampled_means(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> np.ndarray:
+    """Means over the seed axis (axis 0) of `resamples` bootstrap resamples of seeds, shape (resamples, ...).
+
+    The resampled indices become a (resamples x seeds) count matrix, so any number of statistics (the trailing
+    axes) are resampled for the cost of one matrix product: `bootstrap_mean` and the tail simulation's intervals
+    over seeds both draw from here.
+    """
+    v = np.asarray(values, dtype=float)
+    seeds = v.shape[0]
+    idx = np.random.default_rng(seed).integers(0, seeds, size=(resamples, seeds))
+    counts = np.bincount((idx + seeds * np.arange(resamples)[:, None]).ravel(), minlength=resamples * seeds)
+    means = counts.reshape(resamples, seeds) @ v.reshape(seeds, -1) / seeds
+    return means.reshape((resamples, *v.shape[1:]))
 
 
 def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float | None:

@@ -30,6 +30,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from rubric_rft.evaluation import theory  # noqa: E402
+from rubric_rft.stats import resampled_means  # noqa: E402
 
 COLORS = {"correct": "black", "bottom": "tab:blue", "middle": "tab:green", "top": "tab:red", "everywhere": "tab:purple"}
 PLACEMENTS = ("correct", *theory.PLACEMENTS)
@@ -182,7 +183,7 @@ def main() -> None:
     best = theory.smallest_sufficient_fraction(
         fractions, mean_reward, base.mean(), optimum.mean(axis=0), args.tolerance
     )
-    boot = [theory.resampled_means(v, seed=args.seed) for v in (top.reward, base, optimum)]
+    boot = [resampled_means(v, seed=args.seed) for v in (top.reward, base, optimum)]
     best_boot = theory.smallest_sufficient_fraction(
         fractions, np.moveaxis(boot[0], 1, -1), boot[1][:, None], boot[2], args.tolerance
     )

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rubric_rft.stats import resampled_means
+
 PLACEMENTS = ("bottom", "middle", "top", "everywhere")
 CORRUPTIONS = ("shuffle", "noise")
 DISTRIBUTIONS = ("normal", "uniform", "lognormal", "neg-lognormal")
@@ -301,20 +303,6 @@ def smallest_sufficient_fraction(
     base, optimum = np.asarray(base, dtype=float)[..., None], np.asarray(optimum, dtype=float)[..., None]
     enough = np.asarray(reward) - base >= (1 - tolerance) * (optimum - base)
     return np.where(enough.any(axis=-1), f[np.argmax(enough, axis=-1)], np.nan)
-
-
-def resampled_means(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> np.ndarray:
-    """Means over the seed axis (axis 0) of `resamples` bootstrap resamples of seeds, shape (resamples, ...).
-
-    Draws the same indices as `rubric_rft.stats.bootstrap_mean`, as a (resamples x seeds) count matrix, so
-    any number of statistics are resampled for the cost of one matrix product.
-    """
-    v = np.asarray(values, dtype=float)
-    seeds = v.shape[0]
-    idx = np.random.default_rng(seed).integers(0, seeds, size=(resamples, seeds))
-    counts = np.bincount((idx + seeds * np.arange(resamples)[:, None]).ravel(), minlength=resamples * seeds)
-    means = counts.reshape(resamples, seeds) @ v.reshape(seeds, -1) / seeds
-    return means.reshape((resamples, *v.shape[1:]))
 
 
 def seed_interval(values: np.ndarray, confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> Interval:
