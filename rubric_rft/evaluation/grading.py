@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, ValidationError
-from scipy.stats import rankdata
+from scipy.stats import mannwhitneyu
 
 from rubric_rft.llm.costs import Costs
 from rubric_rft.reward.rubric_reward import GradedCompletion, RubricReward
@@ -182,11 +182,9 @@ def agreement(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def roc_auc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
-    """Area under the ROC curve from ranks (the Mann-Whitney U statistic over both class sizes)."""
-    labels_array = np.asarray(labels, dtype=bool)
-    positives, negatives = int(labels_array.sum()), int((~labels_array).sum())
-    if positives == 0 or negatives == 0:
+    """Area under the ROC curve: the Mann-Whitney U statistic of the positives over both class sizes (ties half)."""
+    labels_array, scores_array = np.asarray(labels, dtype=bool), np.asarray(scores, dtype=float)
+    positives, negatives = scores_array[labels_array], scores_array[~labels_array]
+    if positives.size == 0 or negatives.size == 0:
         return None
-    ranks = rankdata(scores)
-    u = ranks[labels_array].sum() - positives * (positives + 1) / 2
-    return float(u / (positives * negatives))
+    return float(mannwhitneyu(positives, negatives).statistic / (positives.size * negatives.size))
