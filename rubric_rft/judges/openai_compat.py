@@ -146,9 +146,8 @@ class OpenAIJudge(AsyncClosing):
         return dict(
             template=TEMPLATE_VERSION,
             shape=shape,
-            # Options off by default enter the key only when on: caches written before they existed stay valid.
-            **({"demonstrations": True} if self.config.demonstrations else {}),
-            **({"yes_probability": True} if self.config.yes_probability else {}),
+            demonstrations=self.config.demonstrations,
+            yes_probability=self.config.yes_probability,
             prompt=request.prompt,
             response=request.response,
             criteria=[c.text for c in criteria],

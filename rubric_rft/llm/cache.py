@@ -36,17 +36,17 @@ class AnswerCache:
 
     def get(self, key: str) -> dict | None:
         with self._lock:
-            row = self._open().execute("SELECT value FROM verdicts WHERE key = ?", (key,)).fetchone()
+            row = self._open().execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
 
     def put(self, key: str, value: dict) -> None:
         text = json.dumps(value, sort_keys=True)
         with self._lock:
-            self._open().execute("INSERT OR REPLACE INTO verdicts (key, value) VALUES (?, ?)", (key, text))
+            self._open().execute("INSERT OR REPLACE INTO answers (key, value) VALUES (?, ?)", (key, text))
 
     def __len__(self) -> int:
         with self._lock:
-            return self._open().execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
+            return self._open().execute("SELECT COUNT(*) FROM answers").fetchone()[0]
 
     def close(self) -> None:
         """Close the connection; the next lookup opens it again."""
@@ -63,7 +63,6 @@ class AnswerCache:
             )
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
-            # "verdicts": the table name of caches written before proposer answers were cached here too.
-            connection.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            connection.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             self._connection = connection
         return self._connection

@@ -15,7 +15,8 @@ from rubric_rft.config_values import load_validated, read_mapping
 
 logger = logging.getLogger(__name__)
 
-# Judge settings that endpoint configs used to accept (they shared the judge's config): ignored, with a warning.
+# Settings only a judge reads. One file may configure a judge and the endpoints that share its server (the
+# proposer, a pairwise judge): there they are ignored, with a warning that names them.
 JUDGE_ONLY_FIELDS = ("request_shape", "demonstrations", "yes_probability")
 
 
