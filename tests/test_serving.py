@@ -2,6 +2,7 @@
 reported, and bad input (tests/test_served_judge.py starts the real servers)."""
 
 import importlib.util
+import subprocess
 import sys
 
 import pytest
@@ -129,3 +130,10 @@ def test_a_gpu_memory_share_outside_0_to_1_is_refused(capsys):
     assert exit_status.value.code == 2 and "expected a share of the GPU's memory in (0, 1], got '1.5'" in (
         capsys.readouterr().err
     )
+
+
+def test_the_scripted_server_without_the_serving_extra_says_which_extra_to_install():
+    code = ("import sys; sys.modules['starlette'] = None\n"
+            "try:\n    import rubric_rft.testing.judge_server\nexcept ImportError as e:\n    print(e)")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "needs the serving extra (starlette" in shown and "pip install 'rubric_rft[serving]'" in shown

@@ -65,11 +65,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+try:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, PlainTextResponse, Response
+    from starlette.routing import Route
+except ImportError as missing:
+    raise ImportError(f"the scripted judge server needs the serving extra ({missing.name} is not installed): "
+                      "pip install 'rubric_rft[serving]'") from missing
 
 from rubric_rft.testing.proposer import ProposerPolicy, ProposerQuestion, keyword_proposer, read_proposer_question
 
