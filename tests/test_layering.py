@@ -7,8 +7,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rubric_rft"
 LAYERS = ["rubrics", "llm", "judges", "reward", "pairwise", "rubricgen", "training", "evaluation", "testing"]
-HELPERS = {"config_values", "stats", "logs"}  # the root's modules any layer may use
-TOP = {"cli", "__init__"}  # may import anything; nothing imports them
+HELPERS = {"config_values", "stats", "logs", "__init__"}  # the root's modules any layer may use
+TOP = {"cli"}  # may import anything; nothing imports it
 
 
 def imported_modules(source: Path) -> list[tuple[int, str]]:
@@ -18,8 +18,9 @@ def imported_modules(source: Path) -> list[tuple[int, str]]:
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names if alias.name.startswith("rubric_rft")]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("rubric_rft"):
-            if node.module == "rubric_rft":  # `from rubric_rft import stats`: each name is a module
-                found += [(node.lineno, f"rubric_rft.{alias.name}") for alias in node.names]
+            if node.module == "rubric_rft":  # `from rubric_rft import stats`: a module; `__version__`: __init__'s
+                found += [(node.lineno, "rubric_rft" if alias.name.startswith("__") else f"rubric_rft.{alias.name}")
+                          for alias in node.names]
             else:
                 found.append((node.lineno, node.module))
     return found
