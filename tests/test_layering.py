@@ -1,4 +1,4 @@
-"""The package's layering (README, "Layout"): a module imports only from its own folder, the folders listed above it,
+"""The package's layering (docs/layout.md): a module imports only from its own folder, the folders listed above it,
 and the root's helper modules, which import nothing from the package. Checked on the source, lazy imports
 included, so an upward import fails here before it becomes an import cycle."""
 
@@ -73,8 +73,8 @@ def test_a_planted_upward_import_is_reported_with_its_file_and_line(tmp_path):
     ]
 
 
-def test_the_readme_lists_the_layers_in_this_order():
-    layout = (PACKAGE.parent / "README.md").read_text(encoding="utf-8").split("## Layout", 1)[1]
+def test_the_layout_page_lists_the_layers_in_this_order():
+    layout = (PACKAGE.parent / "docs" / "layout.md").read_text(encoding="utf-8")
     listed = [line.split("/")[0].strip() for line in layout.splitlines() if line.startswith("  ") and "/ " in line
               and not line.startswith("   ")]
     assert listed[:len(LAYERS)] == LAYERS
