@@ -70,6 +70,8 @@ def test_the_monitor_records_every_evaluation_and_keeps_the_best(tmp_path, tiny_
 
     history = read_jsonl(tmp_path / "overopt.jsonl")
     assert [r["step"] for r in history] == [0, 2, 3]  # step 0, every 2 steps, and the last step
+    assert [r["reason"] for r in history] == ["start", "cadence", "last_step"]
+    assert history[0]["train_reward"] is None and history[1]["train_reward"] is not None  # logged steps before
     for record in history:
         assert 0 <= record["proxy_ci_low"] <= record["proxy"] <= record["proxy_ci_high"] <= 1
         assert 0 <= record["gold_ci_low"] <= record["gold"] <= record["gold_ci_high"] <= 1

@@ -37,6 +37,7 @@ from rubric_rft.rubrics.datasets import load_prompt_dataset, render_prompt
 from rubric_rft.rubrics.store import RubricStore
 from rubric_rft.training.checkpoint_state import CheckpointedCallback, saved_state
 from rubric_rft.training.monitor import report
+from rubric_rft.training.monitor.cadence import due, training_signals
 from rubric_rft.training.monitor.config import MonitorConfig
 from rubric_rft.training.monitor.onset import Evaluation, detect_onset
 from rubric_rft.training.monitor.policy import reference_of, sample_policy
@@ -103,19 +104,21 @@ class OverOptimizationMonitor(CheckpointedCallback):
         super().on_train_begin(args, state, control, **kwargs)
         self._started = time.perf_counter()
         if not self.history:  # a resumed run has its history back already
-            self._evaluate(state, kwargs["model"], kwargs["processing_class"])
+            self._evaluate(state, kwargs["model"], kwargs["processing_class"], "start")
         return control
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.config.monitor_steps == 0:
-            self._evaluate(state, kwargs["model"], kwargs["processing_class"])
+        reason = due(state.global_step, self.config.monitor_steps, self.config.cadence,
+                     self.history[-1] if self.history else None, state.log_history)
+        if reason is not None:
+            self._evaluate(state, kwargs["model"], kwargs["processing_class"], reason)
             if self._should_stop():
                 control.should_training_stop = True
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.history and self.history[-1]["step"] < state.global_step:
-            self._evaluate(state, kwargs["model"], kwargs["processing_class"])
+            self._evaluate(state, kwargs["model"], kwargs["processing_class"], "last_step")
         summary = self._write_outputs() if state.is_world_process_zero and self.history else None
         if summary:
             run = report.wandb_run()
@@ -157,8 +160,9 @@ class OverOptimizationMonitor(CheckpointedCallback):
         logger.info("monitor: resumed from %s with %d evaluations", checkpoint, len(self.history))
 
     # ----- evaluation -----------------------------------------------------------------------------------------
-    def _evaluate(self, state, model, tokenizer) -> None:
-        """Called on every rank. Every rank keeps the record too: whether to evaluate again depends on the history."""
+    def _evaluate(self, state, model, tokenizer, reason: str) -> None:
+        """Called on every rank. Every rank keeps the record too: whether to evaluate again depends on the history.
+        `reason` says why now (`rubric_rft.training.monitor.cadence`)."""
         started = time.perf_counter()
         n = self.config.samples_per_prompt
         policy, accelerator, checkpointing = (model, None, None) if self.trainer is None else (
@@ -196,7 +200,8 @@ class OverOptimizationMonitor(CheckpointedCallback):
                 samples.lengths,
                 seed=self.config.seed,
             )
-            record["monitor_s"] = time.perf_counter() - started
+            record.update(training_signals(state.log_history, self.config.cadence.window), reason=reason,
+                          monitor_s=time.perf_counter() - started)
         record = broadcast_object_list([record])[0]
         self.monitor_seconds += record["monitor_s"]
         self.history.append(record)

@@ -3,6 +3,7 @@
     monitor:
       heldout_path: data/everyday/heldout_rules.jsonl   # prompts with the proxy (training) rubric
       monitor_steps: 2                                  # evaluate every N optimizer steps (and at step 0)
+      cadence: {adaptive: false}                        # true: at those steps only when training signals moved
       gold:
         rubrics_path: data/everyday/gold.jsonl           # gold rubric per prompt_id
         judge: {backend: openai, model: ..., base_urls: [...]}   # for the gold rubric's llm criteria
@@ -17,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from rubric_rft.config_values import load_validated
+from rubric_rft.training.monitor.cadence import Cadence
 from rubric_rft.training.monitor.onset import OnsetRule
 
 
@@ -43,6 +45,8 @@ class MonitorConfig(_Strict):
     heldout_path: str = Field(description="Held-out prompts with the proxy rubric (the training dataset format).")
     gold: GoldConfig
     monitor_steps: int = Field(default=5, ge=1, description="Evaluate every N optimizer steps, and at step 0.")
+    cadence: Cadence = Field(default_factory=Cadence, description="Adaptive: at those steps, only when the "
+                                                                  "training signals moved (or max_gap passed).")
     num_prompts: int | None = Field(default=None, ge=1, description="First N held-out prompts; all by default.")
     samples_per_prompt: int = Field(default=4, ge=1, description="Sampled answers per prompt at each evaluation.")
     max_new_tokens: int | None = Field(default=None, ge=1, description="Defaults to max_completion_length.")

@@ -1,0 +1,78 @@
+"""What the over-optimization monitor costs, and what an adaptive cadence saves, side by side in one run.
+
+    python benchmarks/monitor_cost.py                    # the prompt-only reproduction, 24 steps, 3 settings
+    python benchmarks/monitor_cost.py --steps 16 --settings fixed adaptive
+
+Each setting trains the prompt-only arm of the over-optimization reproduction (configs/overopt_prompt_only.yaml:
+SmolLM2-135M-Instruct with LoRA, the rubric with the loophole) through scripts/train_grpo.py in a fresh process,
+with the same seed and steps, and only the monitor's cadence changed:
+  fixed      every `monitor_steps` steps (the reproduction's setting);
+  sparse     every 4 × `monitor_steps` steps (a cheaper fixed cadence, for comparison);
+  adaptive   at the fixed cadence's steps only when the training reward or length moved (`monitor.cadence`).
+It prints, per setting, the monitor's share of training wall time (`monitor_share` in overopt.json), the number of
+evaluations, the peak / onset / detected steps, and the detection delay against the fixed cadence: whether the
+cheaper cadence still sees the onset, and how much later. Training is deterministic under the seed, so the
+settings differ in when the monitor looks, not in what the policy does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "configs" / "overopt_prompt_only.yaml"
+
+
+def monitor_settings(monitor_steps: int) -> dict[str, dict]:
+    base = yaml.safe_load(CONFIG.read_text())["monitor"]
+    return {
+        "fixed": {**base, "monitor_steps": monitor_steps},
+        "sparse": {**base, "monitor_steps": 4 * monitor_steps},
+        "adaptive": {**base, "monitor_steps": monitor_steps, "cadence": {"adaptive": True}},
+    }
+
+
+def train(setting: str, monitor: dict, steps: int, out: Path) -> dict:
+    run = out / setting
+    subprocess.run(
+        ["accelerate", "launch", "scripts/train_grpo.py", "--config", str(CONFIG), "--max_steps", str(steps),
+         "--monitor", json.dumps(monitor), "--output_dir", str(run), "--report_to", "none",
+         "--save_steps", str(steps)],
+        cwd=ROOT, check=True)
+    summary = json.loads((run / "overopt.json").read_text())
+    return {key: summary[key] for key in ("monitor_share", "evaluations", "peak_step", "onset_step", "detected_step")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=24, help="training steps per setting (default: 24)")
+    parser.add_argument("--monitor-steps", type=int, default=2, help="the fixed cadence (default: 2)")
+    parser.add_argument("--settings", nargs="+", default=["fixed", "sparse", "adaptive"],
+                        choices=["fixed", "sparse", "adaptive"], help="which cadences to run, in this order")
+    parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
+    args = parser.parse_args()
+    settings = monitor_settings(args.monitor_steps)
+    with tempfile.TemporaryDirectory() as scratch:
+        out = args.out or Path(scratch)
+        results = {name: train(name, settings[name], args.steps, out) for name in args.settings}
+    reference = results.get("fixed", {}).get("detected_step")
+    print(f"{'setting':<10} {'monitor_share':>13} {'evaluations':>11} {'peak':>5} {'onset':>6} {'detected':>9} "
+          f"{'delay vs fixed':>15}")
+    for name, r in results.items():
+        delay = "-" if reference is None or r["detected_step"] is None else r["detected_step"] - reference
+        print(f"{name:<10} {r['monitor_share']:>13.3f} {r['evaluations']:>11} {r['peak_step']!s:>5} "
+              f"{r['onset_step']!s:>6} {r['detected_step']!s:>9} {delay!s:>15}")
+    for name, r in results.items():
+        print(f"monitor_share[{name}]: {r['monitor_share']:.3f}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
