@@ -146,6 +146,7 @@ def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: Mo
     trainer.save_state()
     if trainer.accelerator.is_main_process and heldout:
         _write_samples(training_args.output_dir, heldout, before, after, reward)
+    trainer.accelerator.end_training()  # gloo's threads end before the interpreter does, or they abort the process
 
 
 def _reward(script_args: RubricArguments, train_dataset) -> RubricReward | BTReward:

@@ -160,6 +160,7 @@ alone["monitor"] = [
 record = {"greedy": greedy.texts, "greedy_by_rank": greedy.measured, "greedy_calls": greedy_calls,
           "sampled": sampled.texts, "monitor_rows": monitor_rows, "alone": alone}
 Path(out, f"rank{rank}.json").write_text(json.dumps(record))
+PartialState().destroy_process_group()  # left to the interpreter's exit, gloo's threads can abort the process
 """
 
 

@@ -242,6 +242,7 @@ rows = monitor.rows[:1] * 5
 proxy, gold, pairs = monitor._grade_on_every_rank(rows, [str(i) for i in range(5)])
 Path(out, f"rank{state.process_index}.json").write_text(json.dumps(
     {"graded": monitor.proxy.graded, "scores": [g.score for g in proxy], "gold": gold, "pairs": pairs}))
+state.destroy_process_group()  # left to the interpreter's exit, gloo's threads can abort the process
 """
 
 

@@ -986,6 +986,7 @@ callback.on_step_end(None, SimpleNamespace(global_step=11, is_world_process_zero
 Path(out, f"rank{rank}.json").write_text(json.dumps({
     "new": [r.id for r in new], "later": [r.id for r in later], "store": store.state_dict(),
     "buffered": buffered, "buffered_at_save": len(callback.buffer)}))
+PartialState().destroy_process_group()  # left to the interpreter's exit, gloo's threads can abort the process
 """
 
 

@@ -132,10 +132,13 @@ def test_outside_the_main_thread_it_warns_and_does_nothing(caplog):
 class FakeAccelerator:
     def __init__(self, is_main_process: bool) -> None:
         self.is_main_process = is_main_process
-        self.waited = False
+        self.waited = self.ended = False
 
     def wait_for_everyone(self) -> None:
         self.waited = True
+
+    def end_training(self) -> None:
+        self.ended = self.waited
 
 
 @pytest.mark.parametrize("is_main_process,code", [(True, PREEMPTED_EXIT_CODE), (False, 0)])
@@ -147,7 +150,7 @@ def test_exit_if_triggered_exits_main_with_ex_tempfail_after_a_barrier(is_main_p
     callback.triggered = True
     with pytest.raises(SystemExit) as exited:
         callback.exit_if_triggered(accelerator)
-    assert exited.value.code == code and accelerator.waited
+    assert exited.value.code == code and accelerator.waited and accelerator.ended  # the group ended, then exit
 
 
 def test_exit_code_is_ex_tempfail_and_signals_are_required():
@@ -199,6 +202,7 @@ with open(os.path.join(out, f"report{trainer.accelerator.process_index}.json"), 
         "received": preemption.received.name if preemption.received else None, "stopped_at": preemption.stopped_at_step,
     }, handle)
 preemption.exit_if_triggered(trainer.accelerator)
+trainer.accelerator.end_training()
 '''
 
 

@@ -125,7 +125,9 @@ class CheckpointOnSignal(TrainerCallback):
         if not self.triggered:
             return
         accelerator.wait_for_everyone()
-        sys.exit(PREEMPTED_EXIT_CODE if accelerator.is_main_process else 0)
+        is_main = accelerator.is_main_process
+        accelerator.end_training()  # a process group left to the interpreter's exit can abort it (SIGABRT), and
+        sys.exit(PREEMPTED_EXIT_CODE if is_main else 0)  # the scheduler would see that instead of this code
 
     def _any_rank_signalled(self, args) -> bool:
         flag = self.received is not None
