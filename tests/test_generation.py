@@ -153,7 +153,7 @@ state.global_step = 2
 monitor.on_train_end(None, state, control, model=model, processing_class=tokenizer)
 monitor_rows = sum(calls[before:])
 alone["monitor"] = [
-    generate(model, tokenizer, [row["prompt"] for row in monitor.rows], max_new_tokens=8, batch_size=3,
+    generate(model, tokenizer, [row["prompt"] for row in monitor.graders.rows], max_new_tokens=8, batch_size=3,
              samples_per_prompt=2, temperature=config.temperature, top_k=0, seed=config.seed + step).texts
     for step in (0, 1, 2)
 ]

@@ -237,11 +237,12 @@ class RecordingProxy:
 out = Path(sys.argv[1])
 state = PartialState(cpu=True)
 monitor = OverOptimizationMonitor(monitor_config(gold={"rubrics_path": sys.argv[3]}), str(out))
-monitor.proxy, monitor.gold = RecordingProxy(), None
-rows = monitor.rows[:1] * 5
-proxy, gold, pairs = monitor._grade_on_every_rank(rows, [str(i) for i in range(5)])
+graders = monitor.graders
+graders.proxy, graders.gold = RecordingProxy(), None
+rows = graders.rows[:1] * 5
+proxy, gold, pairs = graders.grade_on_every_rank(rows, [str(i) for i in range(5)], None)
 Path(out, f"rank{state.process_index}.json").write_text(json.dumps(
-    {"graded": monitor.proxy.graded, "scores": [g.score for g in proxy], "gold": gold, "pairs": pairs}))
+    {"graded": graders.proxy.graded, "scores": [g.score for g in proxy], "gold": gold, "pairs": pairs}))
 state.destroy_process_group()  # left to the interpreter's exit, gloo's threads can abort the process
 """
 

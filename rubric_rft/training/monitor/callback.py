@@ -1,46 +1,42 @@
 """`OverOptimizationMonitor`: a `TrainerCallback` that watches for the policy gaming its reward.
 
-At step 0 and every `monitor_steps` optimizer steps (and at the last step) it samples the current policy on a
-fixed held-out prompt set (fixed seed and temperature), scores the samples with the proxy (the training rubric
-reward) and the gold evaluator, measures KL to the starting policy, and applies the onset rule
-(`rubric_rft.training.monitor.onset`). Results go to `rubric_rft.training.monitor.report`; actions: alert,
-stop training at onset, and keep the best-by-gold model in `OUTPUT_DIR/best_gold`.
+At step 0, at the steps its cadence chooses (`rubric_rft.training.monitor.cadence`: every `monitor_steps` steps,
+or only when the training signals moved) and at the last step, it samples the current policy on a fixed held-out
+prompt set and measures its KL to the start (`policy`), grades the samples with the proxy and the gold
+(`graders`), applies the onset rule (`onset`), writes the outputs (`report`), and acts: alert, stop training at
+onset, keep the best-by-gold model in `OUTPUT_DIR/best_gold`. This module is the orchestration and the state.
 
 Every rank samples its share of the held-out answers (under ZeRO-3 no rank can generate alone) and grades its share
 of all of them (no rank waits in a collective while another grades alone); the main process records and acts, and
 broadcasts the record and a stop decision to the other ranks. With `use_trainer(trainer)` (the training script
 calls it) sampling goes through TRL's `unwrap_model_for_generation`, the frozen starting model for the KL is
 sharded like TRL's own reference model, and the best-by-gold model is saved by the trainer on every rank: what
-DeepSpeed ZeRO-3 needs, where the model a callback is given holds only this rank's shard.
-The monitor's state is saved in every checkpoint's `trainer_state.json`
-(`rubric_rft.training.checkpoint_state`), and `restore(checkpoint)` brings it back, so a run killed and resumed
-reports the same history and onset as one that never stopped.
+DeepSpeed ZeRO-3 needs, where the model a callback is given holds only this rank's shard. The monitor's state is
+saved in every checkpoint's `trainer_state.json` (`rubric_rft.training.checkpoint_state`), and
+`restore(checkpoint)` brings it back, so a run killed and resumed reports the same history and onset as one that
+never stopped.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from accelerate.utils import broadcast_object_list, gather_object
+from accelerate.utils import broadcast_object_list
 
-from rubric_rft.judges.registry import build_judge, load_judge_config
-from rubric_rft.llm.generation import rank_block
-from rubric_rft.pairwise.win_rate import judge_pairs, summarize_pairs
-from rubric_rft.reward.rubric_reward import RubricReward
-from rubric_rft.rubrics.datasets import load_prompt_dataset, render_prompt
+from rubric_rft.pairwise.win_rate import summarize_pairs
+from rubric_rft.rubrics.datasets import render_prompt
 from rubric_rft.rubrics.store import RubricStore
 from rubric_rft.training.checkpoint_state import CheckpointedCallback, saved_state
 from rubric_rft.training.monitor import report
 from rubric_rft.training.monitor.cadence import due, training_signals
 from rubric_rft.training.monitor.config import MonitorConfig
+from rubric_rft.training.monitor.graders import HeldoutGraders
 from rubric_rft.training.monitor.onset import Evaluation, detect_onset
-from rubric_rft.training.monitor.policy import reference_of, sample_policy
+from rubric_rft.training.monitor.policy import StartingWeights, reference_of, sample_policy
 from rubric_rft.training.monitor.scoring import summarize
 
 logger = logging.getLogger(__name__)
@@ -75,18 +71,11 @@ class OverOptimizationMonitor(CheckpointedCallback):
         self.config = config
         self.output_dir = Path(output_dir)
         self.max_new_tokens = config.max_new_tokens or max_new_tokens
-        self.start_model_path = start_model_path
-        self._reference_model = None
+        self.starting_weights = StartingWeights(start_model_path)
         self.trainer = None
         self.title = title
-        self.rubric_store = rubric_store
-        self.rows = _heldout_rows(config)
-        self.gold_rubrics = _gold_rubrics(config, [r["prompt_id"] for r in self.rows])
-        self.proxy = proxy if proxy is not None else RubricReward(
-            _judge(proxy_judge), normalize=normalize, name="proxy")
-        self.gold = RubricReward(_judge(config.gold.judge), normalize=normalize, name="gold") if (
-            self.gold_rubrics) else None
-        self.pairwise = _pairwise_judge(config.gold.pairwise)
+        self.graders = HeldoutGraders(config, proxy=proxy, proxy_judge=proxy_judge, normalize=normalize,
+                                      rubric_store=rubric_store)
         self.history: list[dict[str, Any]] = []
         self.baseline_texts: list[str] | None = None
         self.best: dict[str, Any] | None = None
@@ -170,18 +159,18 @@ class OverOptimizationMonitor(CheckpointedCallback):
         samples = sample_policy(
             policy,
             tokenizer,
-            [row["prompt"] for row in self.rows],
+            [row["prompt"] for row in self.graders.rows],
             samples_per_prompt=n,
             max_new_tokens=self.max_new_tokens,
             temperature=self.config.temperature,
             seed=self.config.seed + state.global_step,
-            reference=reference_of(model, self._frozen_start(model)),
+            reference=reference_of(model, self.starting_weights.for_model(model, self.trainer)),
             batch_size=self.config.batch_size,
             accelerator=accelerator,
             gradient_checkpointing_kwargs=checkpointing,
         )
-        rows = [row for row in self.rows for _ in range(n)]
-        proxy, gold, pairs = self._grade_on_every_rank(rows, samples.texts)
+        rows = [row for row in self.graders.rows for _ in range(n)]
+        proxy, gold, pairs = self.graders.grade_on_every_rank(rows, samples.texts, self.baseline_texts)
         if self.baseline_texts is None:
             self.baseline_texts = samples.texts
         record = None
@@ -242,70 +231,9 @@ class OverOptimizationMonitor(CheckpointedCallback):
                 report.alert_onset(run, summary)
         logger.info("monitor step %d: %s", state.global_step, _brief(record))
 
-    def _frozen_start(self, model):
-        """The starting weights, for a model trained without adapters; loaded once on every rank, on first use.
-        Under ZeRO-3 they are sharded and wrapped as TRL wraps its reference model (`prepare_deepspeed`)."""
-        if hasattr(model, "disable_adapter") or self._reference_model is not None:
-            return self._reference_model
-        if self.start_model_path is None:
-            raise ValueError("the monitor needs start_model_path to measure the KL of a model trained without LoRA")
-        from transformers import AutoModelForCausalLM
-        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
-
-        reference = AutoModelForCausalLM.from_pretrained(self.start_model_path, dtype=model.dtype)
-        if is_deepspeed_zero3_enabled():
-            if self.trainer is None:
-                raise ValueError("under DeepSpeed ZeRO-3 the monitor needs use_trainer(trainer) to shard its "
-                                 "reference model")
-            from trl.models.utils import prepare_deepspeed
-
-            self._reference_model = prepare_deepspeed(reference, self.trainer.accelerator)
-        else:
-            self._reference_model = reference.to(model.device).eval().requires_grad_(False)
-        return self._reference_model
-
-    def _grade_on_every_rank(self, rows: list[dict], texts: list[str]):
-        """Every rank grades its block of the samples (`rank_block`); the main process gets every grade, in order.
-        Blocks are padded to one length with their last sample (its grade thrown away), so that an in-process proxy
-        sharded under ZeRO-3 (a reward model) runs as many forward passes on every rank."""
-        from accelerate import PartialState
-
-        ranks = PartialState()
-        block = rank_block(len(rows), ranks.process_index, ranks.num_processes)
-        padded = list(block) + [block[-1] if block else len(rows) - 1] * (
-            -(-len(rows) // ranks.num_processes) - len(block))
-        mine = asyncio.run(self._grade([rows[i] for i in padded], [texts[i] for i in padded], padded))
-        blocks = [rank_block(len(rows), rank, ranks.num_processes) for rank in range(ranks.num_processes)]
-        kept = [[None if graded is None else graded[: len(block)] for graded in grades]
-                for grades, block in zip(gather_object([mine]), blocks, strict=True)]
-        return tuple(None if kept[0][k] is None else [g for grades in kept for g in grades[k]] for k in range(3))
-
-    async def _grade(self, rows: list[dict], texts: list[str], indices: list[int]):
-        """Proxy and gold grades of these samples, and their pairs against the starting policy's samples at the
-        same `indices` (None where there is no such grader, or no baseline yet)."""
-        prompts = [row["prompt"] for row in rows]
-        async with contextlib.AsyncExitStack() as clients:  # each evaluation runs on a fresh loop: close on it
-            for client in (self.proxy, self.gold, self.pairwise):
-                if client is not None:
-                    clients.push_async_callback(client.aclose)
-            proxy = await self.proxy.grade(prompts, texts, [_proxy_rubric(row, self.rubric_store) for row in rows])
-            gold = None
-            if self.gold is not None:
-                rubrics = [self.gold_rubrics[row["prompt_id"]] for row in rows]
-                gold = await self.gold.grade(prompts, texts, rubrics)
-            pairs = None
-            if self.pairwise is not None and self.baseline_texts is not None:
-                items = [
-                    {"prompt_id": row["prompt_id"], "prompt": row["prompt"], "candidate": text,
-                     "baseline": self.baseline_texts[index], "rubric": self.gold_rubrics.get(row["prompt_id"])}
-                    for row, text, index in zip(rows, texts, indices, strict=True)
-                ]
-                pairs = await judge_pairs(self.pairwise, items)
-            return proxy, gold, pairs
-
     def _keep_if_best(self, record: dict[str, Any], model, tokenizer, is_main: bool) -> None:
         """On every rank (the record is the same on all): under ZeRO-3 saving the model is a collective."""
-        gold = record.get(self._gold_metric())
+        gold = record.get(self.graders.gold_metric)
         if not self.config.keep_best or gold is None or (self.best is not None and gold <= self.best["gold"]):
             return
         folder = self.output_dir / BEST_DIR
@@ -330,12 +258,9 @@ class OverOptimizationMonitor(CheckpointedCallback):
         return stop
 
     # ----- outputs --------------------------------------------------------------------------------------------
-    def _gold_metric(self) -> str:
-        return "gold" if self.gold is not None else "win_rate"
-
     def summary(self) -> dict[str, Any] | None:
         """The onset report with the figures around it; None until an evaluation has both proxy and gold."""
-        metric = self._gold_metric()
+        metric = self.graders.gold_metric
         scored = [r for r in self.history if r.get(metric) is not None and r.get("proxy") is not None]
         if not scored:
             return None
@@ -376,43 +301,6 @@ class OverOptimizationMonitor(CheckpointedCallback):
     def _samples(self) -> list[dict[str, Any]]:
         path = self.output_dir / "overopt_samples.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def _heldout_rows(config: MonitorConfig) -> list[dict]:
-    dataset = load_prompt_dataset(config.heldout_path)
-    count = min(config.num_prompts or len(dataset), len(dataset))
-    return list(dataset.select(range(count)))
-
-
-def _gold_rubrics(config: MonitorConfig, prompt_ids: list[str]) -> dict[str, str]:
-    if config.gold.rubrics_path is None:
-        return {}
-    rows = load_prompt_dataset(config.gold.rubrics_path)
-    rubrics = dict(zip(rows["prompt_id"], rows["rubric"], strict=True))
-    missing = [p for p in prompt_ids if p not in rubrics]
-    if missing:
-        raise ValueError(
-            f"{config.gold.rubrics_path}: no gold rubric for held-out prompt_id(s) {missing} "
-            f"(from {config.heldout_path}); every monitored prompt needs one"
-        )
-    return rubrics
-
-
-def _proxy_rubric(row: dict, store: RubricStore | None):
-    """The store's current rubric for a prompt it knows, else the held-out row's own."""
-    return store.rubric_for(row["prompt_id"]) if store is not None and row["prompt_id"] in store else row["rubric"]
-
-
-def _judge(config: dict | None):
-    return build_judge(load_judge_config(config)) if config else None
-
-
-def _pairwise_judge(config: dict | None):
-    if config is None:
-        return None
-    from rubric_rft.pairwise.judges import build_pairwise_judge, load_pairwise_judge
-
-    return build_pairwise_judge(load_pairwise_judge(config))
 
 
 def _brief(record: dict[str, Any]) -> str:

@@ -30,6 +30,37 @@ class PolicySamples:
     kl: list[float]
 
 
+class StartingWeights:
+    """The starting weights at `path`, for the KL of a model trained without adapters (a PEFT model is its own
+    reference, adapters off): loaded on every rank on first use, once. Under ZeRO-3 they are sharded and wrapped as
+    TRL wraps its reference model (`prepare_deepspeed`), through the trainer's accelerator."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.model = None
+
+    def for_model(self, model, trainer=None):
+        """The frozen starting model for `model`, or None when `model` has adapters."""
+        if hasattr(model, "disable_adapter") or self.model is not None:
+            return self.model
+        if self.path is None:
+            raise ValueError("the monitor needs start_model_path to measure the KL of a model trained without LoRA")
+        from transformers import AutoModelForCausalLM
+        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+        reference = AutoModelForCausalLM.from_pretrained(self.path, dtype=model.dtype)
+        if is_deepspeed_zero3_enabled():
+            if trainer is None:
+                raise ValueError("under DeepSpeed ZeRO-3 the monitor needs use_trainer(trainer) to shard its "
+                                 "reference model")
+            from trl.models.utils import prepare_deepspeed
+
+            self.model = prepare_deepspeed(reference, trainer.accelerator)
+        else:
+            self.model = reference.to(model.device).eval().requires_grad_(False)
+        return self.model
+
+
 def reference_of(model, frozen_copy=None) -> Callable[[], contextlib.AbstractContextManager]:
     """A context factory that yields the starting policy: a PEFT model with its adapters disabled, or
     `frozen_copy` (the starting weights) for a fully fine-tuned one."""
