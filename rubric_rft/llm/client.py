@@ -2,10 +2,10 @@
 
 Everything that talks to an OpenAI-compatible endpoint goes through here: the judge, the pairwise judge, the
 proposer and response collection. The client owns the answer cache, retries with backoff, the replicas (requests
-alternate between base URLs), the concurrency bound and the cost counts, and it never raises for a failed
-question: the `Asked` it returns has `error` set instead, so a failure is counted and reported, never scored.
-At temperature 0, a question asked while the identical question is in flight waits for that one's answer (or its
-failure) instead of sending a request of its own (single flight; counted as a cache hit).
+alternate between base URLs), the concurrency bound, the endpoint's rate limits (`rate_limit`) and the cost counts,
+and it never raises for a failed question: the `Asked` it returns has `error` set instead, so a failure is counted
+and reported, never scored. At temperature 0, a question asked while the identical question is in flight waits for
+that one's answer (or its failure) instead of sending a request of its own (single flight; counted as a cache hit).
 
 HTTP clients and the concurrency semaphore belong to one event loop, so they are created lazily inside the
 coroutine and re-created when the running loop changes (TRL awaits rewards on its own background loop; tests and
@@ -31,10 +31,12 @@ from typing import Any, Generic, TypeVar
 import openai
 
 from rubric_rft.config_values import ConfigError
+from rubric_rft.llm import rate_limit
 from rubric_rft.llm.answers import MalformedAnswer
 from rubric_rft.llm.cache import AnswerCache, cache_key
 from rubric_rft.llm.costs import CallOutcome
 from rubric_rft.llm.endpoint import ChatEndpointConfig
+from rubric_rft.llm.rate_limit import estimate_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ class ChatClient:
         self.config = config
         self.name = f"openai:{config.model}"
         self._api_key = _read_api_key(config.api_key_env)
+        self._limiter = rate_limit.shared_limiter(config.base_urls, config.model, config.max_rpm, config.max_tpm)
         self._next_client = itertools.count()
         self._jitter = random.Random()
         self._resources: _LoopResources | None = None
@@ -186,6 +189,9 @@ class ChatClient:
             body.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
         resources = self._loop_resources()
         url, client = resources.clients[next(self._next_client) % len(resources.clients)]
+        estimated = estimate_tokens(messages, self.config.max_tokens)
+        if self._limiter is not None:  # before a concurrency slot: a request waiting for its turn holds none
+            costs.rate_limit_wait_s += await self._limiter.acquire(estimated)
         async with resources.in_flight:
             costs.calls += 1
             try:
@@ -200,9 +206,12 @@ class ChatClient:
                 if exc.status_code in RETRYABLE_STATUSES or exc.status_code >= 500:
                     raise _Transient(message, _retry_after_s(exc.response.headers)) from None
                 raise _Refused(message) from None
-        usage = completion.get("usage") if isinstance(completion, dict) else None
-        costs.prompt_tokens += (usage or {}).get("prompt_tokens") or 0
-        costs.completion_tokens += (usage or {}).get("completion_tokens") or 0
+        usage = (completion.get("usage") if isinstance(completion, dict) else None) or {}
+        prompt_tokens, completion_tokens = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+        costs.prompt_tokens += prompt_tokens
+        costs.completion_tokens += completion_tokens
+        if self._limiter is not None and usage:
+            self._limiter.settle(estimated, prompt_tokens + completion_tokens)
         text = _answer_text(completion)
         if not isinstance(text, str) or not text.strip():
             raise MalformedAnswer("empty answer")

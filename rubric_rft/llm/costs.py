@@ -10,13 +10,15 @@ from dataclasses import dataclass, fields
 @dataclass
 class Costs:
     """`calls`: requests sent (retries included) or, for an in-process model, questions answered by a forward
-    pass; `retries`: the extra attempts among them; `cache_hits`: questions answered from the cache."""
+    pass; `retries`: the extra attempts among them; `cache_hits`: questions answered from the cache;
+    `rate_limit_wait_s`: seconds requests waited for the endpoint's rate limits."""
 
     calls: int = 0
     retries: int = 0
     cache_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    rate_limit_wait_s: float = 0.0
 
     def add(self, other: Costs) -> Costs:
         """Add `other`'s counts to these, in place; returns self."""
@@ -33,7 +35,7 @@ class Costs:
                 total.add(outcome)
         return total
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[str, float]:
         return {name: getattr(self, name) for name in _COUNTS}
 
 

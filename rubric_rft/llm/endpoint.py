@@ -39,6 +39,10 @@ class ChatEndpointConfig(BaseModel):
         default=60.0, ge=0, description="The longest wait a server's Retry-After header can ask for before a retry.")
     temperature: float = Field(default=0.0, ge=0)
     max_tokens: int = Field(default=512, ge=1)
+    max_rpm: int | None = Field(default=None, ge=1, description="Requests per minute to this endpoint, shared by "
+                                "every client of it in the process (rubric_rft.llm.rate_limit); none: no limit.")
+    max_tpm: int | None = Field(default=None, ge=1, description="Tokens per minute (prompt and answer), shared "
+                                "likewise; none: no limit.")
 
 
 _ENDPOINT: TypeAdapter[ChatEndpointConfig] = TypeAdapter(ChatEndpointConfig)

@@ -178,6 +178,7 @@ class RubricReward(AsyncClosing):
                     "rubric/judge_latency_s": sum(v.latency_s for v in verdicts) / len(verdicts),
                     "rubric/judge_prompt_tokens": float(costs.prompt_tokens),
                     "rubric/judge_completion_tokens": float(costs.completion_tokens),
+                    "rubric/judge_rate_limit_wait_s": float(costs.rate_limit_wait_s),
                 }
             )
         metrics.update({f"rubric/{name}": value for name, value in criterion_stats(graded).items()})
