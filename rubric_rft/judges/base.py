@@ -28,10 +28,12 @@ class GradeRequest:
 
 @dataclass
 class CriterionVerdict:
-    """Whether one criterion is satisfied; `probability` is the judge's P(yes) where the backend gives one."""
+    """Whether one criterion is satisfied; `probability` is the judge's P(yes) where the backend gives one;
+    `disagreement`, from a panel of judges, the share of its members outside the majority."""
 
     satisfied: bool
     probability: float | None = None
+    disagreement: float | None = None
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from rubric_rft.config_values import load_validated
 
 # Modules whose backends register themselves when imported.
-BUILTIN_BACKENDS = ("rubric_rft.judges.openai_compat", "rubric_rft.judges.hf_local")
+BUILTIN_BACKENDS = ("rubric_rft.judges.openai_compat", "rubric_rft.judges.hf_local", "rubric_rft.judges.panel")
 
 _BACKENDS: dict[str, type] = {}
 

@@ -181,6 +181,10 @@ class RubricReward(AsyncClosing):
                     "rubric/judge_rate_limit_wait_s": float(costs.rate_limit_wait_s),
                 }
             )
+            disagreements = [c.disagreement for v in verdicts for c in v.criteria.values()
+                             if c.disagreement is not None]
+            if disagreements:  # a panel of judges: how often its members split
+                metrics["rubric/judge_disagreement"] = sum(disagreements) / len(disagreements)
         metrics.update({f"rubric/{name}": value for name, value in criterion_stats(graded).items()})
         return metrics
 
