@@ -489,6 +489,55 @@ def test_a_criterion_accepted_on_two_prompts_is_tested_on_the_others_pooled_and_
     assert state.gold_calls == sum(len(r["pairs"]) for r in result.records if "pairs" in r)
 
 
+POOLED_PIDS = ("tea", "egg", "rice", "soup", "pie", "jam", "stew", "cake", "bun", "pho")
+
+
+def pooled_world(answered=POOLED_PIDS[:-1]):
+    """Ten prompts, nine answered four times each (two specific answers, two vague, all passing the weak rubric):
+    too few pairs on any one prompt, plenty pooled; `pho` not answered at all."""
+    store = RubricStore.from_rows([{"prompt_id": p, "rubric": weak(p)} for p in POOLED_PIDS])
+    buffer = TailBuffer(16)
+    for p in answered:
+        fill(buffer, store, p, MANY_SPECIFIC[:2] + MANY_VAGUE[:2], step=4)
+    cfg = config(pooled_proposal={"enabled": True, "min_prompts": 4}, saturation={"enabled": False},
+                 spread={"enabled": False})
+    return store, buffer, {p: f"How do I make {p}?" for p in POOLED_PIDS}, cfg
+
+
+def test_thin_evidence_pooled_over_prompts_chooses_on_half_tests_on_the_rest_and_reaches_every_prompt():
+    store, buffer, prompts, cfg = pooled_world()
+    state = RefinementState()
+    bank = BankProposer({p: [POLITE, SPECIFICS] for p in POOLED_PIDS})
+    result = round_(store, buffer, prompts, state, cfg, bank, broad="schedule")
+    per_prompt = [r for r in result.records if r.get("prompt_id")]
+    assert {r["status"] for r in per_prompt} == {"skipped"}  # one prompt's four answers are too few
+    [pooled] = [r for r in result.records if r.get("pooled_proposal")]
+    assert pooled["status"] == "accepted" and pooled["criterion"] == "specifics"
+    assert not set(pooled["proposal_prompts"]) & set(pooled["test_prompts"])  # chosen and tested apart
+    assert len(pooled["proposal_prompts"]) + len(pooled["test_prompts"]) == 9
+    assert pooled["tried"]["polite"] <= 0 < pooled["tried"]["specifics"] and pooled["newly_ordered"] >= 2
+    new = store.apply(result.updates)
+    assert sorted(r.prompt_id for r in new) == sorted(POOLED_PIDS)  # pho too, which was never answered
+    assert all([c.id for c in r.criteria][-1] == "specifics" for r in new)
+    assert state.accepted == 1 and state.gold_calls > 0
+
+
+def test_a_pooled_proposal_needs_a_broad_trigger_enough_prompts_and_held_out_gain():
+    store, buffer, prompts, cfg = pooled_world()
+    bank = BankProposer({p: [POLITE, SPECIFICS] for p in POOLED_PIDS})
+    quiet = round_(store, buffer, prompts, RefinementState(), cfg, bank)  # no broad trigger fired
+    assert not [r for r in quiet.records if r.get("pooled_proposal")] and quiet.updates == []
+    store, buffer, prompts, cfg = pooled_world(answered=POOLED_PIDS[:3])
+    [few] = [r for r in round_(store, buffer, prompts, RefinementState(), cfg, bank, broad="schedule").records
+             if r.get("pooled_proposal")]
+    assert (few["status"], few["reason"]) == ("skipped", "too_few_prompts: 3 < 4")
+    store, buffer, prompts, cfg = pooled_world()
+    useless = BankProposer({p: [POLITE] for p in POOLED_PIDS})
+    result = round_(store, buffer, prompts, RefinementState(), cfg, useless, broad="schedule")
+    [none] = [r for r in result.records if r.get("pooled_proposal")]
+    assert (none["status"], none["reason"]) == ("rejected", "no_proposal") and result.updates == []
+
+
 def test_a_transfer_that_misorders_the_other_prompts_pairs_is_rejected_and_not_retried():
     store, buffer, prompts, gold, bank, cfg = transfer_world(prefers_vague=("rice", "soup"))
     state = RefinementState()
@@ -812,6 +861,21 @@ def test_at_a_scheduled_step_every_prompt_is_answered_and_refined_before_any_rub
     callback.refine(15, is_main=True, policy=("model", "tokenizer"))  # not a scheduled step: nothing answered
     assert asked == [2] and "sampled" not in {r["status"] for r in records(tmp_path / "out")}
     assert {r["reason"] for r in records(tmp_path / "out")} == {"not_saturated", "too_few_completions"}
+
+
+def test_fresh_samples_answer_prompts_without_enough_answers_or_with_only_answers_already_tried():
+    store, buffer, _ = saturated_world(("tea", "egg", "rice"), texts=MANY_SPECIFIC[:4])
+    cfg = config(monitor={"enabled": True}, fresh_samples={"enabled": True, "prompts": 3})
+    state = RefinementState(attempts={"tea": 1, "egg": 1}, last_attempt={"tea": 0, "egg": 0},
+                            answers_tried={p: sorted(answer_digests(MANY_SPECIFIC[:4])) for p in ("tea", "egg")})
+    fill(buffer, store, "egg", MANY_VAGUE[:1], step=9)  # egg has an answer its attempt did not see
+    store.apply([])
+    chosen = fresh.prompts_to_answer(20, ["tea", "egg", "rice", "soup"], buffer, store, state, cfg)
+    assert chosen == ["tea"]  # rice has answers nobody tried; soup is not in the store
+    assert fresh.prompts_to_answer(20, ["tea", "egg", "rice"], buffer, store, RefinementState(), cfg) == []
+    thin = cfg.model_copy(update={"min_completions": 5})
+    assert fresh.prompts_to_answer(20, ["tea", "egg", "rice"], buffer, store, RefinementState(), thin) == [
+        "tea", "rice"]  # egg has 5 answers, the others 4
 
 
 def test_scheduled_steps_must_be_refinement_steps():

@@ -13,6 +13,7 @@
       schedule: {steps: []}                 # ...or, gold-free, at these steps whatever the signals...
       fresh_samples: {enabled: true}        # ...and prompts not answered lately are answered now
       transfer: {enabled: false}            # a criterion accepted on 2 prompts is offered to the others
+      pooled_proposal: {enabled: false}     # on a broad trigger: chosen on half the prompts, tested on the rest
       stuck: {enabled: false}               # flat groups at any mean: sample the prompt hotter, refine on that
 """
 
@@ -104,6 +105,16 @@ class Transfer(_Strict):
     max_prompts: int = Field(default=40, ge=1)
 
 
+class PooledProposal(_Strict):
+    """When a broad trigger fires, one criterion is chosen on the pooled gold-ordered pairs of a random half of the
+    prompts with `min_completions` answers (at least `min_prompts` of them), tested on the other half's pooled
+    pairs under `acceptance`, and added to every prompt whose bank has it
+    (`rubric_rft.training.refinement.pooled_proposal`). For evidence too thin per prompt; needs the bank proposer."""
+
+    enabled: bool = False
+    min_prompts: int = Field(default=8, ge=2)
+
+
 class Sampling(_Strict):
     """How prompts answered at a refinement step are sampled from the policy."""
 
@@ -178,6 +189,7 @@ class RefinementConfig(_Strict):
     pooled: PooledTrigger = Field(default_factory=PooledTrigger)
     schedule: ScheduleTrigger = Field(default_factory=ScheduleTrigger)
     transfer: Transfer = Field(default_factory=Transfer)
+    pooled_proposal: PooledProposal = Field(default_factory=PooledProposal)
     stuck: StuckTrigger = Field(default_factory=StuckTrigger)
     fresh_samples: FreshSamples = Field(default_factory=FreshSamples)
     budgets: Budgets = Field(default_factory=Budgets)

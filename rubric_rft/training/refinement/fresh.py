@@ -6,8 +6,8 @@ their next visit.
   rubric. With many prompts and few per step, a prompt comes back only once an epoch, and a policy can collapse onto
   a loophole well within one: the rubric refined at a prompt's next visit then grades answers that all fail it
   alike, and GRPO learns nothing from it. Which prompts: those with fewer than `min_completions` completions under
-  their current rubric, not in their cooldown and with rounds left, in dataset order, at most
-  `fresh_samples.prompts`.
+  their current rubric, or only completions an earlier attempt was made on (retrying needs new answers), not in
+  their cooldown and with rounds left, in dataset order, at most `fresh_samples.prompts`.
 - Stuck prompts (`stuck`): the last groups of a prompt were flat, at any mean; its answers are too alike to pair,
   so it is answered again hotter (`stuck.temperature`), the source of spread its refinement needs.
 
@@ -27,7 +27,7 @@ from rubric_rft.llm.generation import Messages, generate_on_every_rank
 from rubric_rft.reward.rubric_reward import RubricReward
 from rubric_rft.rubrics.store import RubricStore
 from rubric_rft.training.refinement.config import RefinementConfig, Sampling
-from rubric_rft.training.refinement.rounds import RefinementState, resting
+from rubric_rft.training.refinement.rounds import RefinementState, answer_digests, resting
 from rubric_rft.training.refinement.tail_buffer import TailBuffer
 from rubric_rft.training.refinement.trigger import spread_collapsed
 
@@ -53,7 +53,10 @@ def prompts_to_answer(step: int, prompt_ids: Sequence[str], buffer: TailBuffer, 
             break
         if prompt_id in taken or prompt_id not in store or resting(prompt_id, step, state, config.budgets) is not None:
             continue
-        if len(buffer.entries(prompt_id, version=store.rubric_for(prompt_id).version)) < config.min_completions:
+        entries = buffer.entries(prompt_id, version=store.rubric_for(prompt_id).version)
+        tried = state.answers_tried.get(prompt_id)
+        if len(entries) < config.min_completions or (
+                tried is not None and answer_digests(e.text for e in entries) <= set(tried)):
             chosen.append(prompt_id)
     return chosen
 

@@ -21,6 +21,7 @@ from rubric_rft.rubricgen.gold import Preference
 from rubric_rft.rubricgen.proposer import Proposer
 from rubric_rft.rubrics.store import RubricStore, RubricUpdate
 from rubric_rft.training.refinement.config import Budgets, RefinementConfig
+from rubric_rft.training.refinement.pooled_proposal import propose_pooled
 from rubric_rft.training.refinement.tail_buffer import Entry, TailBuffer, scored_candidates
 from rubric_rft.training.refinement.transfer import transfer
 from rubric_rft.training.refinement.trigger import check
@@ -115,9 +116,36 @@ async def run_round(
             old_ids = {c.id for c in rubric.criteria}
             for added in (c.id for c in outcome.criteria if c.id not in old_ids):
                 state.accepted_criteria.setdefault(added, []).append(prompt_id)
+    if config.pooled_proposal.enabled and broad is not None:
+        await _propose_pooled(step, result, buffer, store, prompts, state, config, gold, proposer, judge)
     if config.transfer.enabled:
         await _transfer_accepted(step, result, buffer, store, prompts, state, config, gold, proposer, judge)
     return result
+
+
+async def _propose_pooled(step: int, result: Round, buffer: TailBuffer, store: RubricStore,
+                          prompts: Mapping[str, str], state: RefinementState, config: RefinementConfig,
+                          gold: Preference, proposer: Proposer, judge: Judge | None) -> None:
+    """One criterion on the pooled evidence of the prompts not changed in this round (`pooled_proposal`)."""
+    changed = {u.prompt_id for u in result.updates}
+    rubrics = {p: store.rubric_for(p) for p in prompts if p in store and p not in changed}
+    candidates = [p for p in rubrics if len(buffer.entries(p, version=rubrics[p].version)) >= config.min_completions]
+    if len(candidates) < config.pooled_proposal.min_prompts:
+        result.records.append({"step": step, "prompt_id": None, "pooled_proposal": True, "status": "skipped",
+                               "reason": f"too_few_prompts: {len(candidates)} < {config.pooled_proposal.min_prompts}"})
+        return
+    budget = config.budgets.max_gold_calls
+    record, updates, spent = await propose_pooled(
+        step, candidates, buffer, rubrics, prompts, config, gold=gold, proposer=proposer, judge=judge,
+        gold_calls_left=None if budget is None else budget - state.gold_calls)
+    result.records.append(record)
+    state.gold_calls += spent
+    state.errors += record["status"] == "error"
+    state.rejected += record["status"] == "rejected"
+    if record["status"] == "accepted":
+        state.accepted += 1
+        state.accepted_criteria.setdefault(record["criterion"], []).extend(u.prompt_id for u in updates)
+    result.updates.extend(updates)
 
 
 async def _transfer_accepted(step: int, result: Round, buffer: TailBuffer, store: RubricStore,

@@ -67,14 +67,14 @@ async def transfer(
     instances = {p: proposer.instance(p, criterion) for p in targets}
     offered = [p for p in targets if instances[p] is not None]
     judge_costs = Costs()
-    regraded = await asyncio.gather(*(_regraded(p, buffer, rubrics[p], prompts[p], judge, judge_costs)
+    rescored = await asyncio.gather(*(regraded(p, buffer, rubrics[p], prompts[p], judge, judge_costs)
                                       for p in offered))
     record["judge_calls"] = judge_costs.calls
-    if any(scored is None for scored in regraded):
-        failed = [p for p, scored in zip(offered, regraded, strict=True) if scored is None]
+    if any(scored is None for scored in rescored):
+        failed = [p for p, scored in zip(offered, rescored, strict=True) if scored is None]
         return {**record, "status": "error", "reason": f"regrading the answers of {', '.join(failed)} failed"}, [], 0
     pairs = {p: select_pairs(scored, config.selection, seed=f"{config.seed}:{step}:{p}")
-             for p, scored in zip(offered, regraded, strict=True)}
+             for p, scored in zip(offered, rescored, strict=True)}
     spent = sum(len(chosen) for chosen in pairs.values())
     if gold_calls_left is not None and spent > gold_calls_left:
         return {**record, "status": "skipped", "reason": "gold_budget"}, [], 0
@@ -112,7 +112,7 @@ async def transfer(
     return record, updates, spent
 
 
-async def _regraded(prompt_id: str, buffer: TailBuffer, rubric: Rubric, prompt: str, judge: Judge | None,
+async def regraded(prompt_id: str, buffer: TailBuffer, rubric: Rubric, prompt: str, judge: Judge | None,
                     costs: Costs) -> list[Scored] | None:
     """The prompt's buffered answers (any rubric version), scored with its current rubric; None if grading failed."""
     candidates = scored_candidates(prompt_id, buffer.entries(prompt_id))
