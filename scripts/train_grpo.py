@@ -29,7 +29,8 @@ from rubric_rft.llm.generation import generate_on_every_rank
 from rubric_rft.llm.weights import resolve_model
 from rubric_rft.logs import setup_logging
 from rubric_rft.reward.bt import BTReward
-from rubric_rft.reward.config import BTRewardConfig, load_reward_config
+from rubric_rft.reward.config import BTRewardConfig, RubricRewardConfig, load_reward_config
+from rubric_rft.reward.objectives import RubricObjectives
 from rubric_rft.reward.rubric_reward import RubricReward
 from rubric_rft.rubrics.datasets import load_prompt_dataset, render_prompt
 from rubric_rft.rubrics.format import write_json_records
@@ -115,7 +116,7 @@ def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: Mo
     training_args.model_init_kwargs = _model_init_kwargs(model_args, training_args)
     trainer = GRPOTrainer(
         model=model_path,
-        reward_funcs=[reward],
+        reward_funcs=_reward_funcs(script_args, reward),
         args=training_args,
         train_dataset=train_dataset,
         quantization_config=get_quantization_config(model_args),
@@ -147,6 +148,14 @@ def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: Mo
     if trainer.accelerator.is_main_process and heldout:
         _write_samples(training_args.output_dir, heldout, before, after, reward)
     trainer.accelerator.end_training()  # gloo's threads end before the interpreter does, or they abort the process
+
+
+def _reward_funcs(script_args: RubricArguments, reward: RubricReward | BTReward) -> list:
+    """What TRL optimizes: the reward, or one function per objective of the rubric (`reward.objectives`)."""
+    config = load_reward_config(script_args.reward)
+    if isinstance(config, RubricRewardConfig) and config.objectives:
+        return RubricObjectives(reward, config.objectives).functions
+    return [reward]
 
 
 def _reward(script_args: RubricArguments, train_dataset) -> RubricReward | BTReward:

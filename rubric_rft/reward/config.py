@@ -2,6 +2,7 @@
 
     reward: {type: rubric}                                # the default: each prompt's rubric (`judge:` grades it)
     reward: {type: rubric, max_failure_rate: 0.5, failure_window: 32}  # stop when the judge keeps failing
+    reward: {type: rubric, objectives: [content, format]} # a reward per criterion tag (rubric_rft.reward.objectives)
     reward: {type: bt, model: outputs/bt/reward_model}    # a Bradley-Terry reward model (scripts/train_reward_model.py)
 
 The type is checked first, so that an error names the field as written (`reward.model`, not a union branch).
@@ -35,6 +36,10 @@ class RubricRewardConfig(_Strict):
     failure_window: int = Field(
         default=DEFAULT_FAILURE_WINDOW, ge=1, description="How many recent judged completions the limit looks at."
     )
+    objectives: list[str] | None = Field(
+        default=None, min_length=2,
+        description="Criterion tags to train as separate rewards (one TRL reward function each, combined by "
+        "GRPOConfig's reward_weights and multi_objective_aggregation); null: the whole rubric as one reward.")
 
 
 class BTRewardConfig(_Strict):

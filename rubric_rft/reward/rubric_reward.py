@@ -93,6 +93,12 @@ class RubricReward(AsyncClosing):
         log_metric: Callable[[str, float], None] | None = None,
         **columns: Any,
     ) -> list[float | None]:
+        return [g.score for g in await self.graded_batch(prompts, completions, log_metric, columns)]
+
+    async def graded_batch(self, prompts: Sequence[Any], completions: Sequence[Any],
+                           log_metric: Callable[[str, float], None] | None, columns: dict[str, Any]
+                           ) -> list[GradedCompletion]:
+        """A training batch graded: the refinement hook fed, the metrics logged, the judge's failures counted."""
         started = time.perf_counter()
         graded = await self.grade(prompts, completions, self._rubrics(columns))
         if self.on_graded is not None:
@@ -102,7 +108,7 @@ class RubricReward(AsyncClosing):
                 log_metric(name, value)
         if self.failure_limit is not None:  # rule-only completions say nothing about the judge
             self.failure_limit.record(g.error for g in graded if g.verdict is not None)
-        return [g.score for g in graded]
+        return graded
 
     def _rubrics(self, columns: dict[str, Any]) -> Sequence[Any]:
         """Each row's rubric: from the store by `prompt_id` when there is one, else from the rubric column."""

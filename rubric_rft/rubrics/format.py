@@ -149,6 +149,8 @@ class Criterion(_Strict):
     weight: float
     kind: Literal["llm", "rule"] = "llm"
     check: RuleCheck | None = None
+    tags: list[str] | None = Field(default=None, description="Objectives this criterion counts toward (e.g. content, "
+                                   "format, safety): a reward split by objective grades each tag apart.")
 
     @field_validator("weight")
     @classmethod
@@ -208,6 +210,18 @@ class Rubric(_Strict):
         if not normalize:
             return raw
         return min(1.0, max(0.0, raw / self.total_positive_weight))
+
+    def objective_score(self, tag: str, satisfied: Mapping[str, bool | float]) -> float | None:
+        """The score of the criteria tagged `tag` alone, in [0, 1]: their weighted sum over their positive weight,
+        or, for pitfalls alone, 1 less the share of their weight met; None when no criterion has the tag."""
+        tagged = [c for c in self.criteria if tag in (c.tags or ())]
+        if not tagged:
+            return None
+        raw = sum(c.weight * float(satisfied[c.id]) for c in tagged)
+        positive = sum(c.weight for c in tagged if c.weight > 0)
+        if positive:
+            return min(1.0, max(0.0, raw / positive))
+        return 1.0 + raw / -sum(c.weight for c in tagged)
 
     def next_version(self, criteria: list[Criterion], reason: str | None) -> Rubric:
         """The rubric that replaces this one: version + 1, its parent this rubric, the reason for the change kept.
