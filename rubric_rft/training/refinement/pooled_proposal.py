@@ -27,12 +27,12 @@ from rubric_rft.llm.costs import Costs
 from rubric_rft.rubricgen.acceptance import Evidence
 from rubric_rft.rubricgen.differentiate import pair_scores
 from rubric_rft.rubricgen.gold import Preference, ask_gold, pair_credits
-from rubric_rft.rubricgen.selection import Scored, select_pairs
+from rubric_rft.rubricgen.selection import Scored
 from rubric_rft.rubrics.format import Criterion, Rubric
 from rubric_rft.rubrics.store import RubricUpdate
 from rubric_rft.training.refinement.config import RefinementConfig
 from rubric_rft.training.refinement.tail_buffer import TailBuffer
-from rubric_rft.training.refinement.transfer import regraded
+from rubric_rft.training.refinement.transfer import tail_pairs
 
 
 @dataclass
@@ -63,13 +63,10 @@ async def propose_pooled(
     if getattr(proposer, "bank", None) is None:
         return {**record, "status": "skipped", "reason": "needs a bank of candidate criteria (proposer: bank)"}, [], 0
     costs = Costs()
-    scored = await asyncio.gather(*(regraded(p, buffer, rubrics[p], prompts[p], judge, costs) for p in candidates))
-    failed = [p for p, s in zip(candidates, scored, strict=True) if s is None]
+    pairs, failed = await tail_pairs(step, candidates, buffer, rubrics, prompts, config, judge, costs, "pooled:")
     if failed:
         return {**record, "status": "error", "reason": f"regrading the answers of {', '.join(failed)} failed",
                 "judge_calls": costs.calls}, [], 0
-    pairs = {p: select_pairs(s, config.selection, seed=f"{config.seed}:{step}:pooled:{p}")
-             for p, s in zip(candidates, scored, strict=True)}
     spent = sum(len(chosen) for chosen in pairs.values())
     if gold_calls_left is not None and spent > gold_calls_left:
         return {**record, "status": "skipped", "reason": "gold_budget"}, [], 0

@@ -67,14 +67,10 @@ async def transfer(
     instances = {p: proposer.instance(p, criterion) for p in targets}
     offered = [p for p in targets if instances[p] is not None]
     judge_costs = Costs()
-    rescored = await asyncio.gather(*(regraded(p, buffer, rubrics[p], prompts[p], judge, judge_costs)
-                                      for p in offered))
+    pairs, failed = await tail_pairs(step, offered, buffer, rubrics, prompts, config, judge, judge_costs)
     record["judge_calls"] = judge_costs.calls
-    if any(scored is None for scored in rescored):
-        failed = [p for p, scored in zip(offered, rescored, strict=True) if scored is None]
+    if failed:
         return {**record, "status": "error", "reason": f"regrading the answers of {', '.join(failed)} failed"}, [], 0
-    pairs = {p: select_pairs(scored, config.selection, seed=f"{config.seed}:{step}:{p}")
-             for p, scored in zip(offered, rescored, strict=True)}
     spent = sum(len(chosen) for chosen in pairs.values())
     if gold_calls_left is not None and spent > gold_calls_left:
         return {**record, "status": "skipped", "reason": "gold_budget"}, [], 0
@@ -110,6 +106,18 @@ async def transfer(
                             step, reason) for t in evidence]
     record.update(status="accepted", reason="improved_pooled_agreement", changes=len(updates))
     return record, updates, spent
+
+
+async def tail_pairs(step: int, prompt_ids: Sequence[str], buffer: TailBuffer, rubrics: Mapping[str, Rubric],
+                     prompts: Mapping[str, str], config: RefinementConfig, judge: Judge | None, costs: Costs,
+                     tag: str = "") -> tuple[dict[str, list], list[str]]:
+    """Each prompt's buffered answers regraded with its current rubric and paired (`selection`, seeded by step,
+    `tag` and prompt), and the prompts whose regrading failed (no pairs for them)."""
+    rescored = await asyncio.gather(*(regraded(p, buffer, rubrics[p], prompts[p], judge, costs) for p in prompt_ids))
+    failed = [p for p, scored in zip(prompt_ids, rescored, strict=True) if scored is None]
+    pairs = {p: select_pairs(scored, config.selection, seed=f"{config.seed}:{step}:{tag}{p}")
+             for p, scored in zip(prompt_ids, rescored, strict=True) if scored is not None}
+    return pairs, failed
 
 
 async def regraded(prompt_id: str, buffer: TailBuffer, rubric: Rubric, prompt: str, judge: Judge | None,
