@@ -45,6 +45,8 @@ def run_row(run: Path) -> dict:
     state = json.loads((run / "trainer_state.json").read_text())
     steps = state["global_step"]
     completions = steps * state.get("train_batch_size", 8)
+    refinement = (state.get("stateful_callbacks", {}).get("OnlineRefinementCallback") or {}).get(
+        "attributes", {}).get("progress")
     return {
         "run": str(run.relative_to(run.parent.parent)),
         "peak_step": summary["peak_step"],
@@ -56,8 +58,9 @@ def run_row(run: Path) -> dict:
         "length_last": history[-1].get("completion_length"),
         "test_win_rate": test["win_rate"] if test else None,
         "test_wins_ties_losses": [test["wins"], test["ties"], test["losses"]] if test else None,
-        # gold calls: pair preferences for online refinement; one gold grading per completion for the gold reward
-        "gold_calls": sum(len(r["pairs"]) for r in records if "pairs" in r) if records else (
+        # gold calls: pair preferences for online refinement (its checkpointed count); one gold grading per
+        # completion for the gold reward
+        "gold_calls": refinement.get("gold_calls", 0) if refinement else (
             completions if run.name == "gold_reward" else 0),
         "rubric_changes": sum(r.get("changes", 1) for r in accepted),
         "accepted_criteria": dict(Counter(_added(r) for r in accepted)),
@@ -70,6 +73,8 @@ def run_row(run: Path) -> dict:
 def _added(record: dict) -> str:
     if "transfer" in record:
         return f"{record['transfer']} (transferred)"
+    if record.get("pooled_proposal"):
+        return f"{record['criterion']} (pooled)"
     added = (record.get("edit") or {}).get("added")
     return added["id"] if added else "edit"
 

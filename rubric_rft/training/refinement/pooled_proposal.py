@@ -126,7 +126,7 @@ async def propose_pooled(
         if instance is not None:
             updates.append(RubricUpdate(prompt_id, rubric.model_copy(update={"criteria": [*rubric.criteria,
                                                                                          instance]}), step, reason))
-    record.update(status="accepted", reason="improved_pooled_agreement", changes=len(updates))
+    record.update(status="accepted", reason="improved_pooled_agreement", changes=len(updates), gold_calls=spent)
     return record, updates, spent
 
 
