@@ -67,7 +67,7 @@ class HFJudge(AsyncClosing):
     def _load(self) -> None:
         # torch and transformers are imported here, not at the top: the registry imports every built-in backend
         # to read its config, and a process that only talks to servers then stays lean (its garbage collector
-        # walks a tenth of the objects; benchmarks/reward_throughput.py's bound_ratio rose 9% with them).
+        # walks far fewer objects: docs/benchmarks.md has the grading throughput it costs).
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
