@@ -64,26 +64,28 @@ class HeldoutGraders:
     async def _grade(self, rows: list[dict], texts: list[str], indices: list[int],
                      baseline_texts: list[str] | None):
         """Proxy and gold grades of these samples, and their pairs against the starting policy's samples at the
-        same `indices` (None where there is no such grader, or no baseline yet)."""
+        same `indices` (None where there is no such grader, or no baseline yet); the three graders at once."""
         prompts = [row["prompt"] for row in rows]
+
+        async def nothing():
+            return None
+
         async with contextlib.AsyncExitStack() as clients:  # each evaluation runs on a fresh loop: close on it
             for client in (self.proxy, self.gold, self.pairwise):
                 if client is not None:
                     clients.push_async_callback(client.aclose)
-            proxy = await self.proxy.grade(prompts, texts, [proxy_rubric(row, self.rubric_store) for row in rows])
-            gold = None
-            if self.gold is not None:
-                rubrics = [self.gold_rubrics[row["prompt_id"]] for row in rows]
-                gold = await self.gold.grade(prompts, texts, rubrics)
-            pairs = None
+            proxy = self.proxy.grade(prompts, texts, [proxy_rubric(row, self.rubric_store) for row in rows])
+            gold = nothing() if self.gold is None else self.gold.grade(
+                prompts, texts, [self.gold_rubrics[row["prompt_id"]] for row in rows])
+            pairs = nothing()
             if self.pairwise is not None and baseline_texts is not None:
                 items = [
                     {"prompt_id": row["prompt_id"], "prompt": row["prompt"], "candidate": text,
                      "baseline": baseline_texts[index], "rubric": self.gold_rubrics.get(row["prompt_id"])}
                     for row, text, index in zip(rows, texts, indices, strict=True)
                 ]
-                pairs = await judge_pairs(self.pairwise, items)
-            return proxy, gold, pairs
+                pairs = judge_pairs(self.pairwise, items)
+            return tuple(await asyncio.gather(proxy, gold, pairs))
 
 
 def heldout_rows(config: MonitorConfig) -> list[dict]:
