@@ -77,14 +77,10 @@ class HeldoutGraders:
             proxy = self.proxy.grade(prompts, texts, [proxy_rubric(row, self.rubric_store) for row in rows])
             gold = nothing() if self.gold is None else self.gold.grade(
                 prompts, texts, [self.gold_rubrics[row["prompt_id"]] for row in rows])
-            pairs = nothing()
-            if self.pairwise is not None and baseline_texts is not None:
-                items = [
-                    {"prompt_id": row["prompt_id"], "prompt": row["prompt"], "candidate": text,
-                     "baseline": baseline_texts[index], "rubric": self.gold_rubrics.get(row["prompt_id"])}
-                    for row, text, index in zip(rows, texts, indices, strict=True)
-                ]
-                pairs = judge_pairs(self.pairwise, items)
+            pairs = nothing() if self.pairwise is None or baseline_texts is None else judge_pairs(self.pairwise, [
+                {"prompt_id": row["prompt_id"], "prompt": row["prompt"], "candidate": text,
+                 "baseline": baseline_texts[index], "rubric": self.gold_rubrics.get(row["prompt_id"])}
+                for row, text, index in zip(rows, texts, indices, strict=True)])
             return tuple(await asyncio.gather(proxy, gold, pairs))
 
 
