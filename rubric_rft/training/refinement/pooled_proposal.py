@@ -10,8 +10,8 @@ current rubric, paired (`selection`) and ordered by the gold. For each criterion
 proposal prompt gets its own instance (`Proposer.instance`); the id whose instances order the proposal half's
 pooled pairs best (above the rubrics) is chosen, then tested on the test half's pooled pairs, which nothing chose
 on, under `acceptance`. A criterion that passes orders pairs of prompts it was not chosen on: it goes to every
-prompt that has an instance of it, answered lately or not. One a round; a criterion is offered once a run.
-Needs a proposer with instances (the bank).
+prompt that has an instance of it, answered lately or not. One a round; a criterion rejected now may be chosen
+again at a later round, on newer answers. Needs the bank proposer.
 """
 
 from __future__ import annotations
@@ -25,23 +25,21 @@ from typing import Any
 from rubric_rft.judges.base import Judge
 from rubric_rft.llm.costs import Costs
 from rubric_rft.rubricgen.acceptance import Evidence
-from rubric_rft.rubricgen.differentiate import pair_scores
 from rubric_rft.rubricgen.gold import Preference, ask_gold, pair_credits
 from rubric_rft.rubricgen.selection import Scored
 from rubric_rft.rubrics.format import Criterion, Rubric
 from rubric_rft.rubrics.store import RubricUpdate
 from rubric_rft.training.refinement.config import RefinementConfig
 from rubric_rft.training.refinement.tail_buffer import TailBuffer
-from rubric_rft.training.refinement.transfer import tail_pairs
+from rubric_rft.training.refinement.transfer import credits_with, tail_pairs
 
 
 @dataclass
 class Ordered:
-    """One prompt's gold-ordered (better, worse) pairs of its buffered answers, and the gold's records."""
+    """One prompt's gold-ordered (better, worse) pairs of its buffered answers."""
 
     prompt_id: str
     directed: list[tuple[Scored, Scored]]
-    records: list[dict[str, Any]]
 
 
 async def propose_pooled(
@@ -72,14 +70,13 @@ async def propose_pooled(
         return {**record, "status": "skipped", "reason": "gold_budget"}, [], 0
     judged = await asyncio.gather(*(ask_gold(gold, p, prompts[p], chosen, lambda c: c.response)
                                     for p, chosen in pairs.items() if chosen))
-    ordered = [Ordered(p, j.ordered, j.records)
-               for p, j in zip([p for p, chosen in pairs.items() if chosen], judged, strict=True)]
-    ordered = [o for o in ordered if o.directed]
+    ordered = [Ordered(p, j.ordered)
+               for p, j in zip([p for p, chosen in pairs.items() if chosen], judged, strict=True) if j.ordered]
     shuffled = sorted(o.prompt_id for o in ordered)
     random.Random(f"{config.seed}:{step}:pooled").shuffle(shuffled)
-    half = len(shuffled) // 2
-    choose_on = [o for o in ordered if o.prompt_id in set(shuffled[:half])]
-    test_on = [o for o in ordered if o.prompt_id in set(shuffled[half:])]
+    proposal_half = set(shuffled[:len(shuffled) // 2])
+    choose_on = [o for o in ordered if o.prompt_id in proposal_half]
+    test_on = [o for o in ordered if o.prompt_id not in proposal_half]
     record.update(proposal_prompts=sorted(o.prompt_id for o in choose_on),
                   test_prompts=sorted(o.prompt_id for o in test_on),
                   gold_failures=sum(len(j.errors) for j in judged))
@@ -140,15 +137,16 @@ async def _pooled_credits(ordered: Sequence[Ordered], criterion_id: str, rubrics
     for prompt in ordered:
         rubric = rubrics[prompt.prompt_id]
         instance = _instance(proposer, prompt.prompt_id, criterion_id, rubric)
-        before += pair_credits(prompt.directed, tie_credit=tie)
         if instance is None:
-            after += pair_credits(prompt.directed, tie_credit=tie)
-            continue
-        proposed = rubric.model_copy(update={"criteria": [*rubric.criteria, instance]})
-        score = await pair_scores(judge, prompts[prompt.prompt_id], proposed, prompt.directed, costs)
-        if score is None:
-            return None
-        after += pair_credits(prompt.directed, lambda s, score=score: score[s.candidate.response], tie)
+            unchanged = pair_credits(prompt.directed, tie_credit=tie)
+            credits = (unchanged, unchanged)
+        else:
+            credits = await credits_with(judge, prompts[prompt.prompt_id], rubric, instance, prompt.directed, tie,
+                                         costs)
+            if credits is None:
+                return None
+        before += credits[0]
+        after += credits[1]
     return before, after
 
 

@@ -138,12 +138,22 @@ async def _test(prompt_id: str, rubric: Rubric, instance: Criterion, prompt: str
     tested = Tested(prompt_id, rubric, instance, judged.records, [], [])
     if not directed:
         return tested
+    credits = await credits_with(judge, prompt, rubric, instance, directed, config.acceptance.tie_credit, costs)
+    if credits is None:
+        tested.error = "grading with the transferred criterion failed"
+        return tested
+    tested.before, tested.after = credits
+    return tested
+
+
+async def credits_with(judge: Judge | None, prompt: str, rubric: Rubric, instance: Criterion,
+                       directed: Sequence[tuple[Scored, Scored]], tie_credit: float, costs: Costs
+                       ) -> tuple[list[float], list[float]] | None:
+    """The gold-ordered pairs' credits under `rubric`, and under `rubric` with `instance` added; None when grading
+    with it failed."""
     proposed = rubric.model_copy(update={"criteria": [*rubric.criteria, instance]})
     score = await pair_scores(judge, prompt, proposed, directed, costs)
     if score is None:
-        tested.error = "grading with the transferred criterion failed"
-        return tested
-    tie_credit = config.acceptance.tie_credit
-    tested.before = pair_credits(directed, tie_credit=tie_credit)
-    tested.after = pair_credits(directed, lambda s: score[s.candidate.response], tie_credit)
-    return tested
+        return None
+    return (pair_credits(directed, tie_credit=tie_credit),
+            pair_credits(directed, lambda s: score[s.candidate.response], tie_credit))
