@@ -27,7 +27,7 @@ from rubric_rft.llm.generation import Messages, generate_on_every_rank
 from rubric_rft.reward.rubric_reward import RubricReward
 from rubric_rft.rubrics.store import RubricStore
 from rubric_rft.training.refinement.config import RefinementConfig, Sampling
-from rubric_rft.training.refinement.rounds import RefinementState, answer_digests, resting
+from rubric_rft.training.refinement.rounds import RefinementState, all_tried, resting
 from rubric_rft.training.refinement.tail_buffer import TailBuffer
 from rubric_rft.training.refinement.trigger import spread_collapsed
 
@@ -54,9 +54,7 @@ def prompts_to_answer(step: int, prompt_ids: Sequence[str], buffer: TailBuffer, 
         if prompt_id in taken or prompt_id not in store or resting(prompt_id, step, state, config.budgets) is not None:
             continue
         entries = buffer.entries(prompt_id, version=store.rubric_for(prompt_id).version)
-        tried = state.answers_tried.get(prompt_id)
-        if len(entries) < config.min_completions or (
-                tried is not None and answer_digests(e.text for e in entries) <= set(tried)):
+        if len(entries) < config.min_completions or all_tried(prompt_id, entries, state):
             chosen.append(prompt_id)
     return chosen
 

@@ -185,6 +185,12 @@ def answer_digests(texts: Iterable[str]) -> set[str]:
     return {hashlib.sha1(text.encode()).hexdigest()[:12] for text in texts}
 
 
+def all_tried(prompt_id: str, entries: Iterable[Entry], state: RefinementState) -> bool:
+    """Whether the prompt's last attempt was made on every one of these answers (none of them is new)."""
+    tried = state.answers_tried.get(prompt_id)
+    return tried is not None and answer_digests(e.text for e in entries) <= set(tried)
+
+
 def resting(prompt_id: str, step: int, state: RefinementState, budgets: Budgets) -> str | None:
     """Why `prompt_id` may not be attempted at `step`, whatever its answers (cooling down, out of rounds), or None."""
     last = state.last_attempt.get(prompt_id)
@@ -201,8 +207,7 @@ def _budget_skip(prompt_id: str, step: int, refined: int, state: RefinementState
     rest = resting(prompt_id, step, state, budgets)
     if rest is not None:
         return rest
-    tried = state.answers_tried.get(prompt_id)
-    if tried is not None and answer_digests(e.text for e in entries) <= set(tried):
+    if all_tried(prompt_id, entries, state):
         # every answer was there at the last attempt: trying again would only redraw the pairs and the split
         return "no_new_completions"
     if refined >= budgets.prompts_per_round:
