@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config, get_quantization_config
+from trl import GRPOConfig, ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from rubric_rft.judges.registry import build_judge, load_judge_config
 from rubric_rft.llm.generation import generate_on_every_rank
@@ -51,6 +51,7 @@ from rubric_rft.training.rollouts import (
 )
 from rubric_rft.training.rubric_checkpoints import RubricStoreCallback
 from rubric_rft.training.tracking import MetricsJsonlCallback, configure_wandb, log_samples_to_wandb
+from rubric_rft.training.trainer import RubricGRPOTrainer
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "cpu_default.yaml"
 
@@ -114,7 +115,7 @@ def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: Mo
     if refinement is not None:  # after the monitor, whose evaluation at the same step it may read
         callbacks.append(refinement)
     training_args.model_init_kwargs = _model_init_kwargs(model_args, training_args)
-    trainer = GRPOTrainer(
+    trainer = RubricGRPOTrainer(
         model=model_path,
         reward_funcs=_reward_funcs(script_args, reward),
         args=training_args,
@@ -244,7 +245,7 @@ def _heldout_rows(script_args: RubricArguments) -> list[dict]:
     return list(dataset.select(range(min(script_args.num_samples, len(dataset)))))
 
 
-def _answer(trainer: GRPOTrainer, rows: list[dict], max_new_tokens: int) -> list[str]:
+def _answer(trainer: RubricGRPOTrainer, rows: list[dict], max_new_tokens: int) -> list[str]:
     """Greedy held-out answers. Called on every rank: under ZeRO-3 no rank can generate alone, so each answers its
     share (batches of at most 8, small enough that every rank has one) and every rank gets all the answers."""
     if not rows:

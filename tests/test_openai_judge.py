@@ -269,7 +269,7 @@ def test_a_malformed_answer_is_asked_again(start_judge_server, fault, shape):
     server = start_judge_server(**{fault: 1})
     [verdict] = grade(judge_for(server, request_shape=shape), REQUEST)
     assert satisfied(verdict) == policy_verdicts(REQUEST)
-    assert verdict.retries == 1
+    assert (verdict.retries, verdict.malformed) == (1, 1)
 
 
 @pytest.mark.parametrize("fault", ["malformed_first_n", "truncated_first_n", "empty_first_n"])
@@ -277,6 +277,49 @@ def test_persistently_malformed_answers_are_an_error_verdict(start_judge_server,
     server = start_judge_server(**{fault: 10})
     [verdict] = grade(judge_for(server, max_retries=1), REQUEST)
     assert "malformed answer" in verdict.error and verdict.criteria == {}
+    assert verdict.malformed == 2
+
+
+def verdict_object(*keys: str) -> dict:
+    verdict = {"type": "string", "enum": ["yes", "no"]}
+    return {"type": "object", "properties": {key: verdict for key in keys}, "required": list(keys),
+            "additionalProperties": False}
+
+
+@pytest.mark.parametrize(("shape", "constraint"), [
+    ("batched", verdict_object("c1", "c2", "c3")),
+    ("per_criterion", verdict_object("satisfied")),
+    ("yes_no", {"choice": ["Yes", "No"]}),
+])
+def test_structured_answers_ask_the_server_for_the_expected_form(start_judge_server, shape, constraint):
+    server = start_judge_server()
+    [plain] = grade(judge_for(server, request_shape=shape), REQUEST)
+    assert server.stats.constraints == []
+    [structured] = grade(judge_for(server, request_shape=shape, structured_answers=True), REQUEST)
+    assert satisfied(structured) == satisfied(plain) == policy_verdicts(REQUEST)
+    sent = server.stats.constraints
+    assert len(sent) == structured.calls == (1 if shape == "batched" else 3)
+    if shape == "yes_no":
+        assert sent == [{"structured_outputs": constraint}] * 3
+    else:
+        assert {json.dumps(s, sort_keys=True) for s in sent} == {json.dumps({"response_format": {
+            "type": "json_schema", "json_schema": {"name": "verdicts", "schema": constraint, "strict": True}}},
+            sort_keys=True)}
+
+
+def test_structured_and_free_answers_are_cached_apart(judge_server, tmp_path):
+    cache = {"cache_path": str(tmp_path / "verdicts.sqlite")}
+    grade(judge_for(judge_server, **cache), REQUEST)
+    [structured] = grade(judge_for(judge_server, structured_answers=True, **cache), REQUEST)
+    assert (structured.calls, structured.cache_hits) == (1, 0)
+    [again] = grade(judge_for(judge_server, structured_answers=True, **cache), REQUEST)
+    assert (again.calls, again.cache_hits) == (0, 1)
+
+
+def test_a_server_without_structured_outputs_refuses_at_once(start_judge_server):
+    server = start_judge_server(flavor="transformers")
+    [verdict] = grade(judge_for(server, request_shape="yes_no", structured_answers=True, max_retries=3), REQUEST)
+    assert "HTTP 422" in verdict.error and "structured_outputs" in verdict.error and verdict.retries == 0
 
 
 @pytest.mark.parametrize("shape", ["batched", "per_criterion"])

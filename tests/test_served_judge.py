@@ -118,6 +118,23 @@ def test_each_request_shape_grades_concurrently(served_judge, shape, calls_per_a
     assert sum(v.latency_s for v in verdicts) > 1.5 * wall_s
 
 
+@pytest.mark.parametrize("shape", ["batched", "per_criterion", "yes_no"])
+def test_vllm_decodes_only_answers_of_the_expected_form_with_structured_answers(served_judge, shape):
+    """Without worked examples SmolLM2 mostly answers in prose; vLLM's structured outputs leave it no other form.
+    transformers serve has no such decoding (`structured_outputs` is refused, see tests/test_openai_judge.py)."""
+    if served_judge.engine != "vllm":
+        pytest.skip("structured outputs are vLLM's")
+    options = {"yes_probability": True} if shape == "yes_no" else {}
+    config = served_config(served_judge, request_shape=shape, demonstrations=False, structured_answers=True,
+                           max_retries=0, **options)
+    verdicts = grade(build_judge(config), *[GradeRequest("How do I boil an egg?", a, CRITERIA) for a in ANSWERS])
+    for verdict in verdicts:
+        assert verdict.ok and verdict.malformed == 0, verdict.error
+        assert set(verdict.criteria) == {"water", "minutes"}
+        if shape == "yes_no":  # the constraint masks the sampling, not the reported distribution
+            assert all(0 < result.probability < 1 for result in verdict.criteria.values())
+
+
 def test_a_server_killed_mid_batch_gives_counted_failures_not_scores(judge_engine, smollm2_path, tmp_path):
     with judge_server(
         smollm2_path, engine=judge_engine, served_model_name=DEFAULT_JUDGE_MODEL, workdir=tmp_path

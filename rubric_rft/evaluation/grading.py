@@ -126,6 +126,7 @@ def graded_record(response: ResponseToGrade, rubric: Rubric, graded: GradedCompl
         "criteria": criteria,
         "judge_calls": costs.calls,
         "retries": costs.retries,
+        "malformed": costs.malformed,
         "cache_hits": costs.cache_hits,
     }
 
@@ -140,6 +141,7 @@ def summarize(records: Sequence[dict[str, Any]], wall_s: float) -> dict[str, Any
         "mean_score": float(np.mean(scores)) if scores else None,
         "judge_calls": sum(r["judge_calls"] for r in records),
         "retries": sum(r["retries"] for r in records),
+        "malformed": sum(r["malformed"] for r in records),
         "cache_hits": sum(r["cache_hits"] for r in records),
         "wall_s": wall_s,
     }

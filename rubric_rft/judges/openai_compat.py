@@ -20,6 +20,7 @@ from rubric_rft.judges.base import AsyncClosing, CriterionVerdict, GradeRequest,
 from rubric_rft.judges.parsing import parse_batched, parse_single, parse_yes_no
 from rubric_rft.judges.prompts import (
     TEMPLATE_VERSION,
+    answer_constraint,
     batched_messages,
     demonstrated,
     per_criterion_messages,
@@ -46,6 +47,13 @@ class OpenAIJudgeConfig(ChatEndpointConfig):
         default=False,
         description="Show worked examples of the question answered in the expected format before each question: "
         "small judges (e.g. SmolLM2-135M) then answer in that format instead of prose.",
+    )
+    structured_answers: bool = Field(
+        default=False,
+        description="Have the server decode only answers of the expected form (structured outputs): a JSON schema "
+        "in `response_format` for batched and per_criterion (OpenAI, vLLM, SGLang), vLLM's `structured_outputs` "
+        "choice of Yes or No for yes_no. Fewer malformed answers and answer tokens; a server without support "
+        "refuses the request or ignores the field.",
     )
     yes_probability: bool = Field(
         default=False,
@@ -99,7 +107,8 @@ class OpenAIJudge(AsyncClosing):
             [(label, c.text) for label, c in zip(labels, request.criteria, strict=True)],
         )
         asked = await self.client.ask(
-            self._shown(messages), _in_label_order(labels), self._key("batched", request, request.criteria)
+            self._shown(messages), _in_label_order(labels), self._key("batched", request, request.criteria),
+            constraint=self._constraint(labels),
         )
         verdict = Verdict(error=asked.error).add(asked)
         if asked.ok:
@@ -137,7 +146,11 @@ class OpenAIJudge(AsyncClosing):
             lambda text: {"satisfied": [parse(text)]},
             self._key(shape, request, (criterion,)),
             first_token=_yes_probability if self.config.yes_probability else None,
+            constraint=self._constraint([]),
         )
+
+    def _constraint(self, labels: list[str]) -> dict[str, Any] | None:
+        return answer_constraint(self.config.request_shape, labels) if self.config.structured_answers else None
 
     def _shown(self, messages: list[dict]) -> list[dict]:
         return demonstrated(messages, self.config.request_shape) if self.config.demonstrations else messages

@@ -116,6 +116,24 @@ WORKED_EXAMPLES = (
 )
 
 
+def answer_constraint(shape: str, labels: list[str]) -> dict:
+    """Request fields that make a server decode only answers of the form `shape` asks for (structured outputs):
+    a JSON schema in OpenAI's `response_format` (OpenAI, vLLM and SGLang accept it) for `batched` (every label in
+    `labels` mapped to "yes" or "no") and `per_criterion` ({"satisfied": "yes" | "no"}); vLLM's
+    `structured_outputs` choice of the two words for `yes_no`, whose first token then still carries P(yes)."""
+    if shape == "yes_no":
+        return {"structured_outputs": {"choice": ["Yes", "No"]}}
+    keys = labels if shape == "batched" else ["satisfied"]
+    schema = {
+        "type": "object",
+        "properties": {key: {"type": "string", "enum": ["yes", "no"]} for key in keys},
+        "required": keys,
+        "additionalProperties": False,
+    }
+    return {"response_format": {"type": "json_schema", "json_schema": {"name": "verdicts", "schema": schema,
+                                                                        "strict": True}}}
+
+
 def demonstrated(messages: list[dict], shape: str) -> list[dict]:
     """`messages` with worked examples of the same question answered in the expected format inserted before the
     question (one satisfied criterion, one not). Small judges that ignore format instructions copy a format they

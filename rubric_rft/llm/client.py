@@ -107,6 +107,7 @@ class ChatClient:
         key: dict[str, Any],
         *,
         first_token: Callable[[list[dict]], dict[str, Any]] | None = None,
+        constraint: dict[str, Any] | None = None,
     ) -> Asked[dict[str, Any]]:
         """The parsed answer to one chat question: from the cache, or asked (and re-asked) until it parses.
 
@@ -114,14 +115,17 @@ class ChatClient:
         to have the question asked again. `key` holds everything besides the model and temperature that determines
         the answer (template version, prompt, ...): the cache key is made of them. With `first_token`, the top
         log-probabilities of the answer's first token are requested too, and what it makes of them (`[]` when the
-        server gave none) is merged into the answer.
+        server gave none) is merged into the answer. `constraint` holds request fields that constrain the answer's
+        form (`response_format`, vLLM's `structured_outputs`); it is part of the cache key.
         """
+        if constraint is not None:
+            key = {**key, "constraint": constraint}
         full_key = cache_key(backend="openai", model=self.config.model, temperature=self.config.temperature, **key)
         cached = self._cache.get(full_key) if self._cache is not None else None
         if cached is not None:
             return Asked(cache_hits=1, value=cached)
         if self.config.temperature != 0:  # a sampled answer is one draw: an identical question gets its own
-            return await self._ask(messages, parse, full_key, first_token)
+            return await self._ask(messages, parse, full_key, first_token, constraint)
         asking = self._loop_resources().asking
         if full_key in asking:
             # Single flight: the same question is on its way (a collapsed GRPO group repeats one answer), and at
@@ -130,7 +134,7 @@ class ChatClient:
             return Asked(cache_hits=1, value=None if value is None else dict(value), error=error)
         answer = asking[full_key] = asyncio.get_running_loop().create_future()
         try:
-            asked = await self._ask(messages, parse, full_key, first_token)
+            asked = await self._ask(messages, parse, full_key, first_token, constraint)
             answer.set_result((None if asked.value is None else dict(asked.value), asked.error))  # callers may edit
             return asked
         finally:
@@ -144,6 +148,7 @@ class ChatClient:
         parse: Callable[[str], dict[str, Any]],
         full_key: str,
         first_token: Callable[[list[dict]], dict[str, Any]] | None,
+        constraint: dict[str, Any] | None = None,
     ) -> Asked[dict[str, Any]]:
         """Ask (and re-ask) until the answer parses or the retries run out; cache a parsed answer."""
         asked: Asked[dict[str, Any]] = Asked()
@@ -154,7 +159,8 @@ class ChatClient:
                 await asyncio.sleep(self._backoff_s(attempt, retry_after_s))
                 logger.debug("retry %d after: %s", attempt, last_failure)
             try:
-                text, top_logprobs = await self._complete(messages, asked, logprobs=first_token is not None)
+                text, top_logprobs = await self._complete(messages, asked, logprobs=first_token is not None,
+                                                          constraint=constraint)
                 answer = parse(text)
                 if first_token is not None:
                     answer.update(first_token(top_logprobs))
@@ -163,6 +169,7 @@ class ChatClient:
                 return asked
             except (_Transient, MalformedAnswer) as problem:
                 last_failure = str(problem) if isinstance(problem, _Transient) else f"malformed answer: {problem}"
+                asked.malformed += isinstance(problem, MalformedAnswer)
                 retry_after_s = problem.retry_after_s if isinstance(problem, _Transient) else None
                 continue
             if self._cache is not None:
@@ -175,7 +182,8 @@ class ChatClient:
         return asked
 
     async def _complete(
-        self, messages: list[dict], costs: CallOutcome, *, logprobs: bool = False
+        self, messages: list[dict], costs: CallOutcome, *, logprobs: bool = False,
+        constraint: dict[str, Any] | None = None,
     ) -> tuple[str, list[dict]]:
         """Send one chat request to the next replica: the answer's text and, with `logprobs`, the top
         log-probabilities of its first token (empty when the server gives none); or `_Transient`/`_Refused`."""
@@ -187,6 +195,7 @@ class ChatClient:
         }
         if logprobs:
             body.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
+        body.update(constraint or {})
         resources = self._loop_resources()
         url, client = resources.clients[next(self._next_client) % len(resources.clients)]
         estimated = estimate_tokens(messages, self.config.max_tokens)

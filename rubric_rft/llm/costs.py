@@ -10,11 +10,13 @@ from dataclasses import dataclass, fields
 @dataclass
 class Costs:
     """`calls`: requests sent (retries included) or, for an in-process model, questions answered by a forward
-    pass; `retries`: the extra attempts among them; `cache_hits`: questions answered from the cache;
-    `rate_limit_wait_s`: seconds requests waited for the endpoint's rate limits."""
+    pass; `retries`: the extra attempts among them; `malformed`: answers that did not parse (each one re-asked, or
+    the last try's failure); `cache_hits`: questions answered from the cache; `rate_limit_wait_s`: seconds requests
+    waited for the endpoint's rate limits."""
 
     calls: int = 0
     retries: int = 0
+    malformed: int = 0
     cache_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0

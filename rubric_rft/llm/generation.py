@@ -5,7 +5,8 @@ Each prompt is rendered with the tokenizer's chat template (generation prompt ad
 `samples_per_prompt` times, its samples adjacent; the rows are left-padded and generated `batch_size` at a time.
 `temperature=0` is greedy. Otherwise batch b is sampled with the seed `seed + b` inside `torch.random.fork_rng`,
 so the global random state, and with it training, is untouched. A completion ends at its first end-of-sequence
-token; texts are decoded without special tokens and stripped.
+token; texts are decoded without special tokens and stripped. A LoRA policy generates with its adapters folded
+into its weights (`rubric_rft.llm.merged_lora`), which decodes faster (fewer operations a token) and answers the same up to rounding.
 
 In a distributed run, `generate_on_every_rank` is called by every rank: under DeepSpeed ZeRO-3 (and FSDP) a
 model's weights are sharded, so no rank can generate while the others wait elsewhere.
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from rubric_rft.llm.merged_lora import merged_lora
 
 Messages = list[dict[str, str]]
 
@@ -78,7 +81,8 @@ def generate(
     try:
         for index, start in enumerate(range(0, len(rows), batch_size)):
             chats = rows[start : start + batch_size]
-            batch = _generate_batch(model, tokenizer, chats, max_new_tokens, sampling, seed + index)
+            with merged_lora(model) as folded:  # measured below with the adapters as they train
+                batch = _generate_batch(folded, tokenizer, chats, max_new_tokens, sampling, seed + index)
             result.texts.extend(_decoded(tokenizer, batch))
             result.lengths.extend(batch.completion_mask.sum(dim=1).tolist())
             if measure is not None:

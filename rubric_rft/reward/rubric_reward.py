@@ -180,6 +180,7 @@ class RubricReward(AsyncClosing):
                 {
                     "rubric/judge_calls": float(costs.calls),
                     "rubric/judge_retries": float(costs.retries),
+                    "rubric/judge_malformed": float(costs.malformed),
                     "rubric/judge_cache_hits": float(costs.cache_hits),
                     "rubric/judge_latency_s": sum(v.latency_s for v in verdicts) / len(verdicts),
                     "rubric/judge_prompt_tokens": float(costs.prompt_tokens),

@@ -85,6 +85,7 @@ Flavor = Literal["vllm", "transformers"]
 Responder = Callable[[list[dict]], str]  # chat messages -> the answer of a chat model
 
 DEFAULT_MODEL = "scripted-judge"
+CONSTRAINT_FIELDS = ("response_format", "structured_outputs")  # structured outputs: recorded, not enforced
 MALFORMED_ANSWER = "The response looks reasonable overall, and I would lean towards accepting it."
 # The chat request fields `transformers serve` accepts (the rest get a 422); the OpenAI schema's, in short.
 TRANSFORMERS_SERVE_FIELDS = frozenset(
@@ -192,6 +193,7 @@ class ServerStats:
     max_concurrent: int = 0
     status_counts: Counter[int] = field(default_factory=Counter)
     authorizations: set[str] = field(default_factory=set)
+    constraints: list[dict] = field(default_factory=list)  # each request's answer-form fields, where it had any
 
     def as_json(self) -> dict:
         return {
@@ -281,6 +283,9 @@ class _JudgeApp:
     async def _respond(self, request: Request, number: int) -> JSONResponse:
         script = self.script
         body = await request.json()
+        constraint = {key: body[key] for key in CONSTRAINT_FIELDS if key in body}
+        if constraint:
+            self.stats.constraints.append(constraint)
         stage = number
         if stage < script.hang_first_n:
             await self._hang(request)
