@@ -1,15 +1,17 @@
-"""GRPO step time with rollouts from `model.generate` and from colocated vLLM, side by side in one run.
+"""GRPO step time with rollouts from `model.generate` (float32 and bfloat16) and from colocated vLLM, side by side.
 
     python benchmarks/rollout_engines.py                 # SmolLM2-135M-Instruct + LoRA, 8 x 64 tokens, 8 steps each
     python benchmarks/rollout_engines.py --steps 12 --rounds 2 --eager
 
 Each engine trains the CPU default (configs/cpu_default.yaml: SmolLM2 with LoRA r=16, 8 completions of up to 64
 tokens a step, a rules-only rubric) through scripts/train_grpo.py in a fresh process, with the same seed; the rounds
-alternate the engines so that a slow spell of a shared machine falls on both. The step times are TRL's own
-(`step_time` in the log history). vLLM compiles the model with inductor while it starts (vLLM's CPU default);
-with --eager it also runs as the tests run it, `VLLM_CPU_CI_ENV=1` (dynamo + eager: a short start, traced in the
-first step). The first step is reported apart as warm-up; the steady state is the mean of the later steps. The
-last line is `vllm_speedup: X` = generate's steady step time / vLLM's (above 1: vLLM is faster).
+alternate the engines so that a slow spell of a shared machine falls on all of them. `generate` decodes with the
+LoRA adapters folded into float32 weights, `generate bf16` into bfloat16 copies (`rollout_dtype: bfloat16`). The
+step times are TRL's own (`step_time` in the log history). vLLM compiles the model with inductor while it starts
+(vLLM's CPU default); with --eager it also runs as the tests run it, `VLLM_CPU_CI_ENV=1` (dynamo + eager: a short
+start, traced in the first step). The first step is reported apart as warm-up; the steady state is the mean of
+the later steps. The last lines are `bf16_rollout_speedup` and `vllm_speedup`: generate's steady step time over
+that engine's (above 1: faster than float32 generate).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_FLAGS = ["--use_vllm", "true", "--vllm_mode", "colocate"]  # the rest as configs/cpu_vllm.yaml has it
 ENGINES = {
-    "generate": (["--use_vllm", "false"], {}),
+    "generate": (["--use_vllm", "false", "--rollout_dtype", "float32"], {}),
+    "generate bf16": (["--use_vllm", "false", "--rollout_dtype", "bfloat16"], {}),
     "vllm": (VLLM_FLAGS, {"VLLM_CPU_CI_ENV": "0"}),
     "vllm (eager)": (VLLM_FLAGS, {"VLLM_CPU_CI_ENV": "1"}),  # vLLM's switch for dynamo + eager instead of inductor
 }
@@ -92,6 +95,7 @@ def main() -> None:
         )
     if "vllm (eager)" in steady:
         print(f"vllm_eager_speedup: {steady['generate'] / steady['vllm (eager)']:.2f}")
+    print(f"bf16_rollout_speedup: {steady['generate'] / steady['generate bf16']:.2f}")
     print(f"vllm_speedup: {steady['generate'] / steady['vllm']:.2f}")
 
 

@@ -81,6 +81,11 @@ class RubricArguments:
         metadata={"help": "The training reward, {type: rubric} (default) or {type: bt, model: PATH}: a mapping in "
                   "the YAML, a JSON string, or a YAML path."},
     )
+    rollout_dtype: str | None = field(
+        default=None,
+        metadata={"help": "Precision of transformers rollouts (not vLLM's): bfloat16 decodes ~1.5x faster on a CPU "
+                  "with native bfloat16 kernels, sampling from the bfloat16-rounded policy; null: the policy's own."},
+    )
     vllm_cpu_kv_cache_gib: int | None = field(
         default=None,
         metadata={"help": "KV cache of vLLM on the CPU, whole GiB: sets VLLM_CPU_KVCACHE_SPACE when that is unset. "
@@ -123,6 +128,7 @@ def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: Mo
         quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),
         callbacks=callbacks,
+        rollout_dtype=script_args.rollout_dtype,
     )
     use_cpu_weight_reload(trainer)  # colocated vLLM on the CPU: weights reach it through vLLM's own reload
     for callback in (monitor, refinement):  # they generate and save through the trainer (sharded under ZeRO-3)

@@ -99,11 +99,30 @@ def test_the_monitor_measures_kl_on_the_samples_it_returns(tiny, tiny_model_path
     unmoved = sample_policy(model, tokenizer, PROMPTS, reference=reference_of(model, start), **options)
     expected = generate(model, tokenizer, PROMPTS, top_k=0, **options)
     assert unmoved.texts == expected.texts and unmoved.lengths == expected.lengths
-    assert unmoved.kl == [0.0] * 6
+    assert all(0 <= kl < 1e-4 for kl in unmoved.kl)  # 0 up to rounding: decoding with a cache vs a full forward
     with torch.no_grad():
         model.lm_head.weight.mul_(1.5)
     moved = sample_policy(model, tokenizer, PROMPTS, reference=reference_of(model, start), **options)
     assert all(kl > 0 for kl in moved.kl)
+
+
+def test_token_logprobs_are_the_sampling_distribution_of_each_token(tiny):
+    """What the monitor's KL takes as the policy's side: the same as a forward pass over the finished samples."""
+    from rubric_rft.training.monitor.policy import _token_logps
+
+    model, tokenizer = tiny
+    batches = []
+    options = {"max_new_tokens": 6, "temperature": 0.7, "top_k": 0, "samples_per_prompt": 2, "seed": 3}
+    generate(model, tokenizer, PROMPTS, token_logprobs=True, measure=lambda _, b: batches.append(b) or [0] * 6,
+             batch_size=6, **options)
+    [batch] = batches
+    with torch.no_grad():
+        forward = _token_logps(model, batch, 0.7)
+    mask = batch.completion_mask.bool()
+    torch.testing.assert_close(batch.token_logprobs[mask], forward[mask], atol=1e-4, rtol=1e-4)
+    assert (batch.token_logprobs[mask] < 0).all()
+    with pytest.raises(ValueError, match="plain sampling"):
+        generate(model, tokenizer, PROMPTS, token_logprobs=True, max_new_tokens=2, temperature=0.7, top_k=50)
 
 
 DRIVER = """

@@ -6,7 +6,7 @@ Each prompt is rendered with the tokenizer's chat template (generation prompt ad
 `temperature=0` is greedy. Otherwise batch b is sampled with the seed `seed + b` inside `torch.random.fork_rng`,
 so the global random state, and with it training, is untouched. A completion ends at its first end-of-sequence
 token; texts are decoded without special tokens and stripped. A LoRA policy generates with its adapters folded
-into its weights (`rubric_rft.llm.merged_lora`), which decodes faster (fewer operations a token) and answers the same up to rounding.
+into its weights (`rubric_rft.llm.generation_weights`): fewer operations a token, the same answers up to rounding.
 
 In a distributed run, `generate_on_every_rank` is called by every rank: under DeepSpeed ZeRO-3 (and FSDP) a
 model's weights are sharded, so no rank can generate while the others wait elsewhere.
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from rubric_rft.llm.merged_lora import merged_lora
+from rubric_rft.llm.generation_weights import generation_weights
 
 Messages = list[dict[str, str]]
 
@@ -33,6 +33,9 @@ class Batch:
     sequences: torch.Tensor  # (rows, prompt + completion)
     attention_mask: torch.Tensor  # the prompt's padding off, the completion on up to its first end-of-sequence
     completion_mask: torch.Tensor  # (rows, completion): the completion part of `attention_mask`
+    # (rows, completion): each generated token's log-probability at the sampling temperature, from the logits the
+    # model sampled it from (`generate(token_logprobs=True)`); None when not asked for
+    token_logprobs: torch.Tensor | None = None
 
 
 @dataclass
@@ -62,10 +65,13 @@ def generate(
     top_k: int | None = None,
     seed: int = 0,
     measure: Measure | None = None,
+    token_logprobs: bool = False,
 ) -> Generations:
     """Answers to `prompts` in this process (see the module docstring); `top_k=None` leaves the model's default.
 
-    `measure` runs on each batch right after it is generated, on the same model (e.g. log-probabilities for a KL).
+    `measure` runs on each batch right after it is generated, on the same model (e.g. log-probabilities for a KL);
+    with `token_logprobs` (sampling without top-k/top-p) the batch it gets carries the log-probability of each
+    generated token, read from the logits it was sampled from: no second forward pass for the policy's side.
     The tokenizer's padding side and the model's train/eval mode are restored.
     """
     rows = [messages for messages in prompts for _ in range(samples_per_prompt)]
@@ -81,8 +87,9 @@ def generate(
     try:
         for index, start in enumerate(range(0, len(rows), batch_size)):
             chats = rows[start : start + batch_size]
-            with merged_lora(model) as folded:  # measured below with the adapters as they train
-                batch = _generate_batch(folded, tokenizer, chats, max_new_tokens, sampling, seed + index)
+            with generation_weights(model) as folded:  # measured below with the adapters as they train
+                batch = _generate_batch(folded, tokenizer, chats, max_new_tokens, sampling, seed + index,
+                                        token_logprobs)
             result.texts.extend(_decoded(tokenizer, batch))
             result.lengths.extend(batch.completion_mask.sum(dim=1).tolist())
             if measure is not None:
@@ -143,17 +150,27 @@ def generate_on_every_rank(
     return merged
 
 
-def _generate_batch(model, tokenizer, rows: list[Messages], max_new_tokens: int, sampling: dict, seed: int) -> Batch:
+def _generate_batch(model, tokenizer, rows: list[Messages], max_new_tokens: int, sampling: dict, seed: int,
+                    token_logprobs: bool = False) -> Batch:
     texts = [tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) for messages in rows]
     inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     devices = [model.device] if model.device.type == "cuda" else []
+    if token_logprobs and (not sampling["do_sample"] or sampling["top_p"] < 1.0 or sampling.get("top_k") != 0):
+        raise ValueError("token_logprobs needs plain sampling (temperature > 0, top_p 1, top_k 0): with anything else "
+                         "the tokens do not come from the logits' distribution")
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         output = model.generate(
-            **inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
+            **inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling,
+            return_dict_in_generate=True, output_logits=token_logprobs,
         )
-    mask = _up_to_first_eos(output[:, inputs["input_ids"].shape[1] :], tokenizer.eos_token_id)
-    return Batch(output, torch.cat([inputs["attention_mask"], mask], dim=1), mask)
+    completions = output.sequences[:, inputs["input_ids"].shape[1] :]
+    mask = _up_to_first_eos(completions, tokenizer.eos_token_id)
+    logprobs = None
+    if token_logprobs:  # raw logits of each step; the same temperature that sampled
+        logits = torch.stack(output.logits, dim=1).float() / sampling["temperature"]
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, completions.unsqueeze(-1)).squeeze(-1)
+    return Batch(output.sequences, torch.cat([inputs["attention_mask"], mask], dim=1), mask, logprobs)
 
 
 def _decoded(tokenizer, batch: Batch) -> list[str]:

@@ -1,17 +1,38 @@
-"""`RubricGRPOTrainer`: TRL's `GRPOTrainer`, whose transformers rollouts decode a LoRA policy with its adapters
-folded into its weights (`rubric_rft.llm.merged_lora`): the same rollouts, fewer operations a token. Everything
-else is TRL's. vLLM rollouts are untouched (TRL already merges the adapters before it syncs the weights)."""
+"""`RubricGRPOTrainer`: TRL's `GRPOTrainer`, whose transformers rollouts decode with the policy's generation weights
+(`rubric_rft.llm.generation_weights`): LoRA adapters folded in, and with `rollout_dtype` cast to a lower precision.
+Everything else is TRL's. vLLM rollouts are untouched (TRL merges the adapters itself before it syncs them)."""
 
 from __future__ import annotations
 
+import logging
+
+import torch
 from trl import GRPOTrainer
 
-from rubric_rft.llm.merged_lora import merged_lora
+from rubric_rft.llm.generation_weights import generation_weights, has_native_bfloat16
+
+logger = logging.getLogger(__name__)
+
+ROLLOUT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class RubricGRPOTrainer(GRPOTrainer):
+    """`rollout_dtype`: the precision transformers rollouts decode in ("bfloat16", ...; None: the policy's own)."""
+
+    def __init__(self, *args, rollout_dtype: str | None = None, **kwargs) -> None:
+        if rollout_dtype is not None and rollout_dtype not in ROLLOUT_DTYPES:
+            raise ValueError(f"rollout_dtype: expected one of {sorted(ROLLOUT_DTYPES)} or null, got {rollout_dtype!r}")
+        if rollout_dtype is not None and getattr(kwargs.get("args"), "use_vllm", False):
+            raise ValueError("rollout_dtype sets the precision of transformers rollouts; vLLM rollouts take vLLM's "
+                             "own settings: leave rollout_dtype unset with use_vllm")
+        super().__init__(*args, **kwargs)
+        self.rollout_dtype = ROLLOUT_DTYPES.get(rollout_dtype)
+        if self.rollout_dtype == torch.bfloat16 and self.args.use_cpu and not has_native_bfloat16():
+            logger.warning("rollout_dtype bfloat16: this CPU has no native bfloat16 kernels, so bfloat16 rollouts "
+                           "decode slower than float32 here; set rollout_dtype: float32")
+
     def _generate_single_turn(self, *args, **kwargs):
         if self.use_vllm:
             return super()._generate_single_turn(*args, **kwargs)
-        with merged_lora(self.accelerator.unwrap_model(self.model)):
+        with generation_weights(self.accelerator.unwrap_model(self.model), self.rollout_dtype):
             return super()._generate_single_turn(*args, **kwargs)

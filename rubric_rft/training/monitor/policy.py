@@ -107,18 +107,20 @@ def sample_policy(
         top_p=1.0,
         top_k=0,
         seed=seed,
-        measure=lambda policy, batch: _kl(policy, reference, batch, temperature),
+        measure=lambda policy, batch: _kl(reference, batch, temperature),
+        token_logprobs=True,
     )
     return PolicySamples(generated.texts, generated.lengths, generated.measured)
 
 
-def _kl(policy, reference, batch: Batch, temperature: float) -> list[float]:
-    """k3 summed over each completion's tokens (see the module docstring)."""
-    policy_logps = _token_logps(policy, batch, temperature)
+def _kl(reference, batch: Batch, temperature: float) -> list[float]:
+    """k3 summed over each completion's tokens (see the module docstring); the policy's log-probabilities are those
+    the tokens were sampled with, so only the reference runs a forward pass."""
     with reference() as reference_model:
         reference_logps = _token_logps(reference_model, batch, temperature)
-    delta = reference_logps - policy_logps
-    return ((torch.exp(delta) - delta - 1) * batch.completion_mask).sum(dim=1).tolist()
+    delta = reference_logps - batch.token_logprobs
+    k3 = (torch.exp(delta) - delta - 1).clamp(min=0)  # >= 0 but for rounding (cached decoding vs a full forward)
+    return (k3 * batch.completion_mask).sum(dim=1).tolist()
 
 
 def _token_logps(model, batch: Batch, temperature: float) -> torch.Tensor:
@@ -126,7 +128,8 @@ def _token_logps(model, batch: Batch, temperature: float) -> torch.Tensor:
     sequences, attention = batch.sequences, batch.attention_mask
     completion_length = batch.completion_mask.shape[1]
     positions = (torch.cumsum(attention, dim=1) - 1).clamp(min=0)
-    logits = model(input_ids=sequences, attention_mask=attention, position_ids=positions).logits
-    logits = logits[:, -completion_length - 1 : -1].float() / temperature
+    logits = model(input_ids=sequences, attention_mask=attention, position_ids=positions,
+                   logits_to_keep=completion_length + 1).logits  # no vocabulary projection for the prompt
+    logits = logits[:, :-1].float() / temperature
     targets = sequences[:, -completion_length:]
     return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)

@@ -1,4 +1,5 @@
-"""Folded LoRA adapters for generation: the same model, and the frozen weights exactly as they were."""
+"""Generation weights: LoRA adapters folded in, optionally cast; the same model, and every weight exactly as it was
+afterwards."""
 
 import contextlib
 import json
@@ -9,7 +10,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rubric_rft.llm.generation import generate
-from rubric_rft.llm.merged_lora import merged_lora
+from rubric_rft.llm.generation_weights import generation_weights
 
 
 def lora_model(path: str, **options):
@@ -39,7 +40,7 @@ def test_folded_adapters_compute_the_same_and_leave_every_weight_as_it_was(tiny_
     with model.disable_adapter():
         base = logits(model, ids)
     assert not torch.allclose(before, base, atol=1e-4), "the adapters must change the model for this test to mean much"
-    with merged_lora(model) as folded:
+    with generation_weights(model) as folded:
         assert folded is model
         torch.testing.assert_close(logits(folded, ids), before, atol=1e-5, rtol=1e-4)
         assert any(not torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
@@ -50,10 +51,21 @@ def test_folded_adapters_compute_the_same_and_leave_every_weight_as_it_was(tiny_
 def test_the_weights_come_back_when_generation_fails(tiny_model_path):
     model = lora_model(tiny_model_path)
     frozen = frozen_weights(model)
-    with pytest.raises(RuntimeError, match="stopped"), merged_lora(model):
+    with pytest.raises(RuntimeError, match="stopped"), generation_weights(model):
         raise RuntimeError("stopped")
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
     assert not model._adapters_disabled
+
+
+def test_cast_weights_compute_nearly_the_same_and_are_restored_with_their_dtype(tiny_model_path):
+    for model in (lora_model(tiny_model_path), AutoModelForCausalLM.from_pretrained(tiny_model_path).eval()):
+        ids = torch.randint(0, model.config.vocab_size, (2, 12))
+        before, weights = logits(model, ids), {n: p.detach().clone() for n, p in model.named_parameters()}
+        with generation_weights(model, torch.bfloat16) as cast:
+            assert {p.dtype for n, p in cast.named_parameters() if "lora_" not in n} == {torch.bfloat16}
+            during = logits(cast, ids).float()
+        assert (during - before).abs().max() < 0.05 * before.abs().max()  # bfloat16 rounding, not another model
+        assert all(torch.equal(p, weights[n]) and p.dtype == torch.float32 for n, p in model.named_parameters())
 
 
 def test_models_that_cannot_fold_exactly_are_used_as_they_are(tiny_model_path):
@@ -61,7 +73,7 @@ def test_models_that_cannot_fold_exactly_are_used_as_they_are(tiny_model_path):
     dora = lora_model(tiny_model_path, use_dora=True)
     for model in (plain, dora):
         frozen = frozen_weights(model)
-        with merged_lora(model) as used:
+        with generation_weights(model) as used:
             assert used is model and all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
 
 
@@ -80,7 +92,7 @@ def test_generation_answers_and_measures_with_the_trained_policy(tiny_model_path
         return [0.0] * len(batch.sequences)
 
     folded = generate(model, tokenizer, prompts, max_new_tokens=8, measure=measure)
-    monkeypatch.setattr("rubric_rft.llm.generation.merged_lora", contextlib.nullcontext)
+    monkeypatch.setattr("rubric_rft.llm.generation.generation_weights", contextlib.nullcontext)
     unfolded = generate(model, tokenizer, prompts, max_new_tokens=8)
     assert seen == [True]
     assert folded.texts == unfolded.texts and folded.lengths == unfolded.lengths
@@ -96,12 +108,13 @@ def test_the_trainer_folds_the_adapters_for_its_rollouts_and_trains_them(tmp_pat
     folded_while_generating = []
 
     @contextlib.contextmanager
-    def watched(model):
-        with merged_lora(model) as used:
-            folded_while_generating.append(used._adapters_disabled)  # folded: the adapters are off, W holds them
+    def watched(model, dtype):
+        with generation_weights(model, dtype) as used:
+            weight = used.get_input_embeddings().weight
+            folded_while_generating.append((used._adapters_disabled, weight.dtype))  # folded: adapters off
             yield used
 
-    monkeypatch.setattr(trainer_module, "merged_lora", watched)
+    monkeypatch.setattr(trainer_module, "generation_weights", watched)
     # a rule the tiny model passes about half the time: groups with a spread, so the adapters learn
     rows = [{"prompt_id": f"p{i}", "prompt": [{"role": "user", "content": f"Say something about {topic}."}],
              "rubric": {"id": f"p{i}", "criteria": [{"id": "short", "kind": "rule", "weight": 1, "text": "Short.",
@@ -111,10 +124,24 @@ def test_the_trainer_folds_the_adapters_for_its_rollouts_and_trains_them(tmp_pat
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     trainer = trainer_module.RubricGRPOTrainer(
         model=tiny_model_path, reward_funcs=[RubricReward(None)], args=tiny_grpo_config(tmp_path, max_steps=2),
+        rollout_dtype="bfloat16",
         train_dataset=load_prompt_dataset(str(data)),
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
     adapters_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     trainer.train()
-    assert folded_while_generating == [True, True]  # one rollout per step, each with the adapters folded
-    trained = trainer.model.named_parameters()
-    assert any(not torch.equal(p, adapters_before[n]) for n, p in trained if n in adapters_before)
+    assert folded_while_generating == [(True, torch.bfloat16)] * 2  # one rollout a step, folded and cast
+    trained = dict(trainer.model.named_parameters())
+    assert any(not torch.equal(trained[n], before) for n, before in adapters_before.items())
+    assert {p.dtype for p in trained.values()} == {torch.float32}  # trained in float32, only decoded in bfloat16
+
+
+def test_rollout_dtype_is_checked_before_the_trainer_is_built(tiny_model_path, tmp_path):
+    from rubric_rft.training.trainer import RubricGRPOTrainer
+    from tests.test_training import tiny_grpo_config
+
+    with pytest.raises(ValueError, match="rollout_dtype: expected one of"):
+        RubricGRPOTrainer(model=tiny_model_path, reward_funcs=[], args=tiny_grpo_config(tmp_path),
+                          rollout_dtype="bf16")
+    with pytest.raises(ValueError, match="vLLM rollouts take vLLM's own settings"):
+        RubricGRPOTrainer(model=tiny_model_path, reward_funcs=[], args=tiny_grpo_config(tmp_path, use_vllm=True),
+                          rollout_dtype="bfloat16")
