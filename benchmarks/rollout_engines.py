@@ -5,13 +5,14 @@
 
 Each engine trains the CPU default (configs/cpu_default.yaml: SmolLM2 with LoRA r=16, 8 completions of up to 64
 tokens a step, a rules-only rubric) through scripts/train_grpo.py in a fresh process, with the same seed; the rounds
-alternate the engines so that a slow spell of a shared machine falls on all of them. `generate` decodes with the
-LoRA adapters folded into float32 weights, `generate bf16` into bfloat16 copies (`rollout_dtype: bfloat16`). The
+alternate the engines so that a slow spell of a shared machine falls on all of them. `generate` is TRL's own;
+`generate folded` decodes with the LoRA adapters folded into float32 weights (`rollout_dtype: float32`), `generate
+bf16` into bfloat16 copies (`rollout_dtype: bfloat16`). The
 step times are TRL's own (`step_time` in the log history). vLLM compiles the model with inductor while it starts
 (vLLM's CPU default); with --eager it also runs as the tests run it, `VLLM_CPU_CI_ENV=1` (dynamo + eager: a short
 start, traced in the first step). The first step is reported apart as warm-up; the steady state is the mean of
-the later steps. The last lines are `bf16_rollout_speedup` and `vllm_speedup`: generate's steady step time over
-that engine's (above 1: faster than float32 generate).
+the later steps. The last lines are `folded_rollout_speedup`, `bf16_rollout_speedup` and `vllm_speedup`:
+generate's steady step time over that engine's (above 1: faster than TRL's generate).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_FLAGS = ["--use_vllm", "true", "--vllm_mode", "colocate"]  # the rest as configs/cpu_vllm.yaml has it
 ENGINES = {
-    "generate": (["--use_vllm", "false", "--rollout_dtype", "float32"], {}),
+    "generate": (["--use_vllm", "false"], {}),
+    "generate folded": (["--use_vllm", "false", "--rollout_dtype", "float32"], {}),
     "generate bf16": (["--use_vllm", "false", "--rollout_dtype", "bfloat16"], {}),
     "vllm": (VLLM_FLAGS, {"VLLM_CPU_CI_ENV": "0"}),
     "vllm (eager)": (VLLM_FLAGS, {"VLLM_CPU_CI_ENV": "1"}),  # vLLM's switch for dynamo + eager instead of inductor
@@ -95,6 +97,7 @@ def main() -> None:
         )
     if "vllm (eager)" in steady:
         print(f"vllm_eager_speedup: {steady['generate'] / steady['vllm (eager)']:.2f}")
+    print(f"folded_rollout_speedup: {steady['generate'] / steady['generate folded']:.2f}")
     print(f"bf16_rollout_speedup: {steady['generate'] / steady['generate bf16']:.2f}")
     print(f"vllm_speedup: {steady['generate'] / steady['vllm']:.2f}")
 

@@ -83,8 +83,9 @@ class RubricArguments:
     )
     rollout_dtype: str | None = field(
         default=None,
-        metadata={"help": "Precision of transformers rollouts (not vLLM's): bfloat16 decodes ~1.5x faster on a CPU "
-                  "with native bfloat16 kernels, sampling from the bfloat16-rounded policy; null: the policy's own."},
+        metadata={"help": "Transformers rollouts (not vLLM's) from the policy with its LoRA adapters folded in and "
+                  "its weights in this precision: float32, or bfloat16 (decodes ~1.5x faster on a CPU with native "
+                  "bfloat16 kernels, sampling from the bfloat16-rounded policy); null: TRL's own rollouts."},
     )
     vllm_cpu_kv_cache_gib: int | None = field(
         default=None,

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -133,6 +134,20 @@ def test_the_trainer_folds_the_adapters_for_its_rollouts_and_trains_them(tmp_pat
     trained = dict(trainer.model.named_parameters())
     assert any(not torch.equal(trained[n], before) for n, before in adapters_before.items())
     assert {p.dtype for p in trained.values()} == {torch.float32}  # trained in float32, only decoded in bfloat16
+
+
+def test_without_rollout_dtype_the_rollouts_are_trls_own(tmp_path, tiny_model_path, monkeypatch):
+    from rubric_rft.training import trainer as trainer_module
+    from tests.test_training import tiny_grpo_config
+
+    monkeypatch.setattr(trainer_module, "generation_weights", None)  # would fail if called
+    trainer = trainer_module.RubricGRPOTrainer(
+        model=tiny_model_path, reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
+        args=tiny_grpo_config(tmp_path, max_steps=1), train_dataset=Dataset.from_list(
+            [{"prompt": [{"role": "user", "content": "Hello?"}]}] * 4),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    trainer.train()
+    assert trainer.state.global_step == 1
 
 
 def test_rollout_dtype_is_checked_before_the_trainer_is_built(tiny_model_path, tmp_path):

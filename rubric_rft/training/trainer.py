@@ -1,6 +1,10 @@
-"""`RubricGRPOTrainer`: TRL's `GRPOTrainer`, whose transformers rollouts decode with the policy's generation weights
-(`rubric_rft.llm.generation_weights`): LoRA adapters folded in, and with `rollout_dtype` cast to a lower precision.
-Everything else is TRL's. vLLM rollouts are untouched (TRL merges the adapters itself before it syncs them)."""
+"""`RubricGRPOTrainer`: TRL's `GRPOTrainer`, whose transformers rollouts, with `rollout_dtype` set, decode with the
+policy's generation weights (`rubric_rft.llm.generation_weights`): LoRA adapters folded in, every weight in
+`rollout_dtype`. Without it, and for vLLM rollouts, everything is TRL's.
+
+Opt-in because sampling is chaotic: weights equal up to rounding give the same first rollouts and then other
+ones, so a seed's run, traces and documented figures change (with float32 folding, the CPU default's reward rose
+0.39 -> 0.58 in one run where TRL's own rollouts give 0.39 -> 0.75; one seed each, not a measured difference)."""
 
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ ROLLOUT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16
 
 
 class RubricGRPOTrainer(GRPOTrainer):
-    """`rollout_dtype`: the precision transformers rollouts decode in ("bfloat16", ...; None: the policy's own)."""
+    """`rollout_dtype`: the precision transformers rollouts decode in, adapters folded ("float32", "bfloat16", ...);
+    None: TRL's own rollouts."""
 
     def __init__(self, *args, rollout_dtype: str | None = None, **kwargs) -> None:
         if rollout_dtype is not None and rollout_dtype not in ROLLOUT_DTYPES:
@@ -32,7 +37,7 @@ class RubricGRPOTrainer(GRPOTrainer):
                            "decode slower than float32 here; set rollout_dtype: float32")
 
     def _generate_single_turn(self, *args, **kwargs):
-        if self.use_vllm:
+        if self.use_vllm or self.rollout_dtype is None:
             return super()._generate_single_turn(*args, **kwargs)
         with generation_weights(self.accelerator.unwrap_model(self.model), self.rollout_dtype):
             return super()._generate_single_turn(*args, **kwargs)
