@@ -5,7 +5,6 @@
 One vLLM server on SmolLM2-135M-Instruct (the settings of `rubric-rft serve-judge --engine vllm`, prefix caching
 off so that no setting is answered from another's cached prompt) grades the labelled sample in data/judge_check
 (every response against its prompt's rubric) once per setting per round, the settings in turn:
-  free                  the bare prompts, free decoding (a small judge mostly answers in prose);
   free, examples        the prompts as `rubric-rft grade` asks a small judge (worked examples, free decoding);
   structured, examples  the same prompts, the answer constrained (`structured_answers: true`);
   structured            constrained, without the worked examples (shorter prompts: the form no longer needs them).
@@ -34,7 +33,6 @@ from rubric_rft.rubrics.datasets import render_prompt
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "judge_check"
 SHAPES = ("batched", "per_criterion", "yes_no")
 SETTINGS = {  # label -> judge options
-    "free": {"demonstrations": False, "structured_answers": False},
     "free, examples": {"demonstrations": True, "structured_answers": False},
     "structured, examples": {"demonstrations": True, "structured_answers": True},
     "structured": {"demonstrations": False, "structured_answers": True},
@@ -105,15 +103,13 @@ def main() -> None:
               f"{t['prompt_tokens'] / t['questions']:>14.0f}{t['answer_tokens'] / t['questions']:>14.1f}"
               f"{t['wall_s']:>9.1f}{accuracy:>10}")
     for shape in SHAPES:
-        rate = {label: totals[shape, label]["malformed"] / totals[shape, label]["questions"] for label in SETTINGS}
         free, structured = totals[shape, "free, examples"], totals[shape, "structured, examples"]
         bare = totals[shape, "structured"]
-        print(f"{shape}: malformed_rate without examples free {rate['free']:.3f} -> structured "
-              f"{rate['structured']:.3f}, with examples {rate['free, examples']:.3f} -> "
-              f"{rate['structured, examples']:.3f}; answer_tokens_ratio (examples) "
-              f"{structured['answer_tokens'] / free['answer_tokens']:.2f}; wall_ratio structured without examples "
-              f"/ free with examples {bare['wall_s'] / free['wall_s']:.2f}")
-
+        print(f"{shape}: malformed_rate free {free['malformed'] / free['questions']:.3f} -> structured "
+              f"{structured['malformed'] / structured['questions']:.3f}; answer_tokens_ratio "
+              f"{structured['answer_tokens'] / free['answer_tokens']:.2f}; wall_ratio "
+              f"{structured['wall_s'] / free['wall_s']:.2f}; without examples wall_ratio "
+              f"{bare['wall_s'] / free['wall_s']:.2f}, malformed_rate {bare['malformed'] / bare['questions']:.3f}")
 
 if __name__ == "__main__":
     main()

@@ -9,9 +9,9 @@ and a resumed run stays the same as one that never stopped. The adapters are swi
 model computes W + scale·BA once, not twice. Only plain LoRA linear layers fold (no DoRA, no quantized base).
 
 Casting. Decoding a small model on a CPU reads every weight for every token and is bound by memory traffic: with
-bfloat16 copies of the weights (`dtype`) it reads half as much (1.4-1.5x faster decoding for SmolLM2-135M on a
-CPU with native bfloat16 kernels, `benchmarks/rollout_engines.py`). Samples then come from the bfloat16-rounded
-policy, as vLLM rollouts do; the trainer's log-probabilities stay in the training precision.
+bfloat16 copies of the weights (`dtype`) it reads half as much (see `benchmarks/rollout_engines.py` for what that
+gives a GRPO step). Samples then come from the bfloat16-rounded policy, as vLLM rollouts do; the trainer's
+log-probabilities stay in the training precision.
 
 Under DeepSpeed ZeRO-3 the weights are sharded and nothing is swapped: the model is used as it is.
 """

@@ -2,9 +2,8 @@
 policy's generation weights (`rubric_rft.llm.generation_weights`): LoRA adapters folded in, every weight in
 `rollout_dtype`. Without it, and for vLLM rollouts, everything is TRL's.
 
-Opt-in because sampling is chaotic: weights equal up to rounding give the same first rollouts and then other
-ones, so a seed's run, traces and documented figures change (with float32 folding, the CPU default's reward rose
-0.39 -> 0.58 in one run where TRL's own rollouts give 0.39 -> 0.75; one seed each, not a measured difference)."""
+Opt-in: TRL samples in training mode, with the LoRA dropout on, which folded weights cannot have, and its
+rollouts move the policy several times faster (see docs/training.md, "Rollouts through transformers")."""
 
 from __future__ import annotations
 
