@@ -85,11 +85,13 @@ def generate(
     model.eval()
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
-        for index, start in enumerate(range(0, len(rows), batch_size)):
-            chats = rows[start : start + batch_size]
-            with generation_weights(model) as folded:  # measured below with the adapters as they train
-                batch = _generate_batch(folded, tokenizer, chats, max_new_tokens, sampling, seed + index,
-                                        token_logprobs)
+        with generation_weights(model) as folded:  # folded once for every batch; measured below, unfolded
+            batches = [
+                _generate_batch(folded, tokenizer, rows[start : start + batch_size], max_new_tokens, sampling,
+                                seed + index, token_logprobs)
+                for index, start in enumerate(range(0, len(rows), batch_size))
+            ]
+        for batch in batches:
             result.texts.extend(_decoded(tokenizer, batch))
             result.lengths.extend(batch.completion_mask.sum(dim=1).tolist())
             if measure is not None:

@@ -29,8 +29,9 @@ def generation_weights(model, dtype: torch.dtype | None = None):
     and every floating weight cast to `dtype` (None: kept as it is); see the module docstring."""
     from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
-    layers = [] if is_deepspeed_zero3_enabled() else _foldable_layers(model)
-    casting = dtype is not None and not is_deepspeed_zero3_enabled() and any(
+    sharded = is_deepspeed_zero3_enabled()
+    layers = [] if sharded else _foldable_layers(model)
+    casting = dtype is not None and not sharded and any(
         p.is_floating_point() and p.dtype != dtype for p in model.parameters())
     if not layers and not casting:
         yield model
