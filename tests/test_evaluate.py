@@ -85,11 +85,13 @@ def tiny_answers(model_path: str, prompts: list, max_new_tokens: int, adapter: P
 
 @pytest.mark.slow
 def test_an_adapter_against_its_starting_policy(tmp_path, tiny_model_path, start_judge_server):
+    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     adapter = tmp_path / "adapter"
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    torch.manual_seed(0)  # random adapters whose answers differ from the start's on every prompt (some seeds' do not)
     get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_path), lora).save_pretrained(adapter)
     server = start_judge_server()
     out = tmp_path / "eval" / "report.json"
@@ -107,6 +109,7 @@ def test_an_adapter_against_its_starting_policy(tmp_path, tiny_model_path, start
     assert [row["prompt"] for row in rows] == [render_prompt(p) for p in prompts]
     assert [row["candidate"] for row in rows] == tiny_answers(tiny_model_path, prompts, 12, adapter)
     assert [row["baseline"] for row in rows] == tiny_answers(tiny_model_path, prompts, 12)
+    assert all(row["candidate"] != row["baseline"] for row in rows)  # so that no pair's two orders are one question
     for row in rows:
         expected = {"A": 1.0, "B": 0.0, "tie": 0.5}[more_words_wins("", row["candidate"], row["baseline"])]
         assert row["outcome"] == expected and row["consistent"] is True
