@@ -7,6 +7,9 @@ retries. A failed verdict carries no values at all, so nothing downstream can mi
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -41,11 +44,14 @@ class Verdict(CallOutcome):
     """The judge's answer to one `GradeRequest`.
 
     Exactly one of these holds: `error` is None and `criteria` has a verdict for every requested criterion id,
-    or `error` says why grading failed and `criteria` is empty.
+    or `error` says why grading failed and `criteria` is empty. A judge that grades several responses in one
+    question (listwise) records where the response stood: `position` (0-based) among `group_size` responses shown.
     """
 
     criteria: dict[str, CriterionVerdict] = field(default_factory=dict)
     latency_s: float = 0.0
+    position: int | None = None
+    group_size: int | None = None
 
 
 @runtime_checkable
@@ -59,6 +65,24 @@ class Judge(Protocol):
     async def grade(self, request: GradeRequest) -> Verdict: ...
 
     async def aclose(self) -> None: ...
+
+
+async def grade_all(judge: Judge, requests: Sequence[GradeRequest]) -> list[Verdict]:
+    """Every request graded concurrently, verdicts in the requests' order. A judge that grades a group of responses
+    together (it has `grade_group(requests) -> verdicts`) gets each group of requests that share a prompt and
+    criteria, a GRPO group, in one call; any other judge gets one `grade` call per request."""
+    grade_group = getattr(judge, "grade_group", None)
+    if grade_group is None:
+        return list(await asyncio.gather(*(judge.grade(request) for request in requests)))
+    groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for index, request in enumerate(requests):
+        groups[request.prompt, *(c.model_dump_json() for c in request.criteria)].append(index)
+    answers = await asyncio.gather(*(grade_group([requests[i] for i in indices]) for indices in groups.values()))
+    verdicts: list[Verdict | None] = [None] * len(requests)
+    for indices, group_verdicts in zip(groups.values(), answers, strict=True):
+        for index, verdict in zip(indices, group_verdicts, strict=True):
+            verdicts[index] = verdict
+    return verdicts
 
 
 class AsyncClosing:

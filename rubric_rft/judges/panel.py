@@ -30,11 +30,12 @@ import logging
 import statistics
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from rubric_rft.judges.base import AsyncClosing, CriterionVerdict, GradeRequest, Verdict
+from rubric_rft.judges.base import AsyncClosing, CriterionVerdict, GradeRequest, Verdict, grade_all
 from rubric_rft.judges.registry import build_judge, load_judge_config, register_backend
 
 logger = logging.getLogger(__name__)
@@ -76,8 +77,20 @@ class PanelJudge(AsyncClosing):
         self.member_failures: Counter[str] = Counter()
 
     async def grade(self, request: GradeRequest) -> Verdict:
+        return (await self.grade_group([request]))[0]
+
+    async def grade_group(self, requests: Sequence[GradeRequest]) -> list[Verdict]:
+        """Each member grades the group its own way (a listwise member in one question, any other one request at a
+        time), all members concurrently; then the panel decides request by request."""
         started = time.perf_counter()
-        answers = await asyncio.gather(*(member.grade(request) for member in self.members))
+        answers = await asyncio.gather(*(grade_all(member, requests) for member in self.members))
+        verdicts = [self._decide(request, [member_answers[i] for member_answers in answers])
+                    for i, request in enumerate(requests)]
+        for verdict in verdicts:
+            verdict.latency_s = time.perf_counter() - started
+        return verdicts
+
+    def _decide(self, request: GradeRequest, answers: list[Verdict]) -> Verdict:
         verdict = Verdict()
         for answer in answers:
             verdict.add(answer)
@@ -93,7 +106,6 @@ class PanelJudge(AsyncClosing):
         else:
             verdict.criteria = {c.id: self._aggregate(c.weight, [a.criteria[c.id] for a in answered])
                                 for c in request.criteria}
-        verdict.latency_s = time.perf_counter() - started
         return verdict
 
     def _aggregate(self, weight: float, votes: list[CriterionVerdict]) -> CriterionVerdict:

@@ -35,20 +35,51 @@ _LEADING_WORD = re.compile(r"[\W_]*([A-Za-z]+)")
 
 def parse_batched(text: str, labels: list[str]) -> dict[str, bool]:
     """Verdicts for exactly `labels` from an answer like `{"c1": "yes", "c2": "no"}`."""
+    wanted = _wanted(labels)
+    return _verdicts(find_json_pairs(text, set(wanted)), wanted, labels, "")
+
+
+def parse_grouped(text: str, response_labels: list[str], criterion_labels: list[str]) -> dict[str, dict[str, bool]]:
+    """Verdicts for every response label and, inside each, every criterion label, from a listwise answer like
+    `{"r1": {"c1": "yes", "c2": "no"}, "r2": {...}}`. A response without its object, or missing a criterion, is
+    malformed: a partial answer is asked again, never half-used."""
+    responses = _wanted(response_labels)
+    criteria = _wanted(criterion_labels)
+    found: dict[str, JsonPairs] = {}
+    for key, value in find_json_pairs(text, set(responses)):
+        label = responses.get(normalise_key(key))
+        if label is None:
+            continue
+        if not isinstance(value, JsonPairs):
+            raise MalformedAnswer(f"{label} is not an object of criterion verdicts: {_short(value)}")
+        if label in found:
+            raise MalformedAnswer(f"duplicate key {label!r}")
+        found[label] = value
+    missing = [label for label in response_labels if label not in found]
+    if missing:
+        raise MalformedAnswer(f"no verdicts for {', '.join(missing)}")
+    return {label: _verdicts(found[label], criteria, criterion_labels, f"{label} ") for label in response_labels}
+
+
+def _wanted(labels: list[str]) -> dict[str, str]:
     wanted = {normalise_key(label): label for label in labels}
     if len(wanted) != len(labels):
         raise ValueError(f"labels must differ after case/whitespace normalisation, got {labels}")
-    pairs = find_json_pairs(text, set(wanted))
+    return wanted
+
+
+def _verdicts(pairs: JsonPairs, wanted: dict[str, str], labels: list[str], where: str) -> dict[str, bool]:
+    """The verdict under each label among `pairs`; `where` prefixes error messages (the response, if nested)."""
     verdicts: dict[str, bool] = {}
     for key, value in pairs:
         label = wanted.get(normalise_key(key))
         if label is None:
             continue
-        satisfied = _as_bool(value, label)
+        satisfied = _as_bool(value, where + label)
         if verdicts.get(label, satisfied) != satisfied:
-            raise MalformedAnswer(f"conflicting duplicate keys for {label!r}")
+            raise MalformedAnswer(f"conflicting duplicate keys for {where}{label!r}")
         verdicts[label] = satisfied
-    missing = [label for label in labels if label not in verdicts]
+    missing = [where + label for label in labels if label not in verdicts]
     if missing:
         raise MalformedAnswer(f"no verdict for {', '.join(missing)}")
     return verdicts

@@ -15,7 +15,8 @@ from pydantic import BaseModel, Field, TypeAdapter
 from rubric_rft.config_values import load_validated
 
 # Modules whose backends register themselves when imported.
-BUILTIN_BACKENDS = ("rubric_rft.judges.openai_compat", "rubric_rft.judges.hf_local", "rubric_rft.judges.panel")
+BUILTIN_BACKENDS = ("rubric_rft.judges.openai_compat", "rubric_rft.judges.hf_local", "rubric_rft.judges.panel",
+                    "rubric_rft.judges.listwise")
 
 _BACKENDS: dict[str, type] = {}
 

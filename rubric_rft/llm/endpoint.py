@@ -17,7 +17,8 @@ logger = logging.getLogger(__name__)
 
 # Settings only a judge reads. One file may configure a judge and the endpoints that share its server (the
 # proposer, a pairwise judge): there they are ignored, with a warning that names them.
-JUDGE_ONLY_FIELDS = ("request_shape", "demonstrations", "yes_probability")
+JUDGE_ONLY_FIELDS = ("request_shape", "demonstrations", "yes_probability", "structured_answers", "group_request",
+                     "max_group_size", "shuffle_seed")
 
 
 class ChatEndpointConfig(BaseModel):
@@ -54,7 +55,7 @@ def load_endpoint(value: str | dict[str, Any] | BaseModel, what: str = "endpoint
     if type(value) is ChatEndpointConfig:
         return value
     if isinstance(value, BaseModel):  # a judge config object (a subclass): keep what the endpoint needs
-        value = value.model_dump(exclude=set(JUDGE_ONLY_FIELDS))
+        value = value.model_dump(include=set(ChatEndpointConfig.model_fields) - {"backend"})
     mapping, source = read_mapping(value, what)
     return load_validated(without_judge_settings(mapping, source), _ENDPOINT, source, defaults={"backend": "openai"})[0]
 

@@ -44,6 +44,7 @@ class RateLimiter:
     def __init__(self, max_rpm: int | None, max_tpm: int | None, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.clock, self.sleep = clock, sleep
+        self.max_rpm, self.max_tpm = max_rpm, max_tpm
         now = clock()
         self._requests = _Bucket(max_rpm, now) if max_rpm else None
         self._tokens = _Bucket(max_tpm, now) if max_tpm else None
@@ -98,7 +99,5 @@ def shared_limiter(base_urls: list[str], model: str, max_rpm: int | None, max_tp
 def share(base_urls: list[str], model: str, limiter: RateLimiter) -> None:
     """Make `limiter` the one clients of this endpoint share (its limits are read from it): for a limiter with
     its own clock, in tests."""
-    rpm = int(limiter._requests.capacity) if limiter._requests else None
-    tpm = int(limiter._tokens.capacity) if limiter._tokens else None
     with _SHARED_LOCK:
-        _SHARED[(tuple(sorted(base_urls)), model, rpm, tpm)] = limiter
+        _SHARED[(tuple(sorted(base_urls)), model, limiter.max_rpm, limiter.max_tpm)] = limiter

@@ -12,7 +12,6 @@ across prompts and name unrelated criteria, so a series per id would merge them.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from rubric_rft.judges.base import AsyncClosing, GradeRequest, Judge, Verdict
+from rubric_rft.judges.base import AsyncClosing, GradeRequest, Judge, Verdict, grade_all
 from rubric_rft.llm.costs import Costs
 from rubric_rft.reward.failure_limit import DEFAULT_FAILURE_WINDOW, DEFAULT_MAX_FAILURE_RATE, FailureLimit
 from rubric_rft.rubrics.datasets import completion_text, render_prompt
@@ -127,7 +126,8 @@ class RubricReward(AsyncClosing):
     async def grade(
         self, prompts: Sequence[Any], completions: Sequence[Any], rubrics: Sequence[Any]
     ) -> list[GradedCompletion]:
-        """Grade completion i against rubric i, all concurrently."""
+        """Grade completion i against rubric i, all concurrently (a listwise judge gets each group of completions to
+        one prompt and rubric in one call)."""
         if not len(prompts) == len(completions) == len(rubrics):
             raise ValueError(
                 f"got {len(prompts)} prompts, {len(completions)} completions and {len(rubrics)} rubrics; "
@@ -136,31 +136,26 @@ class RubricReward(AsyncClosing):
         parsed = [as_rubric(r) for r in rubrics]
         if self.judge is None and any(r.llm_criteria for r in parsed):
             raise ValueError("the rubrics have 'llm' criteria but no judge is configured (set `judge:`)")
-        graded = await asyncio.gather(
-            *(self.grade_one(p, c, r) for p, c, r in zip(prompts, completions, parsed, strict=True))
-        )
+        responses = [completion_text(c) for c in completions]
+        asked = [i for i, rubric in enumerate(parsed) if rubric.llm_criteria]
+        verdicts: list[Verdict | None] = [None] * len(parsed)
+        answers = await grade_all(self.judge, [
+            GradeRequest(render_prompt(prompts[i]), responses[i], tuple(parsed[i].llm_criteria)) for i in asked])
+        for index, verdict in zip(asked, answers, strict=True):
+            verdicts[index] = verdict
+        graded = [_graded(response, rubric, verdict, self.normalize)
+                  for response, rubric, verdict in zip(responses, parsed, verdicts, strict=True)]
         self.totals["completions"] += len(graded)
         self.totals["failures"] += sum(g.error is not None for g in graded)
         return graded
 
     async def grade_one(self, prompt: Any, completion: Any, rubric: Rubric) -> GradedCompletion:
-        """Grade one completion: its rule criteria here, its llm criteria by the judge in one `grade` call."""
+        """Grade one completion alone: its rule criteria here, its llm criteria by the judge in one `grade` call."""
         response = completion_text(completion)
-        satisfied = grade_rules(rubric.rule_criteria, response)
-        probabilities: dict[str, float] = {}
         verdict = None
         if rubric.llm_criteria:
-            verdict = await self.judge.grade(
-                GradeRequest(render_prompt(prompt), response, tuple(rubric.llm_criteria))
-            )
-            if not verdict.ok:
-                return GradedCompletion(score=None, error=verdict.error, verdict=verdict, rubric=rubric)
-            for criterion_id, result in verdict.criteria.items():
-                satisfied[criterion_id] = result.satisfied
-                if result.probability is not None:
-                    probabilities[criterion_id] = result.probability
-        score = rubric.score(satisfied, normalize=self.normalize)
-        return GradedCompletion(score, satisfied, probabilities, verdict=verdict, rubric=rubric)
+            verdict = await self.judge.grade(GradeRequest(render_prompt(prompt), response, tuple(rubric.llm_criteria)))
+        return _graded(response, rubric, verdict, self.normalize)
 
     async def aclose(self) -> None:
         """Close the judge's clients on the running event loop (a later grade opens them again)."""
@@ -194,6 +189,21 @@ class RubricReward(AsyncClosing):
                 metrics["rubric/judge_disagreement"] = sum(disagreements) / len(disagreements)
         metrics.update({f"rubric/{name}": value for name, value in criterion_stats(graded).items()})
         return metrics
+
+
+def _graded(response: str, rubric: Rubric, verdict: Verdict | None, normalize: bool) -> GradedCompletion:
+    """One completion's grade from its rule criteria and the judge's verdict on its llm criteria (None: it has none)."""
+    satisfied = grade_rules(rubric.rule_criteria, response)
+    probabilities: dict[str, float] = {}
+    if verdict is not None:
+        if not verdict.ok:
+            return GradedCompletion(score=None, error=verdict.error, verdict=verdict, rubric=rubric)
+        for criterion_id, result in verdict.criteria.items():
+            satisfied[criterion_id] = result.satisfied
+            if result.probability is not None:
+                probabilities[criterion_id] = result.probability
+    return GradedCompletion(rubric.score(satisfied, normalize=normalize), satisfied, probabilities, verdict=verdict,
+                            rubric=rubric)
 
 
 def criterion_stats(graded: Sequence[GradedCompletion]) -> dict[str, float]:

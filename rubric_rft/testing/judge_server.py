@@ -8,8 +8,9 @@
         # prints its base URL on the first stdout line; GET /stats returns the counters as JSON
 
 It reads this project's judge prompts (`read_question`) and answers them like a judge would: batched
-`{"c1": "yes", ...}`, per-criterion `{"satisfied": "no"}`, a bare Yes/No for the yes/no variant, or
-`{"winner": "A"|"B"|"tie"}` for a pairwise comparison.
+`{"c1": "yes", ...}`, per-criterion `{"satisfied": "no"}`, a bare Yes/No for the yes/no variant,
+`{"winner": "A"|"B"|"tie"}` for a pairwise comparison, or for a listwise group `{"r1": {"c1": "yes", ...}, ...}`
+(`{"r1": "yes", ...}` for one criterion), recording the order the group was shown in (`stats.shown`).
 
 Verdicts come from a policy, by default `default_policy`: a criterion is satisfied iff its first quoted
 keyword ('word' or "word") occurs in the response (case-insensitively); a criterion without a quoted keyword
@@ -80,7 +81,7 @@ from rubric_rft.testing.proposer import ProposerPolicy, ProposerQuestion, keywor
 Policy = Callable[[str, str, str], bool]
 Winner = Literal["A", "B", "tie"]
 PairPolicy = Callable[[str, str, str], Winner]  # (prompt, response A, response B) -> winner
-Shape = Literal["batched", "per_criterion", "yes_no", "pairwise"]
+Shape = Literal["batched", "per_criterion", "yes_no", "pairwise", "listwise"]
 Flavor = Literal["vllm", "transformers"]
 Responder = Callable[[list[dict]], str]  # chat messages -> the answer of a chat model
 
@@ -118,7 +119,8 @@ _DISCONNECT_POLL_S = 0.02
 class JudgeQuestion:
     """What a judge prompt asks: `criteria` holds (label, text) pairs; the label is "" for one-criterion shapes.
 
-    A pairwise question has no criteria: `response` is response A and `response_b` response B.
+    A pairwise question has no criteria: `response` is response A and `response_b` response B. A listwise question
+    shows `responses` (labelled r1, r2, ... in that order; `response` is empty) and one or several criteria.
     """
 
     shape: Shape
@@ -126,6 +128,7 @@ class JudgeQuestion:
     response: str
     criteria: list[tuple[str, str]]
     response_b: str = ""
+    responses: tuple[str, ...] = ()
 
 
 def read_question(messages: list[dict]) -> JudgeQuestion | None:
@@ -140,6 +143,8 @@ def read_question(messages: list[dict]) -> JudgeQuestion | None:
     if prompt is not None and first is not None:
         second, _ = _between(after_first, f"<<<RESPONSE-B-{nonce}>>>\n", f"\n<<<END-RESPONSE-B-{nonce}>>>")
         return None if second is None else JudgeQuestion("pairwise", prompt, first, [], second)
+    if prompt is not None and f"<<<RESPONSE-r1-{nonce}>>>" in rest:
+        return _listwise_question(prompt, rest, nonce)
     response, tail = _between(rest, f"<<<RESPONSE-{nonce}>>>\n", f"\n<<<END-RESPONSE-{nonce}>>>")
     if prompt is None or response is None:
         return None
@@ -151,6 +156,22 @@ def read_question(messages: list[dict]) -> JudgeQuestion | None:
         return None
     shape: Shape = "yes_no" if tail.rstrip().endswith("Answer yes or no.") else "per_criterion"
     return JudgeQuestion(shape, prompt, response, [("", single.group(1))])
+
+
+def _listwise_question(prompt: str, rest: str, nonce: str) -> JudgeQuestion | None:
+    """A group of responses fenced r1, r2, ... and either a criteria list or one `Criterion:` line."""
+    responses = []
+    while True:
+        label = f"r{len(responses) + 1}"
+        response, after = _between(rest, f"<<<RESPONSE-{label}-{nonce}>>>\n", f"\n<<<END-RESPONSE-{label}-{nonce}>>>")
+        if response is None:
+            break
+        responses.append(response)
+        rest = after
+    listed = re.findall(r"^- (c\d+): (.*)$", rest, re.M)
+    single = re.search(r"^Criterion: (.*)$", rest, re.M)
+    criteria = listed or ([("", single.group(1))] if single else [])
+    return JudgeQuestion("listwise", prompt, "", criteria, responses=tuple(responses)) if criteria else None
 
 
 def _between(text: str, opening: str, closing: str) -> tuple[str | None, str]:
@@ -194,6 +215,7 @@ class ServerStats:
     status_counts: Counter[int] = field(default_factory=Counter)
     authorizations: set[str] = field(default_factory=set)
     constraints: list[dict] = field(default_factory=list)  # each request's answer-form fields, where it had any
+    shown: list[tuple[str, ...]] = field(default_factory=list)  # each listwise question's responses, in their order
 
     def as_json(self) -> dict:
         return {
@@ -362,7 +384,11 @@ class _JudgeApp:
         }
         if question.shape == "yes_no":
             return "Yes" if verdicts[""] else "No"
-        if question.shape == "pairwise":
+        if question.shape == "listwise":
+            self.stats.shown.append(question.responses)
+            answer = json.dumps({f"r{i}": self._listwise_verdicts(question, response)
+                                 for i, response in enumerate(question.responses, start=1)})
+        elif question.shape == "pairwise":
             answer = json.dumps(
                 {"winner": self.script.pair_policy(question.prompt, question.response, question.response_b)}
             )
@@ -373,6 +399,13 @@ class _JudgeApp:
         if self.script.fenced:
             return f"Here is my assessment.\n```json\n{answer}\n```\nEach verdict follows the criterion's wording."
         return answer
+
+
+    def _listwise_verdicts(self, question: JudgeQuestion, response: str) -> str | dict[str, str]:
+        """One response's verdicts: an object by criterion label, or a bare word for a one-criterion question."""
+        words = {label: "yes" if self.script.policy(question.prompt, response, text) else "no"
+                 for label, text in question.criteria}
+        return words[""] if "" in words else words
 
 
 def _vllm_logprobs(content: str) -> dict:
