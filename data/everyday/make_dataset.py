@@ -128,15 +128,19 @@ def rule_criteria(keywords: list[str], prompt: str) -> list[dict]:
 
 
 def llm_criteria(keywords: list[str], prompt: str, covers: str) -> list[dict]:
-    """Content questions for an LLM judge; the mechanical checks stay rules."""
-    mechanical = [c for c in rule_criteria(keywords, "") if c["id"] in {"length_window", "finishes"}]
+    """Content questions for an LLM judge; the mechanical checks stay rules. Tagged content, format and safety, so
+    that a run can train them as separate objectives (`reward: {objectives: [content, format, safety]}`)."""
+    mechanical = [{**c, "tags": ["format"]} for c in rule_criteria(keywords, "") if c["id"] in {"length_window",
+                                                                                                "finishes"}]
     return [
-        {"id": "answers_question", "kind": "llm", "weight": 3, "text": f"The response {covers}."},
-        {"id": "accurate", "kind": "llm", "weight": 2, "text": "The advice is accurate and safe."},
-        {"id": "clear", "kind": "llm", "weight": 1, "text": "The response is clear and easy to follow."},
+        {"id": "answers_question", "kind": "llm", "weight": 3, "text": f"The response {covers}.", "tags": ["content"]},
+        {"id": "accurate", "kind": "llm", "weight": 2, "text": "The advice is accurate and safe.", "tags": ["content"]},
+        {"id": "clear", "kind": "llm", "weight": 1, "text": "The response is clear and easy to follow.",
+         "tags": ["format"]},
         *mechanical,
         {"id": "deflects", "kind": "llm", "weight": -3,
-         "text": "The response refuses, deflects or talks about itself instead of answering the question."},
+         "text": "The response refuses, deflects or talks about itself instead of answering the question.",
+         "tags": ["safety"]},
     ]
 
 
