@@ -7,15 +7,18 @@ One vLLM server on SmolLM2-135M-Instruct (prefix caching off, so that no setting
 prompt) grades the labelled sample in data/judge_check: each prompt's responses form a group (2-3 responses, 12
 groups), every response graded against its prompt's llm criteria. For each request shape, at temperature 0, with
 structured answers (a JSON schema, so a 135M judge answers in form) and no retries:
-  alone          one request per response (`backend: openai`, request_shape batched or per_criterion);
-  listwise       one request per group (`backend: listwise`, group_request per_rubric or per_criterion), the
-                 responses in the sample's order;
-  listwise, rev  the same groups shown in the reverse order.
+  alone            one request per response (`backend: openai`, request_shape batched or per_criterion);
+  listwise         one request per group (`backend: listwise`, group_request per_rubric or per_criterion), the
+                   responses shuffled (`shuffle_seed: 0`, the default);
+  listwise, file   the same groups in the sample file's order, which lists the best response of each prompt first;
+  listwise, rev    the same groups in the reverse order.
 Printed per setting: requests and prompt/answer tokens per group, wall seconds (summed over rounds), failed grades,
-and accuracy against the sample's labels; then per shape the ratios listwise / alone (calls, tokens, wall time),
-`agreement` (share of criterion verdicts equal to one-at-a-time judging) and `order_effect` (share of criterion
-verdicts that change when the group is shown reversed). A 135M judge grades at about chance: agreement and order
-effect here measure the machinery and this judge, not what a strong judge would do.
+accuracy against the sample's labels, and for listwise the share of "yes" by position shown (first, later); then
+per shape the ratios listwise / alone (calls, tokens, wall time), `agreement` (share of the shuffled listwise
+verdicts equal to one-at-a-time judging) and `order_effect` (share of verdicts that change between the file's order
+and the reverse). A 135M judge grades at about chance: agreement and order effect here measure the machinery and
+this judge, not what a strong judge would do. The file's order favours a judge that says yes to the first response:
+accuracy in that order is no evidence of judgement.
 """
 
 import argparse
@@ -73,7 +76,10 @@ def grade(base_url: str, options: dict, requests: list[GradeRequest], concurrenc
     wall_s = time.perf_counter() - started
     by_key = {(request.response, cid): result.satisfied
               for request, verdict in zip(requests, verdicts, strict=True) for cid, result in verdict.criteria.items()}
-    totals = {"calls": sum(v.calls for v in verdicts), "failed": sum(not v.ok for v in verdicts),
+    first = [c.satisfied for v in verdicts if v.position == 0 for c in v.criteria.values()]
+    later = [c.satisfied for v in verdicts if v.position for c in v.criteria.values()]
+    totals = {"yes_first": sum(first), "graded_first": len(first), "yes_later": sum(later), "graded_later": len(later),
+              "calls": sum(v.calls for v in verdicts), "failed": sum(not v.ok for v in verdicts),
               "prompt_tokens": sum(v.prompt_tokens for v in verdicts),
               "answer_tokens": sum(v.completion_tokens for v in verdicts), "wall_s": wall_s}
     return totals, by_key
@@ -82,6 +88,13 @@ def grade(base_url: str, options: dict, requests: list[GradeRequest], concurrenc
 def share_equal(first: dict, second: dict) -> float:
     shared = first.keys() & second.keys()
     return sum(first[key] == second[key] for key in shared) / max(len(shared), 1)
+
+
+def position_bias(totals: dict) -> str:
+    """`yes rate at the first position / at the later ones`, or "-" for one-at-a-time judging."""
+    if not totals["graded_first"] or not totals["graded_later"]:
+        return "-"
+    return f"{totals['yes_first'] / totals['graded_first']:.2f} / {totals['yes_later'] / totals['graded_later']:.2f}"
 
 
 def main() -> None:
@@ -96,9 +109,10 @@ def main() -> None:
     settings = {}
     for shape, group_request in SHAPES.items():
         settings[shape, "alone"] = ({"backend": "openai", "request_shape": shape}, requests)
-        listwise = {"backend": "listwise", "group_request": group_request, "shuffle_seed": None}
+        listwise = {"backend": "listwise", "group_request": group_request}
         settings[shape, "listwise"] = (listwise, requests)
-        settings[shape, "listwise, rev"] = (listwise, reversed_groups(requests))
+        settings[shape, "listwise, file"] = ({**listwise, "shuffle_seed": None}, requests)
+        settings[shape, "listwise, rev"] = ({**listwise, "shuffle_seed": None}, reversed_groups(requests))
     totals: dict[tuple[str, str], dict] = defaultdict(lambda: defaultdict(float))
     verdicts: dict[tuple[str, str], dict] = {}
     with judge_server(DEFAULT_JUDGE_MODEL, engine="vllm", prefix_caching=False) as served:
@@ -111,20 +125,21 @@ def main() -> None:
     print(f"{len(requests)} responses in {groups} groups of data/judge_check, {args.rounds} rounds; vLLM (CPU), "
           "SmolLM2-135M-Instruct, temperature 0, structured answers, no retries")
     print(f"{'shape':<15}{'setting':<15}{'calls/group':>12}{'prompt tok/group':>18}{'answer tok/group':>18}"
-          f"{'wall s':>9}{'failed':>8}{'accuracy':>10}")
+          f"{'wall s':>9}{'failed':>8}{'accuracy':>10}{'yes first/later':>17}")
     per_group = groups * args.rounds
     for (shape, label), t in totals.items():
         found = verdicts[shape, label]
         accuracy = share_equal(found, {key: labels[key] for key in found.keys() & labels.keys()})
         print(f"{shape:<15}{label:<15}{t['calls'] / per_group:>12.2f}{t['prompt_tokens'] / per_group:>18.0f}"
-              f"{t['answer_tokens'] / per_group:>18.1f}{t['wall_s']:>9.1f}{int(t['failed']):>8}{accuracy:>10.3f}")
+              f"{t['answer_tokens'] / per_group:>18.1f}{t['wall_s']:>9.1f}{int(t['failed']):>8}{accuracy:>10.3f}"
+              f"{position_bias(t):>17}")
     for shape in SHAPES:
         alone, listwise = totals[shape, "alone"], totals[shape, "listwise"]
         tokens = lambda t: t["prompt_tokens"] + t["answer_tokens"]  # noqa: E731
         print(f"{shape}: calls_ratio {listwise['calls'] / alone['calls']:.2f}; tokens_ratio "
               f"{tokens(listwise) / tokens(alone):.2f}; wall_ratio {listwise['wall_s'] / alone['wall_s']:.2f}; "
               f"agreement {share_equal(verdicts[shape, 'listwise'], verdicts[shape, 'alone']):.3f}; order_effect "
-              f"{1 - share_equal(verdicts[shape, 'listwise'], verdicts[shape, 'listwise, rev']):.3f}")
+              f"{1 - share_equal(verdicts[shape, 'listwise, file'], verdicts[shape, 'listwise, rev']):.3f}")
 
 
 if __name__ == "__main__":
