@@ -25,28 +25,14 @@ import argparse
 import asyncio
 import time
 from collections import defaultdict
-from pathlib import Path
 
-from rubric_rft.evaluation.grading import load_responses
+from structured_answers import sample  # the same labelled requests, from this folder
+
 from rubric_rft.judges.base import GradeRequest, grade_all
 from rubric_rft.judges.registry import build_judge
 from rubric_rft.llm.serving import DEFAULT_JUDGE_MODEL, judge_server
-from rubric_rft.rubricgen.records import load_rubric_rows
-from rubric_rft.rubrics.datasets import render_prompt
 
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "judge_check"
 SHAPES = {"batched": "per_rubric", "per_criterion": "per_criterion"}  # one-at-a-time shape -> listwise request
-
-
-def sample() -> list[tuple[GradeRequest, dict]]:
-    """(request, labels by criterion id) for every response of the sample, grouped by prompt in file order."""
-    rows = {row.prompt_id: row for row in load_rubric_rows(SAMPLE / "rubrics.jsonl")}
-    graded = []
-    for response in load_responses(SAMPLE / "responses.jsonl", rows):
-        row = rows[response.prompt_id]
-        request = GradeRequest(render_prompt(row.prompt), response.response, tuple(row.rubric.llm_criteria))
-        graded.append((request, response.labels or {}))
-    return graded
 
 
 def reversed_groups(requests: list[GradeRequest]) -> list[GradeRequest]:
