@@ -1,6 +1,7 @@
 """How fast two real judge servers answer the same yes/no judge questions, and what vLLM's prefix caching saves.
 
     python benchmarks/judge_servers.py [--questions 64] [--rounds 2] [--concurrency 64]
+    python benchmarks/judge_servers.py --servers vLLM "vLLM, no prefix caching"    # prefix_cache_speedup only
 
 The questions come from the labelled sample in data/judge_check: every response asked about every criterion of
 the sample, one yes/no question per criterion (`request_shape: yes_no`, worked examples, 4 answer tokens,
@@ -125,7 +126,10 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=64, help="questions per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--servers", nargs="+", choices=list(SERVERS), default=list(SERVERS),
+                        help="which servers to start (default: all three)")
     args = parser.parse_args()
+    servers = {label: SERVERS[label] for label in args.servers}
 
     questions = sample_questions()
     needed = args.questions * args.rounds + WARM_UP_QUESTIONS
@@ -136,11 +140,11 @@ def main() -> None:
     print(f"shared_prefix_tokens: {shared:.0f} of {length:.0f} ({shared / length:.0%}) with the first question "
           "about the same response", flush=True)
     rounds = [timed[i : i + args.questions] for i in range(0, len(timed), args.questions)]
-    wall = dict.fromkeys(SERVERS, 0.0)
-    failed = dict.fromkeys(SERVERS, 0)
+    wall = dict.fromkeys(servers, 0.0)
+    failed = dict.fromkeys(servers, 0)
     with contextlib.ExitStack() as stack:
         started = {}
-        for label, options in SERVERS.items():
+        for label, options in servers.items():
             begun = time.monotonic()
             started[label] = stack.enter_context(judge_server(DEFAULT_JUDGE_MODEL, **options))
             print(f"{label}: ready in {time.monotonic() - begun:.0f} s", flush=True)
@@ -159,10 +163,12 @@ def main() -> None:
         f"{args.concurrency} in flight; SmolLM2-135M-Instruct, float32, CPU"
     )
     print(f"{'server':<28}{'wall s':>10}{'questions/s':>14}{'ungraded':>10}")
-    for label in SERVERS:
+    for label in servers:
         print(f"{label:<28}{wall[label]:>10.1f}{rate[label]:>14.2f}{failed[label]:>10}")
-    print(f"prefix_cache_speedup: {rate['vLLM'] / rate['vLLM, no prefix caching']:.2f}")
-    print(f"judge_throughput_ratio: {rate['vLLM'] / rate['transformers serve']:.2f}")
+    if {"vLLM", "vLLM, no prefix caching"} <= rate.keys():
+        print(f"prefix_cache_speedup: {rate['vLLM'] / rate['vLLM, no prefix caching']:.2f}")
+    if {"vLLM", "transformers serve"} <= rate.keys():
+        print(f"judge_throughput_ratio: {rate['vLLM'] / rate['transformers serve']:.2f}")
 
 
 if __name__ == "__main__":
