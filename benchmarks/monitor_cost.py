@@ -1,6 +1,6 @@
 """What the over-optimization monitor costs, and what an adaptive cadence saves, side by side in one run.
 
-    python benchmarks/monitor_cost.py                    # the prompt-only reproduction, 24 steps, 3 settings
+    python benchmarks/monitor_cost.py                    # the prompt-only reproduction, 24 steps, 4 settings
     python benchmarks/monitor_cost.py --steps 16 --settings fixed adaptive
 
 Each setting trains the prompt-only arm of the over-optimization reproduction (configs/overopt_prompt_only.yaml:
@@ -8,7 +8,9 @@ SmolLM2-135M-Instruct with LoRA, the rubric with the loophole) through scripts/t
 with the same seed and steps, and only the monitor's cadence changed:
   fixed      every `monitor_steps` steps (the reproduction's setting);
   sparse     every 4 × `monitor_steps` steps (a cheaper fixed cadence, for comparison);
-  adaptive   at the fixed cadence's steps only when the training reward or length moved (`monitor.cadence`).
+  adaptive   at the fixed cadence's steps only when the training reward or length moved (`monitor.cadence`);
+  drift      adaptive, and also when the policy's KL from the start (on 4 of the start's answers, one forward pass
+             at every check) moved by half its value at the last evaluation (`drift_move: 0.5`).
 It prints, per setting, the monitor's share of training wall time (`monitor_share` in overopt.json), the number of
 evaluations, the peak / onset / detected steps, and the detection delay against the fixed cadence: whether the
 cheaper cadence still sees the onset, and how much later. Training is deterministic under the seed, so the
@@ -36,6 +38,7 @@ def monitor_settings(monitor_steps: int) -> dict[str, dict]:
         "fixed": {**base, "monitor_steps": monitor_steps},
         "sparse": {**base, "monitor_steps": 4 * monitor_steps},
         "adaptive": {**base, "monitor_steps": monitor_steps, "cadence": {"adaptive": True}},
+        "drift": {**base, "monitor_steps": monitor_steps, "cadence": {"adaptive": True, "drift_move": 0.5}},
     }
 
 
@@ -54,8 +57,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=24, help="training steps per setting (default: 24)")
     parser.add_argument("--monitor-steps", type=int, default=2, help="the fixed cadence (default: 2)")
-    parser.add_argument("--settings", nargs="+", default=["fixed", "sparse", "adaptive"],
-                        choices=["fixed", "sparse", "adaptive"], help="which cadences to run, in this order")
+    parser.add_argument("--settings", nargs="+", default=["fixed", "sparse", "adaptive", "drift"],
+                        choices=["fixed", "sparse", "adaptive", "drift"], help="which cadences to run, in this order")
     parser.add_argument("--out", type=Path, help="keep the runs here (default: a temporary folder)")
     args = parser.parse_args()
     settings = monitor_settings(args.monitor_steps)

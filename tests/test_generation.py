@@ -108,7 +108,7 @@ def test_the_monitor_measures_kl_on_the_samples_it_returns(tiny, tiny_model_path
 
 def test_token_logprobs_are_the_sampling_distribution_of_each_token(tiny):
     """What the monitor's KL takes as the policy's side: the same as a forward pass over the finished samples."""
-    from rubric_rft.training.monitor.policy import _token_logps
+    from rubric_rft.training.monitor.policy import token_logps
 
     model, tokenizer = tiny
     batches = []
@@ -117,7 +117,7 @@ def test_token_logprobs_are_the_sampling_distribution_of_each_token(tiny):
              batch_size=6, **options)
     [batch] = batches
     with torch.no_grad():
-        forward = _token_logps(model, batch, 0.7)
+        forward = token_logps(model, batch, 0.7)
     mask = batch.completion_mask.bool()
     torch.testing.assert_close(batch.token_logprobs[mask], forward[mask], atol=1e-4, rtol=1e-4)
     assert (batch.token_logprobs[mask] < 0).all()

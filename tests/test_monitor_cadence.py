@@ -37,3 +37,16 @@ def test_the_step_0_evaluation_is_compared_with_the_first_logged_steps():
     start = {"step": 0, "train_reward": None, "train_length": None}
     assert due(2, 2, ADAPTIVE, start, logs((0.3, 64), (0.3, 64))) is None
     assert due(4, 2, ADAPTIVE, start, logs((0.3, 64), (0.3, 64), (0.5, 64), (0.5, 64))) == "reward_moved"
+
+
+def test_with_drift_move_a_policy_that_moved_from_the_start_is_evaluated_though_its_reward_is_flat():
+    cadence = Cadence(adaptive=True, window=2, drift_move=0.5, max_gap=8)
+    flat = logs((0.5, 40), (0.5, 40))
+    last = {"step": 4, "train_reward": 0.5, "train_length": 40.0, "drift": 4.0}
+    assert due(6, 2, cadence, last, flat, drift=5.0) is None  # 1.0 < 0.5 x 4.0
+    assert due(6, 2, cadence, last, flat, drift=6.5) == "policy_moved"
+    assert due(6, 2, cadence, last, flat, drift=1.5) == "policy_moved"  # moved back towards the start
+    assert due(6, 2, cadence, {**last, "drift": 0.0}, flat, drift=0.4) is None  # below the floor of 0.5 nats
+    assert due(6, 2, cadence, {**last, "drift": 0.0}, flat, drift=0.6) == "policy_moved"
+    assert due(6, 2, cadence, last, flat, drift=None) is None  # not measured
+    assert due(6, 2, ADAPTIVE, last, flat, drift=60.0) is None  # drift_move unset: not read

@@ -8,6 +8,11 @@ every `monitor_steps`-th step and evaluates only when, over the last `window` lo
 `reward_move` or the length by a share `length_move` since the last evaluation, or when `max_gap` steps passed
 without one. A policy that learns steadily moves those signals and is evaluated often; a plateau is evaluated
 rarely. Logs of a step reach `log_history` after its `on_step_end`, so the signals read the steps before.
+
+The training reward can stay flat while the policy runs off (a reward hacked by a few tokens, a held-out gold
+falling): with `drift_move`, the monitor also estimates at every check how far the policy moved from the start
+(`rubric_rft.training.monitor.drift`: KL(start ‖ policy) on a few of the start's answers, one forward pass) and
+evaluates when that moved by `drift_move` of its value at the last evaluation (at least `drift_move` nats).
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ class Cadence(BaseModel):
     length_move: float = Field(default=0.25, gt=0, description="A relative move of the mean completion length that "
                                                                 "calls for an evaluation.")
     max_gap: int = Field(default=8, ge=1, description="Steps without an evaluation after which one is due anyway.")
+    drift_move: float | None = Field(default=None, gt=0, description="A relative move of the policy's KL from the "
+                                     "start (at least this many nats) that calls for an evaluation; none: not read.")
+    probe_size: int = Field(default=4, ge=1, description="The start's answers the KL from the start is read on.")
 
 
 def training_signals(log_history: Sequence[Mapping[str, Any]], window: int, first: bool = False
@@ -46,16 +54,25 @@ def training_signals(log_history: Sequence[Mapping[str, Any]], window: int, firs
     return signals
 
 
+def checks(step: int, monitor_steps: int) -> bool:
+    """Whether the monitor looks at `step` at all (and an adaptive one reads its signals)."""
+    return step % monitor_steps == 0
+
+
 def due(step: int, monitor_steps: int, cadence: Cadence, last: Mapping[str, Any] | None,
-        log_history: Sequence[Mapping[str, Any]]) -> str | None:
+        log_history: Sequence[Mapping[str, Any]], drift: float | None = None) -> str | None:
     """Why the monitor evaluates at `step`, or None. `last` is the last evaluation's record, with the training
-    signals it was taken at; the evaluation at step 0 has none, so the first logged steps stand in for them."""
-    if step % monitor_steps:
+    signals it was taken at; the evaluation at step 0 has none, so the first logged steps stand in for them.
+    `drift` is the policy's KL from the start now (None: not measured)."""
+    if not checks(step, monitor_steps):
         return None
     if not cadence.adaptive or last is None:
         return "cadence"
     if step - last["step"] >= cadence.max_gap:
         return "max_gap"
+    if cadence.drift_move is not None and _moved(drift, last.get("drift"),
+                                                 cadence.drift_move * max(last.get("drift") or 0.0, 1.0)):
+        return "policy_moved"
     now = training_signals(log_history, cadence.window)
     then = last if last.get("train_reward") is not None else training_signals(log_history, cadence.window, first=True)
     if _moved(now["train_reward"], then.get("train_reward"), cadence.reward_move):

@@ -32,8 +32,9 @@ from rubric_rft.rubrics.datasets import render_prompt
 from rubric_rft.rubrics.store import RubricStore
 from rubric_rft.training.checkpoint_state import CheckpointedCallback, saved_state
 from rubric_rft.training.monitor import report
-from rubric_rft.training.monitor.cadence import due, training_signals
+from rubric_rft.training.monitor.cadence import checks, due, training_signals
 from rubric_rft.training.monitor.config import MonitorConfig
+from rubric_rft.training.monitor.drift import DriftProbe
 from rubric_rft.training.monitor.graders import HeldoutGraders
 from rubric_rft.training.monitor.onset import Evaluation, detect_onset
 from rubric_rft.training.monitor.policy import StartingWeights, reference_of, sample_policy
@@ -80,6 +81,7 @@ class OverOptimizationMonitor(CheckpointedCallback):
         self.baseline_texts: list[str] | None = None
         self.best: dict[str, Any] | None = None
         self.onset_acted = False
+        self.probe: DriftProbe | None = None  # built from the step-0 answers on first use (again after a resume)
         self.monitor_seconds = 0.0
         self.train_seconds_before = 0.0
         self._started = time.perf_counter()
@@ -93,14 +95,16 @@ class OverOptimizationMonitor(CheckpointedCallback):
         super().on_train_begin(args, state, control, **kwargs)
         self._started = time.perf_counter()
         if not self.history:  # a resumed run has its history back already
-            self._evaluate(state, kwargs["model"], kwargs["processing_class"], "start")
+            drift = 0.0 if self.config.cadence.drift_move is not None else None  # the policy is the start
+            self._evaluate(state, kwargs["model"], kwargs["processing_class"], "start", drift)
         return control
 
     def on_step_end(self, args, state, control, **kwargs):
+        drift = self._drift(state, kwargs["model"], kwargs["processing_class"])
         reason = due(state.global_step, self.config.monitor_steps, self.config.cadence,
-                     self.history[-1] if self.history else None, state.log_history)
+                     self.history[-1] if self.history else None, state.log_history, drift)
         if reason is not None:
-            self._evaluate(state, kwargs["model"], kwargs["processing_class"], reason)
+            self._evaluate(state, kwargs["model"], kwargs["processing_class"], reason, drift)
             if self._should_stop():
                 control.should_training_stop = True
         return control
@@ -149,9 +153,29 @@ class OverOptimizationMonitor(CheckpointedCallback):
         logger.info("monitor: resumed from %s with %d evaluations", checkpoint, len(self.history))
 
     # ----- evaluation -----------------------------------------------------------------------------------------
-    def _evaluate(self, state, model, tokenizer, reason: str) -> None:
+    def _drift(self, state, model, tokenizer) -> float | None:
+        """The policy's KL from the start on the start's answers (`drift`), at the steps an adaptive cadence with
+        `drift_move` checks; None elsewhere. Called on every rank (a forward pass is a collective under ZeRO-3); the
+        main process's value is the one every rank decides on. Its time counts as the monitor's."""
+        cadence = self.config.cadence
+        if (not cadence.adaptive or cadence.drift_move is None or self.baseline_texts is None
+                or not checks(state.global_step, self.config.monitor_steps)):
+            return None
+        started = time.perf_counter()
+        if self.probe is None:
+            n = self.config.samples_per_prompt
+            picked = range(0, len(self.baseline_texts), n)[: cadence.probe_size]  # one answer per prompt
+            self.probe = DriftProbe(tokenizer, [self.graders.rows[i // n]["prompt"] for i in picked],
+                                    [self.baseline_texts[i] for i in picked], self.config.temperature)
+        drift = self.probe.measure(model, reference_of(model, self.starting_weights.for_model(model, self.trainer)))
+        drift = broadcast_object_list([drift])[0]
+        self.monitor_seconds += time.perf_counter() - started
+        return drift
+
+    def _evaluate(self, state, model, tokenizer, reason: str, drift: float | None = None) -> None:
         """Called on every rank. Every rank keeps the record too: whether to evaluate again depends on the history.
-        `reason` says why now (`rubric_rft.training.monitor.cadence`)."""
+        `reason` says why now (`rubric_rft.training.monitor.cadence`); `drift`, the policy's KL from the start on
+        the start's answers, when the cadence reads it."""
         started = time.perf_counter()
         n = self.config.samples_per_prompt
         policy, accelerator, checkpointing = (model, None, None) if self.trainer is None else (
@@ -191,6 +215,8 @@ class OverOptimizationMonitor(CheckpointedCallback):
             )
             record.update(training_signals(state.log_history, self.config.cadence.window), reason=reason,
                           monitor_s=time.perf_counter() - started)
+            if drift is not None:
+                record["drift"] = drift
         record = broadcast_object_list([record])[0]
         self.monitor_seconds += record["monitor_s"]
         self.history.append(record)

@@ -117,13 +117,13 @@ def _kl(reference, batch: Batch, temperature: float) -> list[float]:
     """k3 summed over each completion's tokens (see the module docstring); the policy's log-probabilities are those
     the tokens were sampled with, so only the reference runs a forward pass."""
     with reference() as reference_model:
-        reference_logps = _token_logps(reference_model, batch, temperature)
+        reference_logps = token_logps(reference_model, batch, temperature)
     delta = reference_logps - batch.token_logprobs
     k3 = (torch.exp(delta) - delta - 1).clamp(min=0)  # >= 0 but for rounding (cached decoding vs a full forward)
     return (k3 * batch.completion_mask).sum(dim=1).tolist()
 
 
-def _token_logps(model, batch: Batch, temperature: float) -> torch.Tensor:
+def token_logps(model, batch: Batch, temperature: float) -> torch.Tensor:
     """Log-probabilities of each completion's tokens under `model`."""
     sequences, attention = batch.sequences, batch.attention_mask
     completion_length = batch.completion_mask.shape[1]
