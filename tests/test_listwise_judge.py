@@ -101,7 +101,7 @@ def test_malformed_answers_are_retried_then_leave_the_whole_group_unscored():
     assert sum(g.verdict.malformed for g in graded) == 1 and sum(g.verdict.retries for g in graded) == 1
     with JudgeServer(truncated_first_n=2) as server:
         graded = reward_scores(judge_config(server), prompts[:4], completions[:4])
-    assert all(g.score is None and "malformed" in g.error for g in graded)
+    assert all(g.score is None and "malformed" in g.error and g.error.startswith("listwise:") for g in graded)
     assert sum(g.verdict.calls for g in graded) == 2
 
 

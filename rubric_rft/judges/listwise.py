@@ -146,12 +146,13 @@ class ListwiseJudge(AsyncClosing):
                 {**key, "shape": "per_rubric", "criteria": [c.text for c in criteria]},
                 constraint=self._constraint(response_labels, criterion_labels),
             )
-            error = None if asked.ok else asked.error
-            return Costs().add(asked), error, asked.value["verdicts"] if asked.ok else []
+            if not asked.ok:  # "listwise:openai:MODEL: what went wrong"
+                return Costs().add(asked), asked.error.replace(f"{self.client.name}: ", f"{self.name}: ", 1), []
+            return Costs().add(asked), None, asked.value["verdicts"]
         answers = await asyncio.gather(*(
             self.client.ask(
                 listwise_criterion_messages(prompt, responses, criterion.text),
-                lambda text: {"verdicts": _grid({"": parse_batched(text, response_labels)}, [""], response_labels)[0]},
+                lambda text: {"verdicts": _in_order(parse_batched(text, response_labels), response_labels)},
                 {**key, "shape": "per_criterion", "criteria": [criterion.text]},
                 constraint=self._constraint(response_labels, None),
             )
@@ -174,4 +175,8 @@ class ListwiseJudge(AsyncClosing):
 
 def _grid(verdicts: dict[str, dict[str, bool]], rows: list[str], columns: list[str]) -> list[list[bool]]:
     """A parsed listwise answer as lists in label order (responses, then criteria): what the cache stores."""
-    return [[verdicts[row][column] for column in columns] for row in rows]
+    return [_in_order(verdicts[row], columns) for row in rows]
+
+
+def _in_order(verdicts: dict[str, bool], labels: list[str]) -> list[bool]:
+    return [verdicts[label] for label in labels]
