@@ -13,7 +13,9 @@ with the same seed and steps, and only the monitor's cadence changed:
              at every check) moved by half its value at the last evaluation (`drift_move: 0.5`).
 It prints, per setting, the monitor's share of training wall time (`monitor_share` in overopt.json), the number of
 evaluations, the peak / onset / detected steps, and the detection delay against the fixed cadence: whether the
-cheaper cadence still sees the onset, and how much later. Training is deterministic under the seed, so the
+cheaper cadence still sees the onset, and how much later; then where the monitor's time went, per evaluation
+(`monitor_phase_seconds`: sampling the held-out answers, the reference's forward pass for the KL, grading, writing
+the outputs and the best model, and the drift probe), beside the mean training step. Training is deterministic under the seed, so the
 settings differ in when the monitor looks, not in what the policy does.
 """
 
@@ -50,7 +52,10 @@ def train(setting: str, monitor: dict, steps: int, out: Path) -> dict:
          "--save_steps", str(steps)],
         cwd=ROOT, check=True)
     summary = json.loads((run / "overopt.json").read_text())
-    return {key: summary[key] for key in ("monitor_share", "evaluations", "peak_step", "onset_step", "detected_step")}
+    steps = [log["step_time"] for log in json.loads((run / "trainer_state.json").read_text())["log_history"]
+             if "step_time" in log]
+    keys = ("monitor_share", "evaluations", "peak_step", "onset_step", "detected_step", "monitor_phase_seconds")
+    return {**{key: summary[key] for key in keys}, "step_s": sum(steps) / len(steps)}
 
 
 def main() -> None:
@@ -72,6 +77,11 @@ def main() -> None:
         delay = "-" if reference is None or r["detected_step"] is None else r["detected_step"] - reference
         print(f"{name:<10} {r['monitor_share']:>13.3f} {r['evaluations']:>11} {r['peak_step']!s:>5} "
               f"{r['onset_step']!s:>6} {r['detected_step']!s:>9} {delay!s:>15}")
+    phases = ("sample", "kl", "grade", "write", "drift")
+    print(f"\nseconds per evaluation: {' '.join(f'{p:>7}' for p in phases)}   training step")
+    for name, r in results.items():
+        spent = [r["monitor_phase_seconds"].get(p, 0.0) / r["evaluations"] for p in phases]
+        print(f"{name:<22} {' '.join(f'{s:>7.2f}' for s in spent)}   {r['step_s']:>13.2f}")
     for name, r in results.items():
         print(f"monitor_share[{name}]: {r['monitor_share']:.3f}")
     sys.stdout.flush()

@@ -101,6 +101,11 @@ def test_the_monitor_records_every_evaluation_and_keeps_the_best(tmp_path, tiny_
     assert (tmp_path / "best_gold" / "adapter_model.safetensors").exists()
     assert json.loads((tmp_path / "best_gold" / "best_gold.json").read_text())["step"] == best_step
     assert 0 < summary["monitor_share"] < 1
+    # where the monitor's time went: every phase of an evaluation, writing the outputs and the best model included
+    phases = summary["monitor_phase_seconds"]
+    assert set(phases) == {"sample", "kl", "grade", "write"} and all(s > 0 for s in phases.values())
+    assert sum(phases.values()) == pytest.approx(summary["monitor_seconds"])
+    assert summary["monitor_seconds"] == pytest.approx(sum(r["monitor_s"] for r in history) + phases["write"])
     assert (tmp_path / "overopt.png").stat().st_size > 10_000
 
 

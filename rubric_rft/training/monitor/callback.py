@@ -83,6 +83,7 @@ class OverOptimizationMonitor(CheckpointedCallback):
         self.onset_acted = False
         self.probe: DriftProbe | None = None  # built from the step-0 answers on first use (again after a resume)
         self.monitor_seconds = 0.0
+        self.phase_seconds: dict[str, float] = {}  # monitor_seconds by what it was spent on (`_spent`)
         self.train_seconds_before = 0.0
         self._started = time.perf_counter()
 
@@ -127,6 +128,7 @@ class OverOptimizationMonitor(CheckpointedCallback):
             "best": self.best,
             "onset_acted": self.onset_acted,
             "monitor_seconds": self.monitor_seconds,
+            "phase_seconds": self.phase_seconds,
             "train_seconds": self.train_seconds_before + time.perf_counter() - self._started,
         }
 
@@ -141,6 +143,7 @@ class OverOptimizationMonitor(CheckpointedCallback):
         self.best = saved["best"]
         self.onset_acted = saved["onset_acted"]
         self.monitor_seconds = saved["monitor_seconds"]
+        self.phase_seconds = saved.get("phase_seconds", {})  # absent from checkpoints saved before it was kept
         self.train_seconds_before = saved["train_seconds"]
         from accelerate import PartialState
 
@@ -169,8 +172,14 @@ class OverOptimizationMonitor(CheckpointedCallback):
                                     [self.baseline_texts[i] for i in picked], self.config.temperature)
         drift = self.probe.measure(model, reference_of(model, self.starting_weights.for_model(model, self.trainer)))
         drift = broadcast_object_list([drift])[0]
-        self.monitor_seconds += time.perf_counter() - started
+        self._spent("drift", time.perf_counter() - started)
         return drift
+
+    def _spent(self, phase: str, seconds: float) -> None:
+        """Count `seconds` of the monitor's time, under `phase`: sample, kl, grade, write (outputs, the best model,
+        W&B) or drift; the summary's `monitor_phase_seconds` is where an evaluation's time goes."""
+        self.monitor_seconds += seconds
+        self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + seconds
 
     def _evaluate(self, state, model, tokenizer, reason: str, drift: float | None = None) -> None:
         """Called on every rank. Every rank keeps the record too: whether to evaluate again depends on the history.
@@ -193,8 +202,13 @@ class OverOptimizationMonitor(CheckpointedCallback):
             accelerator=accelerator,
             gradient_checkpointing_kwargs=checkpointing,
         )
+        sampled = time.perf_counter()
         rows = [row for row in self.graders.rows for _ in range(n)]
         proxy, gold, pairs = self.graders.grade_on_every_rank(rows, samples.texts, self.baseline_texts)
+        graded = time.perf_counter()
+        self._spent("sample", sampled - started - samples.kl_s)
+        self._spent("kl", samples.kl_s)
+        self._spent("grade", graded - sampled)
         if self.baseline_texts is None:
             self.baseline_texts = samples.texts
         record = None
@@ -214,15 +228,20 @@ class OverOptimizationMonitor(CheckpointedCallback):
                 seed=self.config.seed,
             )
             record.update(training_signals(state.log_history, self.config.cadence.window), reason=reason,
-                          monitor_s=time.perf_counter() - started)
+                          monitor_s=graded - started)
             if drift is not None:
                 record["drift"] = drift
         record = broadcast_object_list([record])[0]
-        self.monitor_seconds += record["monitor_s"]
         self.history.append(record)
-        self._keep_if_best(record, model, tokenizer, state.is_world_process_zero)
-        if not state.is_world_process_zero:
-            return
+        try:
+            self._keep_if_best(record, model, tokenizer, state.is_world_process_zero)
+            if state.is_world_process_zero:
+                self._report(state, record, rows, samples, proxy, gold)
+        finally:
+            self._spent("write", time.perf_counter() - graded)
+
+    def _report(self, state, record, rows, samples, proxy, gold) -> None:
+        """Write the evaluation's samples and the outputs, log to W&B, and alert at a new onset (main process)."""
         sample_rows = [
             {
                 "step": state.global_step,
@@ -311,6 +330,7 @@ class OverOptimizationMonitor(CheckpointedCallback):
             "evaluations": len(self.history),
             "last_step": self.history[-1]["step"],
             "monitor_seconds": self.monitor_seconds,
+            "monitor_phase_seconds": self.phase_seconds,
             "train_seconds": train_seconds,
             "monitor_share": self.monitor_seconds / train_seconds if train_seconds > 0 else None,
         }

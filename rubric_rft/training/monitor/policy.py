@@ -13,6 +13,7 @@ training without one, which keeps a resumed run identical to an uninterrupted on
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ class PolicySamples:
     texts: list[str]
     lengths: list[int]
     kl: list[float]
+    kl_s: float = 0.0  # of the sampling call's time, the reference's forward passes for the KL
 
 
 class StartingWeights:
@@ -94,6 +96,15 @@ def sample_policy(
     """Samples with their length and KL. Call it on every rank of a distributed run: each rank samples and
     measures its share of the batches (`rubric_rft.llm.generation.generate_on_every_rank`), and gets all of them.
     With the trainer's `accelerator`, `model` is its wrapped model (see `generate_on_every_rank`)."""
+    kl_s = 0.0
+
+    def measure(policy, batch: Batch) -> list[float]:
+        nonlocal kl_s
+        started = time.perf_counter()
+        kl = _kl(reference, batch, temperature)
+        kl_s += time.perf_counter() - started
+        return kl
+
     generated = generate_on_every_rank(
         model,
         tokenizer,
@@ -107,10 +118,10 @@ def sample_policy(
         top_p=1.0,
         top_k=0,
         seed=seed,
-        measure=lambda policy, batch: _kl(reference, batch, temperature),
+        measure=measure,
         token_logprobs=True,
     )
-    return PolicySamples(generated.texts, generated.lengths, generated.measured)
+    return PolicySamples(generated.texts, generated.lengths, generated.measured, kl_s)
 
 
 def _kl(reference, batch: Batch, temperature: float) -> list[float]:
