@@ -15,8 +15,8 @@ It prints, per setting, the monitor's share of training wall time (`monitor_shar
 evaluations, the peak / onset / detected steps, and the detection delay against the fixed cadence: whether the
 cheaper cadence still sees the onset, and how much later; then where the monitor's time went, per evaluation
 (`monitor_phase_seconds`: sampling the held-out answers, the reference's forward pass for the KL, grading, writing
-the outputs and the best model, and the drift probe), beside the mean training step. Training is deterministic under the seed, so the
-settings differ in when the monitor looks, not in what the policy does.
+the outputs and the best model, and the drift probe), beside the mean training step. Training is deterministic
+under the seed, so the settings differ in when the monitor looks, not in what the policy does.
 """
 
 from __future__ import annotations
