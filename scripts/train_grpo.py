@@ -45,6 +45,7 @@ from rubric_rft.training.refinement.config import load_refinement_config
 from rubric_rft.training.rollouts import (
     RolloutSettingsError,
     check_rollout_settings,
+    keep_compile_cache_loadable,
     set_cpu_kv_cache_size,
     use_cpu_weight_reload,
     vllm_memory_errors_as_settings_errors,
@@ -101,6 +102,7 @@ def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: Mo
     check_resume_settings(training_args)
     use_every_cpu_core(training_args.use_cpu)
     set_cpu_kv_cache_size(script_args.vllm_cpu_kv_cache_gib)  # before the trainer builds a colocated vLLM
+    keep_compile_cache_loadable(training_args)  # a second run loads vLLM's compiled model instead of compiling again
     preemption = CheckpointOnSignal()  # SIGUSR1/SIGTERM: checkpoint at the end of the step, then stop
     preemption.install()  # now: a signal that comes while models and data load is kept, not lost
     configure_wandb(training_args.report_to, training_args.output_dir)

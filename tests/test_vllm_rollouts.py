@@ -17,6 +17,7 @@ from rubric_rft.training.rollouts import (
     WeightSyncError,
     _reload_weights,
     check_rollout_settings,
+    keep_compile_cache_loadable,
     set_cpu_kv_cache_size,
     vllm_memory_errors_as_settings_errors,
 )
@@ -67,6 +68,19 @@ def test_the_kv_cache_size_is_set_when_unset_and_the_environment_wins():
     environ = {}
     set_cpu_kv_cache_size(None, environ)
     assert environ == {}
+
+
+def test_colocated_vllm_on_the_cpu_compiles_through_the_cache_a_second_run_loads():
+    environ = {}
+    keep_compile_cache_loadable(grpo_args(vllm_mode="colocate"), environ)
+    assert environ == {"VLLM_USE_AOT_COMPILE": "0"}
+    environ = {"VLLM_USE_AOT_COMPILE": "1"}  # the user's choice wins
+    keep_compile_cache_loadable(grpo_args(vllm_mode="colocate"), environ)
+    assert environ == {"VLLM_USE_AOT_COMPILE": "1"}
+    for args in (grpo_args(vllm_mode="colocate", use_vllm=False), grpo_args(vllm_mode="server")):
+        environ = {}
+        keep_compile_cache_loadable(args, environ)
+        assert environ == {}
 
 
 @pytest.mark.parametrize("gib", [0, 1.5, "1"])

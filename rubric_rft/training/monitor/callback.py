@@ -39,6 +39,7 @@ from rubric_rft.training.monitor.graders import HeldoutGraders
 from rubric_rft.training.monitor.onset import Evaluation, detect_onset
 from rubric_rft.training.monitor.policy import StartingWeights, reference_of, sample_policy
 from rubric_rft.training.monitor.scoring import summarize
+from rubric_rft.training.monitor.vllm_sampling import sample_with_vllm, vllm_engine
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class OverOptimizationMonitor(CheckpointedCallback):
         self.best: dict[str, Any] | None = None
         self.onset_acted = False
         self.probe: DriftProbe | None = None  # built from the step-0 answers on first use (again after a resume)
+        self.engine: str | None = None  # what samples the held-out answers, chosen at the first evaluation
         self.monitor_seconds = 0.0
         self.phase_seconds: dict[str, float] = {}  # monitor_seconds by what it was spent on (`_spent`)
         self.train_seconds_before = 0.0
@@ -175,6 +177,16 @@ class OverOptimizationMonitor(CheckpointedCallback):
         self._spent("drift", time.perf_counter() - started)
         return drift
 
+    def _engine(self) -> str:
+        """"vllm" or "transformers": what samples the held-out answers (`monitor.engine`; see `vllm_sampling`)."""
+        if self.engine is None:
+            generation, why = vllm_engine(self.trainer) if self.config.engine != "transformers" else (None, "")
+            if generation is None and self.config.engine == "vllm":
+                raise ValueError(f"monitor.engine is vllm, but {why}; set monitor.engine: auto or transformers")
+            self.engine = "vllm" if generation is not None else "transformers"
+            logger.info("monitor: held-out answers sampled by %s%s", self.engine, f" ({why})" if why else "")
+        return self.engine
+
     def _spent(self, phase: str, seconds: float) -> None:
         """Count `seconds` of the monitor's time, under `phase`: sample, kl, grade, write (outputs, the best model,
         W&B) or drift; the summary's `monitor_phase_seconds` is where an evaluation's time goes."""
@@ -187,21 +199,22 @@ class OverOptimizationMonitor(CheckpointedCallback):
         the start's answers, when the cadence reads it."""
         started = time.perf_counter()
         n = self.config.samples_per_prompt
-        policy, accelerator, checkpointing = (model, None, None) if self.trainer is None else (
-            self.trainer.model_wrapped, self.trainer.accelerator, self.trainer.args.gradient_checkpointing_kwargs)
-        samples = sample_policy(
-            policy,
-            tokenizer,
-            [row["prompt"] for row in self.graders.rows],
+        sampling = dict(
             samples_per_prompt=n,
             max_new_tokens=self.max_new_tokens,
             temperature=self.config.temperature,
             seed=self.config.seed + state.global_step,
             reference=reference_of(model, self.starting_weights.for_model(model, self.trainer)),
             batch_size=self.config.batch_size,
-            accelerator=accelerator,
-            gradient_checkpointing_kwargs=checkpointing,
         )
+        prompts = [row["prompt"] for row in self.graders.rows]
+        if self._engine() == "vllm":
+            samples = sample_with_vllm(self.trainer, model, tokenizer, prompts, **sampling)
+        else:
+            policy, accelerator, checkpointing = (model, None, None) if self.trainer is None else (
+                self.trainer.model_wrapped, self.trainer.accelerator, self.trainer.args.gradient_checkpointing_kwargs)
+            samples = sample_policy(policy, tokenizer, prompts, accelerator=accelerator,
+                                    gradient_checkpointing_kwargs=checkpointing, **sampling)
         sampled = time.perf_counter()
         rows = [row for row in self.graders.rows for _ in range(n)]
         proxy, gold, pairs = self.graders.grade_on_every_rank(rows, samples.texts, self.baseline_texts)
@@ -228,7 +241,7 @@ class OverOptimizationMonitor(CheckpointedCallback):
                 seed=self.config.seed,
             )
             record.update(training_signals(state.log_history, self.config.cadence.window), reason=reason,
-                          monitor_s=graded - started)
+                          monitor_s=graded - started, engine=self.engine)
             if drift is not None:
                 record["drift"] = drift
         record = broadcast_object_list([record])[0]

@@ -54,6 +54,9 @@ class MonitorConfig(_Strict):
         default=0.7, gt=0, description="Sampling temperature: answers as users would see them; KL is measured at it."
     )
     batch_size: int = Field(default=16, ge=1, description="Sequences generated at once.")
+    engine: Literal["auto", "vllm", "transformers"] = Field(
+        default="auto", description="What samples the held-out answers: the run's colocated vLLM engine (auto: when "
+                                    "training has one the monitor can use) or transformers' generate.")
     seed: int = Field(default=1234, description="Sampling seed; each step uses seed + step.")
     onset: OnsetRule = Field(default_factory=OnsetRule)
     on_onset: Literal["alert", "stop"] = Field(default="alert", description="Alert only, or also stop training.")

@@ -101,7 +101,7 @@ def sample_policy(
     def measure(policy, batch: Batch) -> list[float]:
         nonlocal kl_s
         started = time.perf_counter()
-        kl = _kl(reference, batch, temperature)
+        kl = kl_of(reference, batch, temperature)
         kl_s += time.perf_counter() - started
         return kl
 
@@ -124,7 +124,7 @@ def sample_policy(
     return PolicySamples(generated.texts, generated.lengths, generated.measured, kl_s)
 
 
-def _kl(reference, batch: Batch, temperature: float) -> list[float]:
+def kl_of(reference, batch: Batch, temperature: float) -> list[float]:
     """k3 summed over each completion's tokens (see the module docstring); the policy's log-probabilities are those
     the tokens were sampled with, so only the reference runs a forward pass."""
     with reference() as reference_model:
