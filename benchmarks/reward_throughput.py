@@ -10,11 +10,14 @@ the same batch run side by side against it:
   2. a 64-thread pool, one call per response (how the paper's released grader works);
   3. sequential, one call per response, on a 16-response subset, scaled to the batch (printed as such).
 No request shape can beat `latency * ceil(requests / capacity)`; the last line is RubricReward's wall time
-over that bound.
+over that bound. One more row says what stands between the two: RubricReward again with each request sent through
+a bare aiohttp session instead of the `openai` client (a measuring instrument that skips the client's request
+building, not a supported transport).
 """
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import subprocess
@@ -23,12 +26,14 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import aiohttp
 import openai
 
 from rubric_rft.judges.openai_compat import OpenAIJudgeConfig
 from rubric_rft.judges.parsing import parse_batched
 from rubric_rft.judges.prompts import batched_messages
 from rubric_rft.judges.registry import build_judge
+from rubric_rft.llm import client as chat_client
 from rubric_rft.reward.rubric_reward import RubricReward
 from rubric_rft.rubrics.format import Criterion, Rubric
 
@@ -89,6 +94,35 @@ async def grade_with_rubric_reward(base_url: str, capacity: int, batch) -> tuple
     return times[0], times[1]
 
 
+@contextlib.asynccontextmanager
+async def requests_through_bare_aiohttp(base_url: str):
+    """`ChatClient` sending each request through one aiohttp session, no `openai` client in between."""
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), cookie_jar=aiohttp.DummyCookieJar())
+    original = chat_client.ChatClient._complete
+
+    async def complete(self, messages, costs, *, logprobs=False, constraint=None):
+        body = {"model": self.config.model, "messages": messages, "temperature": self.config.temperature,
+                "max_tokens": self.config.max_tokens}
+        async with self._loop_resources().in_flight:
+            costs.calls += 1
+            async with session.post(f"{base_url}/chat/completions", json=body) as response:
+                completion = await response.json()
+        return completion["choices"][0]["message"]["content"], []
+
+    chat_client.ChatClient._complete = complete
+    try:
+        yield
+    finally:
+        chat_client.ChatClient._complete = original
+        await session.close()
+
+
+async def grade_through_bare_aiohttp(base_url: str, capacity: int, batch) -> float:
+    """RubricReward's steady-state wall time with requests sent through bare aiohttp."""
+    async with requests_through_bare_aiohttp(base_url):
+        return (await grade_with_rubric_reward(base_url, capacity, batch))[1]
+
+
 def grade_one_call_per_response(base_url: str, batch, workers: int, limit: int | None = None) -> float:
     """The paper's grader: a sync client, one call per response, criteria labelled c1..cN."""
     client = openai.OpenAI(base_url=base_url, api_key="EMPTY", max_retries=0, timeout=120)
@@ -128,6 +162,7 @@ def main() -> None:
     try:
         first_s, rubric_reward_s = asyncio.run(grade_with_rubric_reward(base_url, args.capacity, batch))
         peak = server_stats(base_url)["max_concurrent"]
+        bare_s = asyncio.run(grade_through_bare_aiohttp(base_url, args.capacity, batch))
         pool_s = grade_one_call_per_response(base_url, batch, THREADS)
         subset_s = grade_one_call_per_response(base_url, batch, 1, limit=SEQUENTIAL_SUBSET)
     finally:
@@ -143,6 +178,7 @@ def main() -> None:
     rows = [
         ("RubricReward, first batch (opens connections)", first_s),
         ("RubricReward, steady state (every later step)", rubric_reward_s),
+        ("  the same through bare aiohttp (no openai client)", bare_s),
         (f"thread pool ({THREADS} threads, 1 call/response)", pool_s),
         (f"sequential (measured on {SEQUENTIAL_SUBSET}, scaled x{responses // SEQUENTIAL_SUBSET})", sequential_s),
     ]

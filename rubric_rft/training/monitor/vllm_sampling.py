@@ -87,9 +87,10 @@ def sample_with_vllm(
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(generated), batch_size):
-            batch = _batch(generated[start : start + batch_size], tokenizer.pad_token_id, eos, model.device)
-            kl += kl_of(reference, batch, temperature)
+        with torch.no_grad():
+            for start in range(0, len(generated), batch_size):
+                batch = _batch(generated[start : start + batch_size], tokenizer.pad_token_id, eos, model.device)
+                kl += kl_of(reference, batch, temperature)
     finally:
         model.train(was_training)
     return PolicySamples(texts, lengths, kl, time.perf_counter() - started)
