@@ -72,25 +72,48 @@ def test_a_vllm_run_samples_the_heldout_answers_with_its_engine_and_their_kl_sta
     0 the policy is the start, so the KL measured against a forward pass of the start is rounding, not nats. Later
     the engine samples the trained policy (synced), which has moved from the start."""
     pytest.importorskip("vllm")
-    monitor = {"heldout_path": str(EVERYDAY / "heldout_rules.jsonl"), "gold": {"rubrics_path": str(
-        EVERYDAY / "heldout_gold.jsonl")}, "monitor_steps": 1, "num_prompts": 3, "samples_per_prompt": 2,
-        "max_new_tokens": 8}
-    command = [sys.executable, str(ROOT / "scripts" / "train_grpo.py"), "--config",
-               str(ROOT / "configs" / "cpu_vllm.yaml"), "--model_name_or_path", tiny_model_path,
-               "--output_dir", str(tmp_path / "run"), "--report_to", "none", "--num_samples", "0", "--max_steps", "2",
-               "--max_completion_length", "8", "--save_strategy", "no", "--learning_rate", "0.05",
-               "--monitor", json.dumps(monitor)]
-    env = {**os.environ, "VLLM_CPU_CI_ENV": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-4000:]
+    result = train_with_vllm_rollouts(tiny_model_path, tmp_path / "run", "auto")
     assert "monitor: held-out answers sampled by vllm (colocated vLLM)" in result.stderr
     history = [json.loads(line) for line in (tmp_path / "run" / "overopt.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in history] == [0, 1, 2] and {r["engine"] for r in history} == {"vllm"}
+    assert [r["step"] for r in history] == [0, 1, 2, 3] and {r["engine"] for r in history} == {"vllm"}
     assert 0 <= history[0]["kl"] < 0.001  # engine-vs-forward rounding over 8 tokens (5e-6 measured)
     assert history[-1]["kl"] > 0.01  # an engine left with the starting weights would measure the start: ~0
     samples = [json.loads(line) for line in (tmp_path / "run" / "overopt_samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 3 * 3 * 2 and all(isinstance(s["response"], str) for s in samples)
+    assert len(samples) == 4 * 3 * 2 and all(isinstance(s["response"], str) for s in samples)
     assert all(0 < r["completion_length"] <= 8 for r in history)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_the_rollouts_after_an_evaluation_are_the_same_whatever_sampled_its_answers(tiny_model_path, tmp_path):
+    """The colocated engine samples from the training process's random generators: the monitor's answers must not
+    move them, or a monitored run would train differently from an unmonitored one."""
+    pytest.importorskip("vllm")
+    logs = {}
+    for engine in ("vllm", "transformers"):
+        train_with_vllm_rollouts(tiny_model_path, tmp_path / engine, engine)
+        state = json.loads((tmp_path / engine / "trainer_state.json").read_text())
+        logs[engine] = [(e["reward"], e["completions/mean_length"], e["loss"]) for e in state["log_history"]
+                        if "reward" in e]
+    assert len(logs["vllm"]) == 3 and logs["vllm"] == logs["transformers"]
+
+
+def train_with_vllm_rollouts(model_path: str, output_dir: Path, engine: str, *flags: str):
+    """scripts/train_grpo.py on configs/cpu_vllm.yaml and the tiny model, the monitor on at every step; the
+    prompt-only rubric gives the tiny model's answers different rewards by step 3, so the policy moves."""
+    monitor = {"heldout_path": str(EVERYDAY / "heldout_rules.jsonl"), "gold": {"rubrics_path": str(
+        EVERYDAY / "heldout_gold.jsonl")}, "monitor_steps": 1, "num_prompts": 3, "samples_per_prompt": 2,
+        "max_new_tokens": 8, "engine": engine}
+    command = [sys.executable, str(ROOT / "scripts" / "train_grpo.py"), "--config",
+               str(ROOT / "configs" / "cpu_vllm.yaml"), "--model_name_or_path", model_path,
+               "--output_dir", str(output_dir), "--report_to", "none", "--num_samples", "0", "--max_steps", "3",
+               "--dataset_path", str(EVERYDAY / "train_prompt_only.jsonl"),
+               "--max_completion_length", "8", "--save_strategy", "no", "--learning_rate", "0.05",
+               "--monitor", json.dumps(monitor), *flags]
+    env = {**os.environ, "VLLM_CPU_CI_ENV": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
 
 
 def _monitor_config(**overrides):

@@ -7,6 +7,8 @@ next step's rollouts do not sync the same weights again). The engine samples at 
 top-k/top-p off and returns each token's log-probability at that temperature (TRL builds it with
 `logprobs_mode="processed_logprobs"`), so only the reference runs a forward pass for the KL, as with `generate`.
 
+Each prompt's answers are seeded, and the engine samples inside `torch.random.fork_rng`: a colocated engine draws
+from the training process's own random generators, so without it an evaluation would change the rollouts after it.
 The main process generates every answer and broadcasts them; every rank then measures the KL on all of them in the
 same batches, so a ZeRO-3 forward pass (a collective) runs the same number of times on every rank. Server mode (a
 separate vLLM server), tensor parallelism and sleep mode are left to `generate`: `vllm_engine` says why.
@@ -69,8 +71,10 @@ def sample_with_vllm(
                            logprobs=0, seed=seed + i)
             for i in range(len(prompts))
         ]
-        outputs = trainer.vllm_generation.llm.generate(
-            [{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
+        devices = [trainer.accelerator.device] if trainer.accelerator.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # the engine samples from this process's generators
+            outputs = trainer.vllm_generation.llm.generate(
+                [{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
         generated = [
             (ids, list(sample.token_ids), _sampled_logprobs(sample))
             for ids, output in zip(prompt_ids, outputs, strict=True)
