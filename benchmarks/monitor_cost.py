@@ -65,10 +65,10 @@ def train(setting: str, monitor: dict, flags: list[str], steps: int, out: Path) 
          "--save_steps", str(steps), *flags],
         cwd=ROOT, check=True)
     summary = json.loads((run / "overopt.json").read_text())
-    steps = [log["step_time"] for log in json.loads((run / "trainer_state.json").read_text())["log_history"]
-             if "step_time" in log]
+    step_times = [log["step_time"] for log in json.loads((run / "trainer_state.json").read_text())["log_history"]
+                  if "step_time" in log]
     keys = ("monitor_share", "evaluations", "peak_step", "onset_step", "detected_step", "monitor_phase_seconds")
-    return {**{key: summary[key] for key in keys}, "step_s": sum(steps) / len(steps)}
+    return {**{key: summary[key] for key in keys}, "step_s": sum(step_times) / len(step_times)}
 
 
 def main() -> None:

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from rubric_rft.llm.generation import batch_of
 from rubric_rft.training.monitor.callback import OverOptimizationMonitor
-from rubric_rft.training.monitor.vllm_sampling import _batch, _sync_weights, vllm_engine
+from rubric_rft.training.monitor.vllm_sampling import _sync_weights, vllm_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 EVERYDAY = ROOT / "data" / "everyday"
-EOS = {2}
 
 
 def fake_trainer(**overrides):
@@ -50,8 +50,9 @@ def test_weights_are_synced_once_per_step_and_trl_is_told():
 
 
 def test_engine_answers_take_generates_layout_masked_after_the_first_end_of_sequence_token():
-    rows = [([5, 6, 7], [8, 2, 9], [-0.1, -0.2, -0.3]), ([5], [8, 9, 9, 9], [-1.0, -1.0, -1.0, -1.0])]
-    batch = _batch(rows, pad=0, eos=EOS, device="cpu")
+    tokenizer = types.SimpleNamespace(pad_token_id=0, eos_token_id=2)
+    batch = batch_of([[5, 6, 7], [5]], [[8, 2, 9], [8, 9, 9, 9]], tokenizer,
+                     [[-0.1, -0.2, -0.3], [-1.0, -1.0, -1.0, -1.0]])
     assert batch.sequences.tolist() == [[5, 6, 7, 8, 2, 9, 0], [0, 0, 5, 8, 9, 9, 9]]
     assert batch.completion_mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]  # the end-of-sequence token counts
     assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1, 1]]

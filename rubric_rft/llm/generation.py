@@ -37,6 +37,10 @@ class Batch:
     # model sampled it from (`generate(token_logprobs=True)`); None when not asked for
     token_logprobs: torch.Tensor | None = None
 
+    def to(self, device) -> Batch:
+        return Batch(*(None if tensor is None else tensor.to(device) for tensor in (
+            self.sequences, self.attention_mask, self.completion_mask, self.token_logprobs)))
+
 
 @dataclass
 class Generations:
@@ -92,7 +96,7 @@ def generate(
                 for index, start in enumerate(range(0, len(rows), batch_size))
             ]
         for batch in batches:
-            result.texts.extend(_decoded(tokenizer, batch))
+            result.texts.extend(completion_texts(tokenizer, batch))
             result.lengths.extend(batch.completion_mask.sum(dim=1).tolist())
             if measure is not None:
                 result.measured.extend(measure(model, batch))
@@ -175,7 +179,34 @@ def _generate_batch(model, tokenizer, rows: list[Messages], max_new_tokens: int,
     return Batch(output.sequences, torch.cat([inputs["attention_mask"], mask], dim=1), mask, logprobs)
 
 
-def _decoded(tokenizer, batch: Batch) -> list[str]:
+def chat_prompt_ids(tokenizer, messages: Messages) -> list[int]:
+    """A chat prompt's tokens as `generate` feeds them: the chat template with its generation prompt, no special
+    tokens added."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def batch_of(prompts: list[list[int]], completions: list[list[int]], tokenizer,
+             token_logprobs: list[list[float]] | None = None) -> Batch:
+    """Token lists in `generate`'s layout: prompts left-padded, completions right-padded, each completion counted up
+    to and including its first end-of-sequence token; `token_logprobs` (one per completion token) padded alike."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    width_p = max(len(prompt) for prompt in prompts)
+    width_c = max(1, max(len(completion) for completion in completions))
+    sequences = torch.tensor([
+        [pad] * (width_p - len(prompt)) + prompt + completion + [pad] * (width_c - len(completion))
+        for prompt, completion in zip(prompts, completions, strict=True)
+    ])
+    real = torch.arange(width_c) < torch.tensor([len(completion) for completion in completions]).unsqueeze(1)
+    completion_mask = _up_to_first_eos(sequences[:, width_p:], tokenizer.eos_token_id) * real  # a pad may be the EOS
+    prompt_mask = torch.arange(width_p) >= torch.tensor([width_p - len(prompt) for prompt in prompts]).unsqueeze(1)
+    logprobs = None
+    if token_logprobs is not None:
+        logprobs = torch.tensor([row + [0.0] * (width_c - len(row)) for row in token_logprobs])
+    return Batch(sequences, torch.cat([prompt_mask.long(), completion_mask], dim=1), completion_mask, logprobs)
+
+
+def completion_texts(tokenizer, batch: Batch) -> list[str]:
     """The text before each completion's first end-of-sequence token."""
     completions = batch.sequences[:, -batch.completion_mask.shape[1] :]
     text = batch.completion_mask.bool() & ~_is_eos(completions, tokenizer.eos_token_id)

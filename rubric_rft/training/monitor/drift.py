@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from rubric_rft.llm.generation import Batch
+from rubric_rft.llm.generation import Batch, batch_of, chat_prompt_ids
 from rubric_rft.training.monitor.policy import token_logps
 
 
@@ -34,7 +34,7 @@ class DriftProbe:
         was_training = model.training
         model.eval()  # no dropout: the estimate reads the policy, not a noisy draw of it
         try:
-            batch = _on(self.batch, model.device)
+            batch = self.batch.to(model.device)
             if self.start_logps is None:
                 with reference() as start:
                     self.start_logps = token_logps(start, batch, self.temperature)
@@ -46,24 +46,6 @@ class DriftProbe:
 
 
 def _batch(tokenizer, prompts: list, answers: list[str]) -> Batch:
-    """Prompt tokens left-padded, answer tokens right-padded: the layout `generate` returns."""
-    prompt_ids = [_ids(tokenizer, tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True))
-                  for p in prompts]
-    answer_ids = [_ids(tokenizer, answer) for answer in answers]
-    width_p = max(len(ids) for ids in prompt_ids)
-    width_a = max(1, max(len(ids) for ids in answer_ids))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    rows, attention, completion = [], [], []
-    for p, a in zip(prompt_ids, answer_ids, strict=True):
-        rows.append([pad] * (width_p - len(p)) + p + a + [pad] * (width_a - len(a)))
-        attention.append([0] * (width_p - len(p)) + [1] * (len(p) + len(a)) + [0] * (width_a - len(a)))
-        completion.append([1] * len(a) + [0] * (width_a - len(a)))
-    return Batch(torch.tensor(rows), torch.tensor(attention), torch.tensor(completion))
-
-
-def _ids(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def _on(batch: Batch, device) -> Batch:
-    return Batch(batch.sequences.to(device), batch.attention_mask.to(device), batch.completion_mask.to(device))
+    """The start's answers after their prompts, in the layout `generate` returns."""
+    return batch_of([chat_prompt_ids(tokenizer, prompt) for prompt in prompts],
+                    [tokenizer(answer, add_special_tokens=False)["input_ids"] for answer in answers], tokenizer)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 from accelerate.utils import broadcast_object_list
 
-from rubric_rft.llm.generation import Batch
+from rubric_rft.llm.generation import batch_of, chat_prompt_ids, completion_texts
 from rubric_rft.training.monitor.policy import PolicySamples, kl_of
 
 
@@ -61,11 +61,7 @@ def sample_with_vllm(
     _sync_weights(trainer)
     generated = None
     if trainer.accelerator.is_main_process:
-        prompt_ids = [
-            tokenizer(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
-                      add_special_tokens=False)["input_ids"]
-            for messages in prompts
-        ]
+        prompt_ids = [chat_prompt_ids(tokenizer, messages) for messages in prompts]
         params = [
             SamplingParams(n=samples_per_prompt, temperature=temperature, top_p=1.0, top_k=0, max_tokens=max_new_tokens,
                            logprobs=0, seed=seed + i)
@@ -81,23 +77,22 @@ def sample_with_vllm(
             for sample in output.outputs
         ]
     generated = broadcast_object_list([generated])[0]
-    eos = _eos_ids(tokenizer)
-    texts, lengths, kl = [], [], []
-    for _, completion, _ in generated:
-        kept = completion[: _ended_at(completion, eos)]
-        texts.append(tokenizer.decode([t for t in kept if t not in eos], skip_special_tokens=True).strip())
-        lengths.append(len(kept))
-    started = time.perf_counter()
+    texts, lengths, kl, kl_s = [], [], [], 0.0
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for start in range(0, len(generated), batch_size):
-                batch = _batch(generated[start : start + batch_size], tokenizer.pad_token_id, eos, model.device)
-                kl += kl_of(reference, batch, temperature)
+                prompt_ids, completions, logprobs = zip(*generated[start : start + batch_size], strict=True)
+                batch = batch_of(list(prompt_ids), list(completions), tokenizer, list(logprobs))
+                texts += completion_texts(tokenizer, batch)
+                lengths += batch.completion_mask.sum(dim=1).tolist()
+                started = time.perf_counter()
+                kl += kl_of(reference, batch.to(model.device), temperature)
+                kl_s += time.perf_counter() - started
     finally:
         model.train(was_training)
-    return PolicySamples(texts, lengths, kl, time.perf_counter() - started)
+    return PolicySamples(texts, lengths, kl, kl_s)
 
 
 def _sync_weights(trainer) -> None:
@@ -112,32 +107,3 @@ def _sync_weights(trainer) -> None:
 def _sampled_logprobs(sample) -> list[float]:
     """The log-probability of each token the engine sampled (`logprobs=0` returns just that one per position)."""
     return [entry[token].logprob for token, entry in zip(sample.token_ids, sample.logprobs, strict=True)]
-
-
-def _eos_ids(tokenizer) -> set[int]:
-    eos = tokenizer.eos_token_id
-    return set(eos) if isinstance(eos, list) else {eos}
-
-
-def _ended_at(tokens: list[int], eos: set[int]) -> int:
-    """How many tokens count: up to and including the first end-of-sequence token."""
-    return next((i + 1 for i, token in enumerate(tokens) if token in eos), len(tokens))
-
-
-def _batch(rows: list[tuple[list[int], list[int], list[float]]], pad: int | None, eos: set[int], device) -> Batch:
-    """`generate`'s layout: prompts left-padded, completions right-padded and masked after their first
-    end-of-sequence token, with the engine's log-probability of each sampled token."""
-    pad = 0 if pad is None else pad
-    width_p = max(len(prompt) for prompt, _, _ in rows)
-    width_c = max(1, max(len(completion) for _, completion, _ in rows))
-    sequences, attention, completion_mask, logprobs = [], [], [], []
-    for prompt, completion, token_logprobs in rows:
-        kept = _ended_at(completion, eos)
-        gap_p, gap_c = width_p - len(prompt), width_c - len(completion)
-        sequences.append([pad] * gap_p + prompt + completion + [pad] * gap_c)
-        mask = [1] * kept + [0] * (width_c - kept)
-        attention.append([0] * gap_p + [1] * len(prompt) + mask)
-        completion_mask.append(mask)
-        logprobs.append(token_logprobs + [0.0] * gap_c)
-    return Batch(torch.tensor(sequences, device=device), torch.tensor(attention, device=device),
-                 torch.tensor(completion_mask, device=device), torch.tensor(logprobs, device=device))
