@@ -90,7 +90,7 @@ def main() -> None:
         delay = "-" if reference is None or r["detected_step"] is None else r["detected_step"] - reference
         print(f"{name:<14} {r['monitor_share']:>13.3f} {r['evaluations']:>11} {r['peak_step']!s:>5} "
               f"{r['onset_step']!s:>6} {r['detected_step']!s:>9} {delay!s:>15}")
-    phases = ("sample", "kl", "grade", "write", "drift")
+    phases = ("sync", "sample", "kl", "grade", "write", "drift")
     print(f"\nseconds per evaluation {' '.join(f'{p:>7}' for p in phases)}   training step")
     for name, r in results.items():
         spent = [r["monitor_phase_seconds"].get(p, 0.0) / r["evaluations"] for p in phases]

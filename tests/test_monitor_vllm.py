@@ -82,6 +82,8 @@ def test_a_vllm_run_samples_the_heldout_answers_with_its_engine_and_their_kl_sta
     samples = [json.loads(line) for line in (tmp_path / "run" / "overopt_samples.jsonl").read_text().splitlines()]
     assert len(samples) == 4 * 3 * 2 and all(isinstance(s["response"], str) for s in samples)
     assert all(0 < r["completion_length"] <= 8 for r in history)
+    phases = json.loads((tmp_path / "run" / "overopt.json").read_text())["monitor_phase_seconds"]
+    assert set(phases) == {"sync", "sample", "kl", "grade", "write"} and phases["sync"] > 0  # the engine's weights
 
 
 @pytest.mark.slow

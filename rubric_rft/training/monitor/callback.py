@@ -188,8 +188,8 @@ class OverOptimizationMonitor(CheckpointedCallback):
         return self.engine
 
     def _spent(self, phase: str, seconds: float) -> None:
-        """Count `seconds` of the monitor's time, under `phase`: sample, kl, grade, write (outputs, the best model,
-        W&B) or drift; the summary's `monitor_phase_seconds` is where an evaluation's time goes."""
+        """Count `seconds` of the monitor's time, under `phase`: sync (a vLLM engine's weights), sample, kl, grade,
+        write (outputs, the best model, W&B) or drift; the summary's `monitor_phase_seconds` is where an evaluation's time goes."""
         self.monitor_seconds += seconds
         self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + seconds
 
@@ -219,8 +219,10 @@ class OverOptimizationMonitor(CheckpointedCallback):
         rows = [row for row in self.graders.rows for _ in range(n)]
         proxy, gold, pairs = self.graders.grade_on_every_rank(rows, samples.texts, self.baseline_texts)
         graded = time.perf_counter()
-        self._spent("sample", sampled - started - samples.kl_s)
+        self._spent("sample", sampled - started - samples.kl_s - samples.sync_s)
         self._spent("kl", samples.kl_s)
+        if samples.sync_s:
+            self._spent("sync", samples.sync_s)
         self._spent("grade", graded - sampled)
         if self.baseline_texts is None:
             self.baseline_texts = samples.texts

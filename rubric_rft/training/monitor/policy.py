@@ -30,6 +30,7 @@ class PolicySamples:
     lengths: list[int]
     kl: list[float]
     kl_s: float = 0.0  # of the sampling call's time, the reference's forward passes for the KL
+    sync_s: float = 0.0  # of the sampling call's time, bringing a vLLM engine to the policy's weights
 
 
 class StartingWeights:

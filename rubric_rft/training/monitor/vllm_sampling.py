@@ -58,7 +58,9 @@ def sample_with_vllm(
     `model` is the policy `reference` disables the adapters of, put in eval mode for the KL. Call it on every rank."""
     from vllm import SamplingParams
 
+    started = time.perf_counter()
     _sync_weights(trainer)
+    sync_s = time.perf_counter() - started
     generated = None
     if trainer.accelerator.is_main_process:
         prompt_ids = [chat_prompt_ids(tokenizer, messages) for messages in prompts]
@@ -92,7 +94,7 @@ def sample_with_vllm(
                 kl_s += time.perf_counter() - started
     finally:
         model.train(was_training)
-    return PolicySamples(texts, lengths, kl, kl_s)
+    return PolicySamples(texts, lengths, kl, kl_s, sync_s)
 
 
 def _sync_weights(trainer) -> None:
