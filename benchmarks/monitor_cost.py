@@ -17,11 +17,11 @@ with the same seed and steps, and only the monitor's cadence changed:
 It prints, per setting, the monitor's share of training wall time (`monitor_share` in overopt.json), the number of
 evaluations, the peak / onset / detected steps, and the detection delay against the fixed cadence: whether the
 cheaper cadence still sees the onset, and how much later; then where the monitor's time went, per evaluation
-(`monitor_phase_seconds`: sampling the held-out answers, the reference's forward pass for the KL, grading, writing
-the outputs and the best model, and the drift probe), beside the mean training step. Training is deterministic
-under the seed, so the settings differ in when the monitor looks, not in what the policy does; the two vLLM
-settings train from vLLM's rollouts, so they compare with each other, not with the others. Their wall time
-includes vLLM's start-up, not counted as training.
+(`monitor_phase_seconds`: a vLLM engine's weight sync, sampling the held-out answers, the reference's forward pass
+for the KL, grading, writing the outputs and the best model, and the drift probe), beside the mean training step.
+Training is deterministic under the seed, so the settings differ in when the monitor looks, not in what the policy
+does; the two vLLM settings train from vLLM's rollouts, so they compare with each other, not with the others. Their
+wall time includes vLLM's start-up, not counted as training.
 """
 
 from __future__ import annotations

@@ -189,7 +189,8 @@ class OverOptimizationMonitor(CheckpointedCallback):
 
     def _spent(self, phase: str, seconds: float) -> None:
         """Count `seconds` of the monitor's time, under `phase`: sync (a vLLM engine's weights), sample, kl, grade,
-        write (outputs, the best model, W&B) or drift; the summary's `monitor_phase_seconds` is where an evaluation's time goes."""
+        write (outputs, the best model, W&B) or drift; the summary's `monitor_phase_seconds` is where an
+        evaluation's time goes."""
         self.monitor_seconds += seconds
         self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + seconds
 
