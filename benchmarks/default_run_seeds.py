@@ -1,13 +1,14 @@
 """The CPU default run with different rollouts, over several seeds: does a faster rollout keep the reward rise?
 
-    python benchmarks/default_run_seeds.py                          # TRL's rollouts vs bf16 rollouts, seeds 42-44
+    python benchmarks/default_run_seeds.py                          # TRL's rollouts vs bf16 (the default), seeds 42-44
     python benchmarks/default_run_seeds.py --arms trl "trl, lora_dropout 0" --seeds 42 43
 
 Each run is README command 1 (configs/cpu_default.yaml: SmolLM2-135M-Instruct with LoRA, 20 GRPO steps of 8
 completions x 64 tokens, a rules-only rubric) through scripts/train_grpo.py in a fresh process, without W&B, held-out
 samples or checkpoints. Arms, run in turn for each seed so that a slow spell of a shared machine falls on all:
-  trl                   TRL's own transformers rollouts (the default: sampled in training mode, LoRA dropout on);
-  bf16                  rollouts from bfloat16 copies of the weights with the adapters folded (`rollout_dtype`);
+  trl                   TRL's own transformers rollouts (`rollout_dtype: null`: in training mode, LoRA dropout on);
+  bf16                  rollouts from bfloat16 copies of the weights with the adapters folded (the default's
+                        `rollout_dtype: bfloat16`);
   folded                the same in float32;
   trl, lora_dropout 0   TRL's rollouts with the LoRA dropout off (what folding also leaves out).
 Printed per run and per arm (mean and range over seeds): mean reward over the first and the last 10% of steps
@@ -29,10 +30,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ARMS = {
-    "trl": [],
+    "trl": ["--rollout_dtype", "null"],
     "bf16": ["--rollout_dtype", "bfloat16"],
     "folded": ["--rollout_dtype", "float32"],
-    "trl, lora_dropout 0": ["--lora_dropout", "0"],
+    "trl, lora_dropout 0": ["--rollout_dtype", "null", "--lora_dropout", "0"],
 }
 
 

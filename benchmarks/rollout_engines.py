@@ -5,7 +5,8 @@
 
 Each engine trains the CPU default (configs/cpu_default.yaml: SmolLM2 with LoRA r=16, 8 completions of up to 64
 tokens a step, a rules-only rubric) through scripts/train_grpo.py in a fresh process, with the same seed; the rounds
-alternate the engines so that a slow spell of a shared machine falls on all of them. `generate` is TRL's own;
+alternate the engines so that a slow spell of a shared machine falls on all of them. `generate` is TRL's own
+(`rollout_dtype: null`);
 `generate folded` decodes with the LoRA adapters folded into float32 weights (`rollout_dtype: float32`), `generate
 bf16` into bfloat16 copies (`rollout_dtype: bfloat16`). The
 step times are TRL's own (`step_time` in the log history). vLLM compiles the model with inductor while it starts
@@ -33,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VLLM_FLAGS = ["--use_vllm", "true", "--vllm_mode", "colocate"]  # the rest as configs/cpu_vllm.yaml has it
+VLLM_FLAGS = ["--use_vllm", "true", "--vllm_mode", "colocate", "--rollout_dtype", "null"]  # as configs/cpu_vllm.yaml
 ENGINES = {
-    "generate": (["--use_vllm", "false"], {}),
+    "generate": (["--use_vllm", "false", "--rollout_dtype", "null"], {}),
     "generate folded": (["--use_vllm", "false", "--rollout_dtype", "float32"], {}),
     "generate bf16": (["--use_vllm", "false", "--rollout_dtype", "bfloat16"], {}),
     "vllm (cold cache)": (VLLM_FLAGS, {"VLLM_CPU_CI_ENV": "0"}),  # compiles, into an emptied cache

@@ -52,7 +52,7 @@ from rubric_rft.training.rollouts import (
 )
 from rubric_rft.training.rubric_checkpoints import RubricStoreCallback
 from rubric_rft.training.tracking import MetricsJsonlCallback, configure_wandb, log_samples_to_wandb
-from rubric_rft.training.trainer import RubricGRPOTrainer
+from rubric_rft.training.trainer import RubricGRPOTrainer, check_rollout_dtype
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "cpu_default.yaml"
 
@@ -95,10 +95,15 @@ class RubricArguments:
                   "machines and which the colocated trainer eats into."},
     )
 
+    def __post_init__(self) -> None:
+        if self.rollout_dtype is not None and self.rollout_dtype.lower() in ("null", "none"):
+            self.rollout_dtype = None  # `--rollout_dtype null` on the command line, as `null` in the YAML
+
 
 def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: ModelConfig) -> None:
     setup_logging()
     check_rollout_settings(training_args)  # before anything loads: vLLM server mode needs CUDA
+    check_rollout_dtype(script_args.rollout_dtype, training_args.use_vllm)
     check_resume_settings(training_args)
     use_every_cpu_core(training_args.use_cpu)
     set_cpu_kv_cache_size(script_args.vllm_cpu_kv_cache_gib)  # before the trainer builds a colocated vLLM

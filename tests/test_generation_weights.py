@@ -3,6 +3,9 @@ afterwards."""
 
 import contextlib
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +15,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rubric_rft.llm.generation import generate
 from rubric_rft.llm.generation_weights import generation_weights
+from rubric_rft.training.rollouts import RolloutSettingsError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def lora_model(path: str, **options):
@@ -157,6 +163,27 @@ def test_rollout_dtype_is_checked_before_the_trainer_is_built(tiny_model_path, t
     with pytest.raises(ValueError, match="rollout_dtype: expected one of"):
         RubricGRPOTrainer(model=tiny_model_path, reward_funcs=[], args=tiny_grpo_config(tmp_path),
                           rollout_dtype="bf16")
-    with pytest.raises(ValueError, match="vLLM rollouts take vLLM's own settings"):
+    with pytest.raises(RolloutSettingsError, match=r"set rollout_dtype: null \(--rollout_dtype null\) with use_vllm"):
         RubricGRPOTrainer(model=tiny_model_path, reward_funcs=[], args=tiny_grpo_config(tmp_path, use_vllm=True),
                           rollout_dtype="bfloat16")
+
+
+def test_the_default_config_decodes_in_bfloat16_and_null_gives_trls_rollouts_back():
+    from tests.test_scale_path import parse_training_args
+
+    default = ["--config", str(ROOT / "configs" / "cpu_default.yaml")]
+    assert parse_training_args(default)[0].rollout_dtype == "bfloat16"
+    for null in ("null", "None"):
+        assert parse_training_args([*default, "--rollout_dtype", null])[0].rollout_dtype is None
+    assert parse_training_args([*default, "--rollout_dtype", "float32"])[0].rollout_dtype == "float32"
+
+
+@pytest.mark.slow
+def test_the_script_refuses_vllm_rollouts_with_a_rollout_dtype_before_loading_anything(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train_grpo.py"), "--use_vllm", "true", "--output_dir",
+         str(tmp_path / "run"), "--report_to", "none"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "error: rollout_dtype: bfloat16" in result.stderr and "--rollout_dtype null" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
