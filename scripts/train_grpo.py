@@ -47,6 +47,7 @@ from rubric_rft.training.rollouts import (
     check_rollout_settings,
     keep_compile_cache_loadable,
     set_cpu_kv_cache_size,
+    shut_down_colocated_vllm,
     use_cpu_weight_reload,
     vllm_memory_errors_as_settings_errors,
 )
@@ -156,12 +157,14 @@ def main(script_args: RubricArguments, training_args: GRPOConfig, model_args: Mo
     heldout = _heldout_rows(script_args)
     before = _answer(trainer, heldout, training_args.max_completion_length)
     trainer.train(resume_from_checkpoint=checkpoint)
-    preemption.exit_if_triggered(trainer.accelerator)  # stopped for a signal: exit 75 so the scheduler requeues
+    # stopped for a signal: exit 75 so the scheduler requeues
+    preemption.exit_if_triggered(trainer.accelerator, before_exit=lambda: shut_down_colocated_vllm(trainer))
     after = _answer(trainer, heldout, training_args.max_completion_length)
     trainer.save_model(training_args.output_dir)
     trainer.save_state()
     if trainer.accelerator.is_main_process and heldout:
         _write_samples(training_args.output_dir, heldout, before, after, reward)
+    shut_down_colocated_vllm(trainer)  # while the process group it was built on is up
     trainer.accelerator.end_training()  # gloo's threads end before the interpreter does, or they abort the process
 
 

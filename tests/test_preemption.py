@@ -133,12 +133,15 @@ class FakeAccelerator:
     def __init__(self, is_main_process: bool) -> None:
         self.is_main_process = is_main_process
         self.waited = self.ended = False
+        self.calls = []
 
     def wait_for_everyone(self) -> None:
         self.waited = True
+        self.calls.append("barrier")
 
     def end_training(self) -> None:
         self.ended = self.waited
+        self.calls.append("end_training")
 
 
 @pytest.mark.parametrize("is_main_process,code", [(True, PREEMPTED_EXIT_CODE), (False, 0)])
@@ -151,6 +154,15 @@ def test_exit_if_triggered_exits_main_with_ex_tempfail_after_a_barrier(is_main_p
     with pytest.raises(SystemExit) as exited:
         callback.exit_if_triggered(accelerator)
     assert exited.value.code == code and accelerator.waited and accelerator.ended  # the group ended, then exit
+
+
+def test_before_exit_runs_after_the_barrier_and_before_the_process_group_ends():
+    callback = CheckpointOnSignal()
+    accelerator = FakeAccelerator(is_main_process=True)
+    callback.triggered = True
+    with pytest.raises(SystemExit):
+        callback.exit_if_triggered(accelerator, before_exit=lambda: accelerator.calls.append("vLLM shut down"))
+    assert accelerator.calls == ["barrier", "vLLM shut down", "end_training"]
 
 
 def test_exit_code_is_ex_tempfail_and_signals_are_required():

@@ -239,7 +239,9 @@ def test_a_kv_cache_larger_than_the_machine_has_is_an_error_naming_the_key_not_a
 @pytest.mark.vllm
 def test_cpu_vllm_config_trains_smollm2_with_lora_and_resumes(smollm2_path, tmp_path):
     pytest.importorskip("vllm")
-    train_script(tmp_path, smollm2_path, "--max_steps", "1")
+    first = train_script(tmp_path, smollm2_path, "--max_steps", "1")
+    # the engine is shut down before the process group ends, not by vLLM's finalizer at exit after it
+    assert "Invalid process group" not in first.stderr and "Traceback" not in first.stderr
     checkpoint = tmp_path / "run" / "checkpoint-1"
     assert (checkpoint / "adapter_model.safetensors").exists()
 

@@ -36,7 +36,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -119,13 +119,16 @@ class CheckpointOnSignal(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         self.uninstall()
 
-    def exit_if_triggered(self, accelerator) -> None:
+    def exit_if_triggered(self, accelerator, before_exit: Callable[[], None] | None = None) -> None:
         """After `trainer.train()`: if training stopped for a signal, exit once every rank is past the checkpoint,
-        the main process with `PREEMPTED_EXIT_CODE` and the others with 0. Returns if it did not stop for one."""
+        the main process with `PREEMPTED_EXIT_CODE` and the others with 0. Returns if it did not stop for one.
+        `before_exit` runs on every rank after that barrier, before the process group ends."""
         if not self.triggered:
             return
         accelerator.wait_for_everyone()
         is_main = accelerator.is_main_process
+        if before_exit is not None:
+            before_exit()
         accelerator.end_training()  # a process group left to the interpreter's exit can abort it (SIGABRT), and
         sys.exit(PREEMPTED_EXIT_CODE if is_main else 0)  # the scheduler would see that instead of this code
 

@@ -24,6 +24,11 @@ cannot load back (`'function' object has no attribute 'finalize_loading'`, logge
 compiled again. `VLLM_USE_AOT_COMPILE=0` makes it use its inductor cache, which loads: the engine started in 15 s
 instead of 54 s on a second run (`benchmarks/rollout_engines.py` shows the cold and warm start-up side by side).
 
+Shutdown. vLLM shuts a colocated engine down from a finalizer at the interpreter's exit, and tears down its process
+groups there; by then `accelerator.end_training()` has destroyed the process group they were built on, and the exit
+prints `ValueError: Invalid process group specified`. `shut_down_colocated_vllm` shuts it down while the group is
+up (vLLM then destroys the default group itself, and `end_training` finds none left to destroy).
+
 Server mode pushes the weights to the vLLM server over NCCL (vLLM's weight-transfer engine), which needs CUDA.
 Without it TRL fails deep inside its client; the run is refused before the trainer is built, naming colocate as
 the CPU path.
@@ -115,6 +120,13 @@ def use_cpu_weight_reload(trainer: GRPOTrainer) -> bool:
         return False
     trainer.vllm_generation.sync_weights = types.MethodType(_reload_weights, trainer.vllm_generation)
     return True
+
+
+def shut_down_colocated_vllm(trainer: GRPOTrainer) -> None:
+    """Shut the trainer's colocated vLLM engine down now (see "Shutdown" above). Call it on every rank after the last
+    collective and before `accelerator.end_training()`: vLLM's shutdown ends the process group."""
+    if trainer.use_vllm and trainer.vllm_mode == "colocate":
+        trainer.vllm_generation.llm.llm_engine.engine_core.shutdown()
 
 
 def _vllm_runs_on_cpu() -> bool:
