@@ -58,9 +58,9 @@ def sample_with_vllm(
     `model` is the policy `reference` disables the adapters of, put in eval mode for the KL. Call it on every rank."""
     from vllm import SamplingParams
 
-    started = time.perf_counter()
+    sync_started = time.perf_counter()
     _sync_weights(trainer)
-    sync_s = time.perf_counter() - started
+    sync_s = time.perf_counter() - sync_started
     generated = None
     if trainer.accelerator.is_main_process:
         prompt_ids = [chat_prompt_ids(tokenizer, messages) for messages in prompts]
